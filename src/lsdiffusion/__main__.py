@@ -1,0 +1,7 @@
+"""``python -m lsdiffusion`` runs the command line."""
+
+import sys
+
+from lsdiffusion.cli import main
+
+sys.exit(main())

@@ -1,0 +1,63 @@
+"""Shared argument checks and the one reduction helper used by every loss.
+
+Every public function validates its inputs here so that errors read the same
+everywhere: they name the argument, what was expected and what was received.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, get_args
+
+import torch
+
+__all__ = [
+    "Reduction",
+    "check_finite_positive",
+    "check_in_unit_interval",
+    "check_reduction",
+    "normalize_dim",
+]
+
+Reduction = Literal["none", "mean", "sum", "batchmean"]
+
+
+def check_reduction(reduction: str, allowed: tuple[str, ...] | None = None) -> None:
+    """Raise ``ValueError`` unless ``reduction`` is one of ``allowed``.
+
+    Args:
+        reduction: the value passed by the user.
+        allowed: the accepted values; defaults to every :data:`Reduction`.
+    """
+    options = allowed if allowed is not None else get_args(Reduction)
+    if reduction not in options:
+        raise ValueError(f"reduction must be one of {list(options)}, got {reduction!r}")
+
+
+def check_in_unit_interval(name: str, value: float) -> None:
+    """Raise ``ValueError`` unless ``0 <= value <= 1``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__}")
+    if not (0.0 <= float(value) <= 1.0):
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+
+
+def check_finite_positive(name: str, value: float) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number ``> 0``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a positive float, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+
+
+def normalize_dim(name: str, dim: int, tensor: torch.Tensor) -> int:
+    """Return ``dim`` as a non-negative index into ``tensor``'s shape."""
+    ndim = tensor.dim()
+    if ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension, got a 0-d tensor")
+    if not -ndim <= dim < ndim:
+        raise ValueError(
+            f"dim={dim} is out of range for {name} of shape {tuple(tensor.shape)} "
+            f"(expected -{ndim} <= dim < {ndim})"
+        )
+    return dim % ndim

@@ -1,0 +1,59 @@
+"""The ``lsdiffusion`` command line.
+
+Each sub-command lives next to the code it drives and registers itself through
+an ``add_parser(subparsers)`` function; this module only wires them together,
+so ``lsdiffusion --help`` stays fast (heavy imports happen inside the commands).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+# Modules that expose ``add_parser(subparsers) -> None``; each parser sets a
+# ``func(args) -> int`` default that runs the command.
+_COMMAND_MODULES: tuple[str, ...] = (
+    "lsdiffusion.demo",
+    "lsdiffusion.semantics.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level argument parser with every sub-command registered."""
+    from lsdiffusion import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="lsdiffusion",
+        description="Label smoothing x knowledge distillation: losses, measurements, class sets.",
+    )
+    parser.add_argument("--version", action="version", version=f"lsdiffusion {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a command whose module is not built yet
+            if exc.name != name:
+                raise
+            continue
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    result: int = func(args)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
