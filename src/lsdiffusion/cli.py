@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:  # a command whose module is not built yet
-            if exc.name != name:
+            if exc.name is None or not (name + ".").startswith(exc.name + "."):
                 raise
             continue
         module.add_parser(subparsers)
