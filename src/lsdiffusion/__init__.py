@@ -8,6 +8,17 @@ entropy - and the semantic class sets those measurements need.
 
 from __future__ import annotations
 
+from lsdiffusion.functional import KDTerms, kd_loss, kd_loss_terms, label_smoothing_loss
+from lsdiffusion.losses import KDLoss, LabelSmoothingLoss
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "KDLoss",
+    "KDTerms",
+    "LabelSmoothingLoss",
+    "__version__",
+    "kd_loss",
+    "kd_loss_terms",
+    "label_smoothing_loss",
+]

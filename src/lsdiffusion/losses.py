@@ -1,0 +1,164 @@
+"""``nn.Module`` wrappers around :mod:`lsdiffusion.functional`.
+
+The modules validate their configuration once in ``__init__``, keep class
+weights as non-persistent buffers (so ``.to(device)`` moves them and
+checkpoints stay free of them), and their ``forward`` is one call to the
+function, whose docstring carries the math.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from lsdiffusion._validation import check_finite_positive, check_in_unit_interval, check_reduction
+from lsdiffusion.functional import (
+    KDReduction,
+    KDTerms,
+    LSReduction,
+    kd_loss_terms,
+    label_smoothing_loss,
+)
+
+__all__ = ["KDLoss", "LabelSmoothingLoss"]
+
+
+class LabelSmoothingLoss(nn.Module):
+    """Cross-entropy with label smoothing; see :func:`~lsdiffusion.label_smoothing_loss`.
+
+    Args:
+        alpha: smoothing in ``[0, 1]``.
+        weight: optional per-class weights ``(C,)``, kept as a non-persistent buffer.
+        ignore_index: index targets equal to it are skipped.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+        dim: the class dimension (``-1`` for ``(B, L, V)`` sequence logits).
+
+    Example:
+        >>> import torch
+        >>> from lsdiffusion import LabelSmoothingLoss
+        >>> criterion = LabelSmoothingLoss(alpha=0.1)
+        >>> logits = torch.tensor([[2.0, 0.0, -1.0]], requires_grad=True)
+        >>> loss = criterion(logits, torch.tensor([0]))
+        >>> loss.backward()
+        >>> round(loss.item(), 4)
+        0.3365
+    """
+
+    weight: Tensor | None
+
+    def __init__(
+        self,
+        alpha: float = 0.1,
+        *,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: LSReduction = "mean",
+        dim: int = 1,
+    ) -> None:
+        super().__init__()
+        check_in_unit_interval("alpha", alpha)
+        check_reduction(reduction, ("none", "mean", "sum"))
+        if weight is not None and (weight.dim() != 1 or not weight.is_floating_point()):
+            raise ValueError(
+                "weight must be a 1-D floating-point tensor with one entry per class, got "
+                f"shape {tuple(weight.shape)} and dtype {weight.dtype}"
+            )
+        self.alpha = float(alpha)
+        self.ignore_index = ignore_index
+        self.reduction: LSReduction = reduction
+        self.dim = dim
+        self.register_buffer("weight", weight, persistent=False)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Return the label-smoothing loss of ``logits`` against ``target``."""
+        return label_smoothing_loss(
+            logits,
+            target,
+            self.alpha,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            dim=self.dim,
+        )
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, reduction={self.reduction!r}, dim={self.dim}"
+
+
+class KDLoss(nn.Module):
+    """Hinton distillation loss with T² scaling; see :func:`~lsdiffusion.kd_loss`.
+
+    ``forward`` returns the loss; :meth:`terms` returns the loss together with
+    its detached hard (label cross-entropy) and soft (T²·KL) parts for logging.
+
+    Args:
+        temperature: ``T > 0``, applied to both student and teacher.
+        beta: weight of the distillation term; ``beta < 1`` needs a target.
+        t2_scaling: multiply the KL term by ``T²``.
+        ignore_index: target value marking rows/tokens to skip.
+        reduction: ``"batchmean"``, ``"sum"`` or ``"none"``.
+        dim: the class dimension.
+
+    Example:
+        >>> import torch
+        >>> from lsdiffusion import KDLoss
+        >>> criterion = KDLoss(temperature=1.0)
+        >>> student = torch.tensor([[1.0, 0.0, -1.0]], requires_grad=True)
+        >>> teacher = torch.tensor([[2.0, 0.0, 0.0]])
+        >>> loss, hard, soft = criterion.terms(student, teacher)
+        >>> round(loss.item(), 4), round(soft.item(), 4)
+        (0.0616, 0.0616)
+    """
+
+    def __init__(
+        self,
+        temperature: float,
+        *,
+        beta: float = 1.0,
+        t2_scaling: bool = True,
+        ignore_index: int = -100,
+        reduction: KDReduction = "batchmean",
+        dim: int = 1,
+    ) -> None:
+        super().__init__()
+        check_finite_positive("temperature", temperature)
+        check_in_unit_interval("beta", beta)
+        if reduction == "mean":  # type: ignore[comparison-overlap]
+            raise ValueError(
+                "reduction='mean' is not offered for KD (an elementwise mean is off by a "
+                "factor C); use 'batchmean', 'sum' or 'none'"
+            )
+        check_reduction(reduction, ("none", "batchmean", "sum"))
+        self.temperature = float(temperature)
+        self.beta = float(beta)
+        self.t2_scaling = t2_scaling
+        self.ignore_index = ignore_index
+        self.reduction: KDReduction = reduction
+        self.dim = dim
+
+    def terms(
+        self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor | None = None
+    ) -> KDTerms:
+        """Return ``KDTerms(loss, hard, soft)``; only ``loss`` carries a gradient."""
+        return kd_loss_terms(
+            student_logits,
+            teacher_logits,
+            self.temperature,
+            target=target,
+            beta=self.beta,
+            t2_scaling=self.t2_scaling,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            dim=self.dim,
+        )
+
+    def forward(
+        self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor | None = None
+    ) -> Tensor:
+        """Return the distillation loss (see :func:`~lsdiffusion.kd_loss`)."""
+        return self.terms(student_logits, teacher_logits, target).loss
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, beta={self.beta}, "
+            f"t2_scaling={self.t2_scaling}, reduction={self.reduction!r}"
+        )

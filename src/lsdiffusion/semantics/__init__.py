@@ -1,0 +1,73 @@
+"""Semantic class sets: which classes are similar or dissimilar to a target.
+
+Two methods, as in Chandrasegaran et al. (ICML 2022):
+
+1. **WordNet** (:func:`wordnet_class_sets`, :class:`ClassHierarchy`): siblings
+   under the immediate hypernym, and classes whose lowest common ancestor with
+   the target is near the root. ImageNet-1K's hierarchy ships with the package
+   (no nltk, no network); other class lists go through nltk
+   (:func:`wordnet_hierarchy`).
+2. **Feature distance** (:func:`feature_class_sets`): the classes whose
+   centroids are closest (1%) and farthest (90%) from the target's.
+
+:func:`set_consistency` compares two selections (paper Table G.1) and
+:func:`paper_class_set` returns the paper's hand-picked sets.
+"""
+
+from __future__ import annotations
+
+from lsdiffusion.semantics.features import (
+    feature_class_masks,
+    feature_class_sets,
+    feature_set_sizes,
+    set_consistency,
+)
+from lsdiffusion.semantics.hierarchy import (
+    DEFAULT_DISSIMILAR_DEPTH,
+    DEFAULT_MIN_SIZE,
+    PAPER_CLASS_SETS,
+    ClassHierarchy,
+    ClassLookupError,
+    ClassSetMasks,
+    ClassSets,
+    SimilarBasis,
+    SynsetRecord,
+    find_class,
+    imagenet1k_hierarchy,
+    imagenet1k_wnids,
+    paper_class_set,
+    wordnet_class_masks,
+    wordnet_class_sets,
+)
+from lsdiffusion.semantics.wordnet import (
+    WordNetUnavailableError,
+    load_wordnet,
+    prepare_wordnet_corpus,
+    wordnet_hierarchy,
+)
+
+__all__ = [
+    "DEFAULT_DISSIMILAR_DEPTH",
+    "DEFAULT_MIN_SIZE",
+    "PAPER_CLASS_SETS",
+    "ClassHierarchy",
+    "ClassLookupError",
+    "ClassSetMasks",
+    "ClassSets",
+    "SimilarBasis",
+    "SynsetRecord",
+    "WordNetUnavailableError",
+    "feature_class_masks",
+    "feature_class_sets",
+    "feature_set_sizes",
+    "find_class",
+    "imagenet1k_hierarchy",
+    "imagenet1k_wnids",
+    "load_wordnet",
+    "paper_class_set",
+    "prepare_wordnet_corpus",
+    "set_consistency",
+    "wordnet_class_masks",
+    "wordnet_class_sets",
+    "wordnet_hierarchy",
+]

@@ -1,0 +1,271 @@
+"""Feature-distance class sets (the paper's method 2) and set consistency (Table G.1).
+
+For class centroids :math:`μ_1..μ_C` (e.g. penultimate-layer features of a
+teacher, averaged per class), the classes other than the target π are ranked
+by the Euclidean distance :math:`‖μ_π − μ_c‖_2`:
+
+* :math:`S_{sim}(π)`: the ``n_sim`` closest, with
+  ``n_sim = max(1, round(similar_frac · C))``;
+* :math:`S_{dissim}(π)`: the ``n_dissim`` farthest, with
+  ``n_dissim = max(1, round(dissimilar_frac · C))``.
+
+Fractions are of all ``C`` classes (the paper's "closest 1%" of ImageNet's
+1000 classes is 10 classes, "farthest 90%" is 900), rounded half up, at least
+one class each; the two sets must fit in the ``C − 1`` other classes, so they
+never overlap. Equal distances are broken by class index (lower index counts
+as closer).
+
+Inputs may be numpy arrays, torch tensors (any device; detached and copied to
+the CPU) or nested sequences; the work is done in float64 with numpy.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lsdiffusion.semantics.hierarchy import ClassSetMasks, ClassSets
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import torch
+
+    ArrayLike: TypeAlias = npt.ArrayLike | torch.Tensor
+
+__all__ = ["feature_class_masks", "feature_class_sets", "feature_set_sizes", "set_consistency"]
+
+
+def _to_numpy(name: str, value: Any) -> npt.NDArray[Any]:
+    torch = sys.modules.get("torch")  # a tensor implies torch is already imported
+    if torch is not None and isinstance(value, torch.Tensor):
+        if value.is_complex():
+            raise TypeError(f"{name} must be real, got a {value.dtype} tensor")
+        dtype = torch.bool if value.dtype == torch.bool else None
+        t = value.detach().cpu()
+        if dtype is None and t.is_floating_point():
+            t = t.to(torch.float64)
+        return np.asarray(t.numpy())
+    return np.asarray(value)
+
+
+def _check_frac(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a float in (0, 1], got {type(value).__name__}")
+    v = float(value)
+    if not (0.0 < v <= 1.0):  # also rejects NaN
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    return v
+
+
+def feature_set_sizes(
+    num_classes: int, similar_frac: float = 0.01, dissimilar_frac: float = 0.9
+) -> tuple[int, int]:
+    """Sizes ``(n_sim, n_dissim)`` of the feature-distance sets for ``C`` classes.
+
+    ``n = max(1, floor(frac · C + 1/2))`` for each; raises unless
+    ``n_sim + n_dissim <= C − 1``.
+
+    Example:
+        >>> from lsdiffusion.semantics import feature_set_sizes
+        >>> feature_set_sizes(1000), feature_set_sizes(200), feature_set_sizes(10, 0.1, 0.5)
+        ((10, 900), (2, 180), (1, 5))
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
+    sf = _check_frac("similar_frac", similar_frac)
+    df = _check_frac("dissimilar_frac", dissimilar_frac)
+    c = int(num_classes)
+    n_sim = max(1, math.floor(sf * c + 0.5))
+    n_dis = max(1, math.floor(df * c + 0.5))
+    if n_sim + n_dis > c - 1:
+        raise ValueError(
+            f"similar_frac={similar_frac} and dissimilar_frac={dissimilar_frac} leave no room: "
+            f"with C={c} classes they select {n_sim} + {n_dis} = {n_sim + n_dis} of the "
+            f"C - 1 = {c - 1} other classes; lower one of them"
+        )
+    return n_sim, n_dis
+
+
+def _centroids(centroids: Any) -> npt.NDArray[np.float64]:
+    x = _to_numpy("centroids", centroids)
+    if x.dtype.kind not in "fiu":
+        raise TypeError(f"centroids must be a real numeric array, got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"centroids must be 2-D (C, D), got shape {tuple(x.shape)}")
+    if x.shape[1] == 0:
+        raise ValueError(f"centroids must have D >= 1 feature columns, got shape {x.shape}")
+    x = x.astype(np.float64, copy=False)
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"centroids must be finite; rows {bad[:10].tolist()}"
+            f"{' ...' if bad.size > 10 else ''} ({bad.size} of {x.shape[0]}) hold NaN or inf "
+            "(a class with no samples?)"
+        )
+    centred: npt.NDArray[np.float64] = x - x.mean(axis=0)
+    return centred  # distances are translation-invariant; this limits cancellation
+
+
+def feature_class_masks(
+    centroids: ArrayLike, similar_frac: float = 0.01, dissimilar_frac: float = 0.9
+) -> ClassSetMasks:
+    """Feature-distance class sets of every class at once, as ``(C, C)`` bool masks.
+
+    Row ``t`` holds the ``n_sim`` classes closest to class ``t``'s centroid
+    (``similar``) and the ``n_dissim`` farthest (``dissimilar``); see the
+    module doc for the sizes and tie-breaking. Cost: one ``C × C`` Gram matrix
+    and one sort per row.
+
+    Args:
+        centroids: ``(C, D)`` class centroids, row ``c`` for class ``c``.
+        similar_frac: fraction of ``C`` taken as similar, in ``(0, 1]``.
+        dissimilar_frac: fraction of ``C`` taken as dissimilar, in ``(0, 1]``.
+
+    Returns:
+        ``ClassSetMasks(similar, dissimilar)``, numpy bool ``(C, C)``, with
+        False diagonals.
+
+    Example:
+        >>> import numpy as np
+        >>> from lsdiffusion.semantics import feature_class_masks
+        >>> centroids = np.array([[0.0], [1.0], [2.0], [10.0], [11.0]])
+        >>> masks = feature_class_masks(centroids, similar_frac=0.2, dissimilar_frac=0.4)
+        >>> masks.similar.astype(int)
+        array([[0, 1, 0, 0, 0],
+               [1, 0, 0, 0, 0],
+               [0, 1, 0, 0, 0],
+               [0, 0, 0, 0, 1],
+               [0, 0, 0, 1, 0]])
+        >>> np.flatnonzero(masks.dissimilar[0]).tolist()
+        [3, 4]
+    """
+    x = _centroids(centroids)
+    c = x.shape[0]
+    n_sim, n_dis = feature_set_sizes(c, similar_frac, dissimilar_frac)
+    sq = np.einsum("ij,ij->i", x, x)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
+    np.maximum(d2, 0.0, out=d2)
+    np.fill_diagonal(d2, -1.0)  # the target sorts first
+    order = np.argsort(d2, axis=1, kind="stable")
+    rows = np.arange(c)[:, None]
+    similar = np.zeros((c, c), dtype=bool)
+    similar[rows, order[:, 1 : 1 + n_sim]] = True
+    dissimilar = np.zeros((c, c), dtype=bool)
+    dissimilar[rows, order[:, c - n_dis :]] = True
+    return ClassSetMasks(similar, dissimilar)
+
+
+def feature_class_sets(
+    centroids: ArrayLike,
+    target: int,
+    similar_frac: float = 0.01,
+    dissimilar_frac: float = 0.9,
+) -> ClassSets:
+    """Feature-distance similar / dissimilar classes of one target (paper's method 2).
+
+    The ``n_sim = max(1, round(similar_frac · C))`` classes whose centroids are
+    closest to the target's, and the ``n_dissim = max(1, round(dissimilar_frac
+    · C))`` farthest (module doc). For every target at once use
+    :func:`feature_class_masks` (same sets, up to rounding on exact ties).
+
+    Args:
+        centroids: ``(C, D)`` class centroids (numpy array or torch tensor).
+        target: index of the target class, ``0 <= target < C``.
+        similar_frac: fraction of ``C`` taken as similar, in ``(0, 1]``.
+        dissimilar_frac: fraction of ``C`` taken as dissimilar, in ``(0, 1]``.
+
+    Returns:
+        ``ClassSets(similar, dissimilar)`` of ascending class indices.
+
+    Example:
+        >>> import numpy as np
+        >>> from lsdiffusion.semantics import feature_class_sets
+        >>> rng = np.random.default_rng(0)
+        >>> centroids = rng.normal(size=(1000, 64))
+        >>> centroids[1:11] = centroids[0] + 0.01 * rng.normal(size=(10, 64))
+        >>> sim, dis = feature_class_sets(centroids, 0)
+        >>> sim, len(dis)
+        ((1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 900)
+    """
+    x = _centroids(centroids)
+    c = x.shape[0]
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+        raise TypeError(f"target must be a class index (int), got {type(target).__name__}")
+    if not 0 <= target < c:
+        raise ValueError(f"target must be in [0, {c - 1}] for C={c} centroids, got {target}")
+    t = int(target)
+    n_sim, n_dis = feature_set_sizes(c, similar_frac, dissimilar_frac)
+    diff = x - x[t]
+    d2 = np.einsum("ij,ij->i", diff, diff)
+    d2[t] = -1.0
+    order = np.argsort(d2, kind="stable")
+    return ClassSets(
+        tuple(sorted(int(i) for i in order[1 : 1 + n_sim])),
+        tuple(sorted(int(i) for i in order[c - n_dis :])),
+    )
+
+
+def set_consistency(
+    a: Sequence[int] | ArrayLike, b: Sequence[int] | ArrayLike
+) -> float | npt.NDArray[np.float64]:
+    """Consistency of selection ``b`` with selection ``a``: ``|A ∩ B| / |A|`` (Table G.1).
+
+    Either two collections of class indices (returns a float; ``a`` must be
+    non-empty, neither may repeat an index), or two bool masks of the same
+    shape: ``(C,)`` gives a float, ``(T, C)`` (e.g. :class:`ClassSetMasks`
+    fields) gives one value per row, NaN where ``a``'s row is empty (0/0), so
+    average with ``np.nanmean``. Not symmetric: divide by ``|A|``.
+
+    Example:
+        >>> import numpy as np
+        >>> from lsdiffusion.semantics import set_consistency
+        >>> set_consistency([205, 206, 208, 209], [206, 208, 210])
+        0.5
+        >>> a = np.array([[True, True, False], [False, False, False]])
+        >>> b = np.array([[True, False, True], [True, False, False]])
+        >>> set_consistency(a, b)
+        array([0.5, nan])
+    """
+    xa, xb = _to_numpy("a", a), _to_numpy("b", b)
+    a_mask, b_mask = xa.dtype == np.bool_, xb.dtype == np.bool_
+    if a_mask != b_mask:
+        raise TypeError(
+            "a and b must both be bool masks or both be collections of class indices, "
+            f"got dtypes {xa.dtype} and {xb.dtype}"
+        )
+    if a_mask:
+        if xa.shape != xb.shape or xa.ndim not in (1, 2):
+            raise ValueError(
+                "masks a and b must have the same shape, (C,) or (T, C), "
+                f"got {tuple(xa.shape)} and {tuple(xb.shape)}"
+            )
+        inter = np.count_nonzero(xa & xb, axis=-1).astype(np.float64)
+        size = np.count_nonzero(xa, axis=-1).astype(np.float64)
+        if xa.ndim == 1:
+            if size == 0:
+                raise ValueError("mask a must select at least one class, got an all-False mask")
+            return float(inter / size)
+        out = np.full(size.shape, np.nan)
+        np.divide(inter, size, out=out, where=size > 0)
+        return out
+    sets = []
+    for name, arr in (("a", xa), ("b", xb)):
+        if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+            raise TypeError(
+                f"{name} must be a 1-D collection of int class indices (or a bool mask), "
+                f"got dtype {arr.dtype} and shape {tuple(arr.shape)}"
+            )
+        s = {int(v) for v in arr}
+        if len(s) != arr.size:
+            raise ValueError(f"{name} must not repeat class indices, got {arr.tolist()}")
+        sets.append(s)
+    if not sets[0]:
+        raise ValueError("a must hold at least one class index, got an empty collection")
+    return len(sets[0] & sets[1]) / len(sets[0])

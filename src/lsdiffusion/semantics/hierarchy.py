@@ -1,0 +1,869 @@
+"""Class hierarchies from WordNet: class lookup and semantic class sets (method 1).
+
+A :class:`ClassHierarchy` holds the classes of a dataset (ImageNet-1K, or any
+list of WordNet synsets) together with every hypernym ancestor they need, as a
+directed acyclic graph (a synset may have several parents). From it come the
+paper's WordNet class sets for a target class π:
+
+* **Similar**, :math:`S_{sim}(π)`: the *siblings* of π, i.e. the other classes
+  that have one of π's immediate hypernyms as an immediate hypernym. When π has
+  several immediate hypernyms the siblings under each of them are united. When
+  π has no sibling, fall back to the *smallest ancestor subtree* that holds at
+  least ``min_size`` classes besides π: among the ancestors ``v`` of π (over
+  all hypernym paths, π itself included) with ``|classes under v| - 1 >=
+  min_size``, take the one with the fewest classes (ties: the deepest, then the
+  smallest wnid); :math:`S_{sim}(π)` is every class under it except π.
+* **Dissimilar**, :math:`S_{dissim}(π)`: the classes ``c != π`` whose lowest
+  common ancestor with π sits at depth ``<= dissimilar_depth``.
+
+**Depth** of a synset is the length of its *longest* hypernym path to the root
+(``entity.n.01`` has depth 0), as nltk's ``Synset.max_depth()``. With several
+parents this is the one convention under which every ancestor is strictly
+shallower than its descendants, so "the lowest common ancestor" is well
+defined: the common ancestors of ``a`` and ``b`` are those reached through any
+hypernym path of either, and the depth of their lowest common ancestor is the
+largest depth among them (nltk's ``lowest_common_hypernyms``). Pairs with no
+common ancestor (separate roots) get depth -1. With the minimum-path
+convention ``dog.n.01`` (depth 13 here, 8 by its shortest path through
+``domestic_animal.n.01``) would sit above some of its own ancestors.
+
+ImageNet-1K's hierarchy ships with the package (WordNet 3.0, 1860 synsets) and
+loads lazily on first use; :func:`lsdiffusion.semantics.wordnet_hierarchy`
+builds one for any class list through nltk.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import gzip
+import io
+import operator
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "DEFAULT_DISSIMILAR_DEPTH",
+    "DEFAULT_MIN_SIZE",
+    "PAPER_CLASS_SETS",
+    "ClassHierarchy",
+    "ClassLookupError",
+    "ClassSetMasks",
+    "ClassSets",
+    "SimilarBasis",
+    "SynsetRecord",
+    "find_class",
+    "imagenet1k_hierarchy",
+    "imagenet1k_wnids",
+    "paper_class_set",
+    "wordnet_class_masks",
+    "wordnet_class_sets",
+]
+
+DEFAULT_MIN_SIZE = 2
+"""Fallback size of the similar set: at least 2 classes besides the target.
+
+A class without siblings (323 of ImageNet-1K's 1000) then gets a tight subtree
+that does not rest on a single class: the three sharks share ``shark.n.01``,
+the kite, bald eagle and vulture ``bird_of_prey.n.01``. Sibling sets have a
+median of 2 classes too; larger values quickly reach broad subtrees (with 4,
+the birds of prey get all 58 birds).
+"""
+
+DEFAULT_DISSIMILAR_DEPTH = 3
+"""Dissimilar = lowest common ancestor at depth <= 3 (``whole.n.02`` and above).
+
+Living things and artifacts meet at ``whole.n.02`` (depth 3), so a dog's
+dissimilar set is every ImageNet class that is not an organism, and a
+submarine's is every class that is not an artifact.
+"""
+
+_HIERARCHY_FILE = "imagenet1k_hierarchy.tsv.gz"
+_WNIDS_FILE = "imagenet1k_wnids.txt"
+_HEADER = ("wnid", "synset", "class", "parents", "lemmas")
+_WNID_RE = re.compile(r"^[nvasr]\d{8}$")
+_SYNSET_NAME_RE = re.compile(r"^\S+\.[nvasr]\.\d+$")
+
+_PAPER_SETS: dict[str, tuple[int, ...]] = {
+    # Golden retriever and its siblings: flat-coated, curly-coated, golden,
+    # Labrador, Chesapeake Bay.
+    "retrievers": (205, 206, 207, 208, 209),
+    # Thunder, ringneck, hognose, king and water snake.
+    "snakes": (52, 53, 54, 56, 58),
+    # Figure 1: miniature poodle, standard poodle, submarine.
+    "figure1": (266, 267, 833),
+}
+PAPER_CLASS_SETS: Mapping[str, tuple[int, ...]] = MappingProxyType(_PAPER_SETS)
+"""The paper's hand-picked ImageNet-1K class sets, by name (indices, ascending)."""
+
+
+class ClassLookupError(ValueError, LookupError):
+    """A class reference (index, wnid or name) that names no class, or several."""
+
+
+class SynsetRecord(NamedTuple):
+    """One synset of a :class:`ClassHierarchy`.
+
+    Attributes:
+        wnid: WordNet id, part of speech + 8-digit offset (``"n02099601"``).
+        name: nltk synset name (``"golden_retriever.n.01"``).
+        parents: wnids of the immediate hypernyms (and instance hypernyms).
+        lemmas: WordNet lemma names, the first one used for display
+            (``("golden_retriever",)``).
+    """
+
+    wnid: str
+    name: str
+    parents: tuple[str, ...]
+    lemmas: tuple[str, ...]
+
+
+class ClassSets(NamedTuple):
+    """Similar and dissimilar classes of one target, as ascending class indices."""
+
+    similar: tuple[int, ...]
+    dissimilar: tuple[int, ...]
+
+
+class ClassSetMasks(NamedTuple):
+    """Class sets of every target at once.
+
+    Attributes:
+        similar: ``(C, C)`` bool array, ``similar[t, c]`` is True when class
+            ``c`` is in the similar set of target ``t``. The diagonal is False.
+        dissimilar: ``(C, C)`` bool array, likewise.
+    """
+
+    similar: npt.NDArray[np.bool_]
+    dissimilar: npt.NDArray[np.bool_]
+
+
+class SimilarBasis(NamedTuple):
+    """Where a similar set comes from.
+
+    Attributes:
+        kind: ``"siblings"`` (classes under an immediate hypernym) or
+            ``"subtree"`` (the fallback ancestor subtree).
+        synsets: synset names of the immediate hypernyms whose children were
+            taken (``"siblings"``) or of the subtree's root (``"subtree"``).
+    """
+
+    kind: Literal["siblings", "subtree"]
+    synsets: tuple[str, ...]
+
+
+def _normalize_name(name: str) -> str:
+    """Casefold, treat ``_`` and ``-`` as spaces and collapse whitespace."""
+    return " ".join(name.replace("_", " ").replace("-", " ").casefold().split())
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class ClassHierarchy:
+    """Classes placed in a hypernym DAG, with lookup and WordNet class sets.
+
+    Args:
+        records: every synset the classes need: the classes themselves and all
+            their ancestors (each parent named in ``parents`` must have a
+            record). Order does not matter.
+        classes: the wnids of the classes, in class-index order.
+        source: free text recorded in saved files (e.g. ``"WordNet 3.0"``).
+
+    Raises:
+        ValueError: on duplicate wnids or classes, a parent without a record, a
+            class without a record, or a cycle.
+
+    Example:
+        >>> from lsdiffusion.semantics import imagenet1k_hierarchy
+        >>> h = imagenet1k_hierarchy()
+        >>> h.num_classes, h.index("Golden_Retriever"), h.names[207]
+        (1000, 207, 'golden retriever')
+        >>> h.class_sets(207).similar
+        (205, 206, 208, 209)
+    """
+
+    def __init__(
+        self, records: Iterable[SynsetRecord], classes: Sequence[str], *, source: str = ""
+    ) -> None:
+        recs = list(records)
+        self.source = source
+        self._node_of: dict[str, int] = {}
+        for i, rec in enumerate(recs):
+            if rec.wnid in self._node_of:
+                raise ValueError(f"records must have unique wnids, got {rec.wnid!r} twice")
+            self._node_of[rec.wnid] = i
+        self._records = tuple(recs)
+        n = len(recs)
+        parents: list[tuple[int, ...]] = []
+        for rec in recs:
+            missing = [p for p in rec.parents if p not in self._node_of]
+            if missing:
+                raise ValueError(
+                    f"records must include every parent: {rec.wnid} ({rec.name}) has parents "
+                    f"{missing} without a record"
+                )
+            parents.append(tuple(sorted({self._node_of[p] for p in rec.parents})))
+        self._parents = tuple(parents)
+
+        # Topological order (parents first) and longest-path depth from a root.
+        n_parents = [len(p) for p in parents]
+        children: list[list[int]] = [[] for _ in range(n)]
+        for v, ps in enumerate(parents):
+            for p in ps:
+                children[p].append(v)
+        order = [v for v in range(n) if n_parents[v] == 0]
+        depth = np.zeros(n, dtype=np.int64)
+        for v in order:  # `order` grows while iterating
+            for ch in children[v]:
+                depth[ch] = max(depth[ch], depth[v] + 1)
+                n_parents[ch] -= 1
+                if n_parents[ch] == 0:
+                    order.append(ch)
+        if len(order) != n:
+            stuck = sorted(recs[v].wnid for v in range(n) if n_parents[v] > 0)
+            raise ValueError(f"records must form an acyclic hierarchy; cycle among {stuck[:10]}")
+        self._depth = depth
+        depth.flags.writeable = False
+
+        # Inclusive ancestor sets.
+        ancestors: list[frozenset[int]] = [frozenset()] * n
+        for v in order:
+            acc = {v}
+            for p in parents[v]:
+                acc |= ancestors[p]
+            ancestors[v] = frozenset(acc)
+
+        if len(set(classes)) != len(classes):
+            dup = sorted({c for c in classes if list(classes).count(c) > 1})
+            raise ValueError(f"classes must be unique, got duplicates {dup[:10]}")
+        unknown = [c for c in classes if c not in self._node_of]
+        if unknown:
+            raise ValueError(f"classes must all have a record, got unknown wnids {unknown[:10]}")
+        self._class_node = np.array([self._node_of[c] for c in classes], dtype=np.int64)
+        self._class_of_node = {int(v): i for i, v in enumerate(self._class_node)}
+        c = len(classes)
+        self._class_anc: tuple[npt.NDArray[np.int64], ...] = tuple(
+            np.array(sorted(ancestors[v]), dtype=np.int64) for v in self._class_node
+        )
+        members: list[list[int]] = [[] for _ in range(n)]
+        child_classes: list[list[int]] = [[] for _ in range(n)]
+        for i, v in enumerate(self._class_node):
+            for a in ancestors[v]:
+                members[a].append(i)
+            for p in parents[v]:
+                child_classes[p].append(i)
+        self._members = tuple(np.array(m, dtype=np.int64) for m in members)
+        self._child_classes = tuple(np.array(m, dtype=np.int64) for m in child_classes)
+        self._num_classes = c
+
+        # Name index: every lemma of every class, normalised.
+        by_name: dict[str, list[int]] = {}
+        spelled: dict[str, str] = {}
+        for i, v in enumerate(self._class_node):
+            for lemma in recs[v].lemmas:
+                key = _normalize_name(lemma)
+                spelled.setdefault(key, lemma.replace("_", " "))
+                if i not in by_name.setdefault(key, []):
+                    by_name[key].append(i)
+        self._by_name = by_name
+        self._spelled = spelled
+        self._by_synset = {recs[v].name.casefold(): i for i, v in enumerate(self._class_node)}
+        self._mask_cache: dict[tuple[int, int], ClassSetMasks] = {}
+        self._fallback_cache: dict[int, npt.NDArray[np.int64]] = {}
+        self._lca: npt.NDArray[np.int64] | None = None
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``C``."""
+        return self._num_classes
+
+    @property
+    def wnids(self) -> tuple[str, ...]:
+        """Class wnids in class-index order."""
+        return tuple(self._records[v].wnid for v in self._class_node)
+
+    @property
+    def synset_names(self) -> tuple[str, ...]:
+        """Class synset names (``"golden_retriever.n.01"``) in class-index order."""
+        return tuple(self._records[v].name for v in self._class_node)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Display names: each class's first lemma with ``_`` as spaces."""
+        return tuple(self._records[v].lemmas[0].replace("_", " ") for v in self._class_node)
+
+    @property
+    def records(self) -> tuple[SynsetRecord, ...]:
+        """Every synset of the hierarchy (classes and ancestors)."""
+        return self._records
+
+    def lemmas(self, target: int | str) -> tuple[str, ...]:
+        """All WordNet lemma names of a class (``_`` kept)."""
+        return self._records[int(self._class_node[self.index(target)])].lemmas
+
+    def depth(self, target: int | str) -> int:
+        """Depth of a class: its longest hypernym path to the root (root = 0)."""
+        return int(self._depth[self._class_node[self.index(target)]])
+
+    def ancestors(self, target: int | str) -> tuple[str, ...]:
+        """Synset names of every ancestor of a class over all paths, root first.
+
+        Ordered by depth, then wnid; the class itself is not included.
+
+        Example:
+            >>> from lsdiffusion.semantics import imagenet1k_hierarchy
+            >>> imagenet1k_hierarchy().ancestors(207)[-3:]
+            ('hunting_dog.n.01', 'sporting_dog.n.01', 'retriever.n.01')
+        """
+        v = int(self._class_node[self.index(target)])
+        anc = [int(a) for a in self._class_anc[self.index(target)] if a != v]
+        anc.sort(key=lambda a: (int(self._depth[a]), self._records[a].wnid))
+        return tuple(self._records[a].name for a in anc)
+
+    def describe(self, target: int | str) -> str:
+        """One line: ``"207  n02099601  golden retriever"``."""
+        i = self.index(target)
+        return f"{i:>5}  {self._records[self._class_node[i]].wnid}  {self.names[i]}"
+
+    # ------------------------------------------------------------------ lookup
+    def index(self, target: int | str) -> int:
+        """Class index of ``target``: an index, a wnid, a synset name or a lemma name.
+
+        Names match any WordNet lemma of a class, ignoring case and treating
+        ``_``, ``-`` and spaces alike (``"golden retriever"``,
+        ``"Golden_Retriever"``). A name shared by several classes (ImageNet's
+        two "crane"s) is an error that lists them.
+
+        Raises:
+            ClassLookupError: unknown or ambiguous ``target``, or index out of
+                range; unknown names come with close matches.
+            TypeError: ``target`` is neither an int nor a str.
+
+        Example:
+            >>> from lsdiffusion.semantics import imagenet1k_hierarchy
+            >>> h = imagenet1k_hierarchy()
+            >>> h.index(207), h.index("n02099601"), h.index("golden_retriever.n.01")
+            (207, 207, 207)
+        """
+        c = self._num_classes
+        if isinstance(target, str):
+            text = target.strip()
+            if _WNID_RE.match(text):
+                return self._index_of_wnid(text)
+            if _SYNSET_NAME_RE.match(text) and text.casefold() in self._by_synset:
+                return self._by_synset[text.casefold()]
+            return self._index_of_name(text)
+        if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+            raise TypeError(
+                "target must be a class index (int), a wnid or a class name (str), "
+                f"got {type(target).__name__}"
+            )
+        i = operator.index(target)
+        if not 0 <= i < c:
+            raise ClassLookupError(f"target index must be in [0, {c - 1}], got {i}")
+        return i
+
+    def _index_of_wnid(self, wnid: str) -> int:
+        node = self._node_of.get(wnid)
+        if node is None:
+            raise ClassLookupError(
+                f"target wnid {wnid!r} is not one of the {self._num_classes} classes "
+                "nor one of their ancestors"
+            )
+        i = self._class_of_node.get(node)
+        if i is None:
+            rec = self._records[node]
+            under = self._members[node]
+            raise ClassLookupError(
+                f"target wnid {wnid!r} is {rec.name}, an ancestor of {len(under)} classes, "
+                f"not a class itself; its classes include: {self._list(under[:5])}"
+            )
+        return i
+
+    def _index_of_name(self, name: str) -> int:
+        key = _normalize_name(name)
+        hits = self._by_name.get(key, [])
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise ClassLookupError(
+                f"target name {name!r} is ambiguous, it names {len(hits)} classes: "
+                f"{self._list(hits, detailed=True)}; pass the index or the wnid instead"
+            )
+        close = difflib.get_close_matches(key, list(self._by_name), n=5, cutoff=0.6)
+        if close:
+            hint = "; close matches: " + ", ".join(
+                f"{self._spelled[k]!r} ({', '.join(str(i) for i in self._by_name[k])})"
+                for k in close
+            )
+        else:
+            hint = ""
+        raise ClassLookupError(
+            f"target name {name!r} matches no class{hint}. Look classes up by index "
+            f"(0-{self._num_classes - 1}), wnid (e.g. {self.wnids[0]!r}) or a WordNet lemma name"
+        )
+
+    def _list(self, classes: Iterable[int], *, detailed: bool = False) -> str:
+        parts = []
+        for i in classes:
+            v = int(self._class_node[int(i)])
+            rec = self._records[v]
+            text = f"{int(i)} {rec.wnid} {self.names[int(i)]!r}"
+            if detailed:
+                parent = ", ".join(self._records[p].name for p in self._parents[v])
+                text += f" ({rec.name}, a kind of {parent})"
+            parts.append(text)
+        return "; ".join(parts)
+
+    # ------------------------------------------------------------- class sets
+    def _check_params(self, min_size: int, dissimilar_depth: int) -> tuple[int, int]:
+        m = _check_int("min_size", min_size, 1)
+        if m > self._num_classes - 1:
+            raise ValueError(
+                f"min_size must be <= C - 1 = {self._num_classes - 1} (the other classes), got {m}"
+            )
+        return m, _check_int("dissimilar_depth", dissimilar_depth, 0)
+
+    def _fallback_root(self, i: int, min_size: int) -> int:
+        """Node of the smallest ancestor subtree of class ``i`` with >= min_size others."""
+        best: tuple[int, int, str] | None = None
+        best_node = -1
+        for a in self._class_anc[i]:
+            size = len(self._members[a])
+            if size - 1 < min_size:
+                continue
+            key = (size, -int(self._depth[a]), self._records[a].wnid)
+            if best is None or key < best:
+                best, best_node = key, int(a)
+        if best is None:
+            raise ValueError(
+                f"no ancestor of class {i} ({self._records[self._class_node[i]].name}) holds "
+                f"min_size={min_size} other classes; lower min_size"
+            )
+        return best_node
+
+    def _fallback_roots(self, min_size: int) -> npt.NDArray[np.int64]:
+        """Fallback node per class (-1 where the class has siblings), cached."""
+        roots = self._fallback_cache.get(min_size)
+        if roots is None:
+            roots = np.full(self._num_classes, -1, dtype=np.int64)
+            for i in range(self._num_classes):
+                if self._siblings(i).size == 0:
+                    roots[i] = self._fallback_root(i, min_size)
+            self._fallback_cache[min_size] = roots
+        return roots
+
+    def _siblings(self, i: int) -> npt.NDArray[np.int64]:
+        v = self._class_node[i]
+        parts = [self._child_classes[p] for p in self._parents[v]]
+        if not parts:
+            return np.empty(0, dtype=np.int64)
+        sib: npt.NDArray[np.int64] = np.unique(np.concatenate(parts))
+        out: npt.NDArray[np.int64] = sib[sib != i]
+        return out
+
+    def similar_basis(self, target: int | str, *, min_size: int = DEFAULT_MIN_SIZE) -> SimilarBasis:
+        """Say which synset(s) the similar set of ``target`` was taken under.
+
+        Example:
+            >>> from lsdiffusion.semantics import imagenet1k_hierarchy
+            >>> imagenet1k_hierarchy().similar_basis(207)
+            SimilarBasis(kind='siblings', synsets=('retriever.n.01',))
+        """
+        i = self.index(target)
+        m, _ = self._check_params(min_size, 0)
+        v = self._class_node[i]
+        if self._siblings(i).size:
+            names = tuple(
+                self._records[p].name
+                for p in self._parents[v]
+                if np.any(self._child_classes[p] != i)
+            )
+            return SimilarBasis("siblings", names)
+        return SimilarBasis("subtree", (self._records[self._fallback_root(i, m)].name,))
+
+    def class_sets(
+        self,
+        target: int | str,
+        *,
+        min_size: int = DEFAULT_MIN_SIZE,
+        dissimilar_depth: int = DEFAULT_DISSIMILAR_DEPTH,
+    ) -> ClassSets:
+        """Similar and dissimilar classes of ``target`` (definitions in the module doc).
+
+        Args:
+            target: class index, wnid, synset name or lemma name.
+            min_size: fallback size: a class without siblings gets the smallest
+                ancestor subtree holding at least this many other classes.
+            dissimilar_depth: a class is dissimilar when its lowest common
+                ancestor with the target has depth ``<=`` this.
+
+        Returns:
+            ``ClassSets(similar, dissimilar)``, ascending class indices; the
+            target is in neither.
+
+        Example:
+            >>> from lsdiffusion.semantics import imagenet1k_hierarchy
+            >>> h = imagenet1k_hierarchy()
+            >>> sim, dis = h.class_sets("golden retriever")
+            >>> [h.names[i] for i in sim]
+            ['flat-coated retriever', 'curly-coated retriever', 'Labrador retriever',
+             'Chesapeake Bay retriever']
+            >>> 833 in dis, 266 in dis  # submarine yes, miniature poodle no
+            (True, False)
+        """
+        i = self.index(target)
+        m, k = self._check_params(min_size, dissimilar_depth)
+        sim = self._siblings(i)
+        if sim.size == 0:
+            members = self._members[self._fallback_root(i, m)]
+            sim = members[members != i]
+        anc = self._class_anc[i]
+        level = anc[self._depth[anc] == k + 1]
+        keep = np.ones(self._num_classes, dtype=bool)
+        for a in level:
+            keep[self._members[a]] = False
+        keep[i] = False
+        return ClassSets(tuple(int(c) for c in sim), tuple(int(c) for c in np.flatnonzero(keep)))
+
+    def class_masks(
+        self,
+        *,
+        min_size: int = DEFAULT_MIN_SIZE,
+        dissimilar_depth: int = DEFAULT_DISSIMILAR_DEPTH,
+    ) -> ClassSetMasks:
+        """Class sets of every class at once, as ``(C, C)`` bool masks.
+
+        Row ``t`` equals :meth:`class_sets` of target ``t``. Results are cached
+        per parameter pair and returned read-only (copy before editing). Memory
+        is ``2 C²`` bytes.
+
+        Example:
+            >>> from lsdiffusion.semantics import imagenet1k_hierarchy
+            >>> masks = imagenet1k_hierarchy().class_masks()
+            >>> masks.similar.shape, int(masks.similar[207].sum())
+            ((1000, 1000), 4)
+        """
+        m, k = self._check_params(min_size, dissimilar_depth)
+        cached = self._mask_cache.get((m, k))
+        if cached is not None:
+            return cached
+        c = self._num_classes
+        parent_nodes = sorted({p for v in self._class_node for p in self._parents[v]})
+        col = {p: j for j, p in enumerate(parent_nodes)}
+        inc = np.zeros((c, len(parent_nodes)), dtype=np.float32)
+        for i, v in enumerate(self._class_node):
+            inc[i, [col[p] for p in self._parents[v]]] = 1.0
+        sim = _gram_nonzero(inc)
+        np.fill_diagonal(sim, False)
+        roots = self._fallback_roots(m)
+        for t in np.flatnonzero(roots >= 0):
+            sim[t, self._members[roots[t]]] = True
+            sim[t, t] = False
+
+        level_nodes = np.flatnonzero(self._depth == k + 1)
+        col = {int(a): j for j, a in enumerate(level_nodes)}
+        lev = np.zeros((c, len(level_nodes)), dtype=np.float32)
+        for i, anc in enumerate(self._class_anc):
+            js = [col[int(a)] for a in anc if int(a) in col]
+            lev[i, js] = 1.0
+        dis = ~_gram_nonzero(lev)
+        np.fill_diagonal(dis, False)
+        sim.flags.writeable = False
+        dis.flags.writeable = False
+        masks = ClassSetMasks(sim, dis)
+        if len(self._mask_cache) >= 8:
+            self._mask_cache.pop(next(iter(self._mask_cache)))
+        self._mask_cache[(m, k)] = masks
+        return masks
+
+    def lca_depths(self) -> npt.NDArray[np.int64]:
+        """``(C, C)`` depth of the lowest common ancestor of every pair of classes.
+
+        Entry ``[a, b]`` is the largest depth among the common ancestors of
+        ``a`` and ``b`` (a class counts as its own ancestor, so the diagonal is
+        the class's depth), or -1 when they share none. Cached, read-only.
+
+        Example:
+            >>> from lsdiffusion.semantics import imagenet1k_hierarchy
+            >>> d = imagenet1k_hierarchy().lca_depths()
+            >>> int(d[207, 208]), int(d[207, 833])  # retriever.n.01; whole.n.02
+            (16, 3)
+        """
+        if self._lca is None:
+            c = self._num_classes
+            lca = np.full((c, c), -1, dtype=np.int64)
+            max_depth = int(self._depth.max()) if self._depth.size else -1
+            for d in range(max_depth + 1):
+                level_nodes = np.flatnonzero(self._depth == d)
+                col = {int(a): j for j, a in enumerate(level_nodes)}
+                lev = np.zeros((c, len(level_nodes)), dtype=np.float32)
+                for i, anc in enumerate(self._class_anc):
+                    js = [col[int(a)] for a in anc if int(a) in col]
+                    lev[i, js] = 1.0
+                lca[_gram_nonzero(lev)] = d
+            lca.flags.writeable = False
+            self._lca = lca
+        return self._lca
+
+    # --------------------------------------------------------------- file I/O
+    def to_text(self) -> str:
+        """Serialise as TSV: the classes in index order, then the other synsets by wnid.
+
+        Columns: ``wnid``, ``synset`` (nltk name), ``class`` (index, empty for
+        ancestors), ``parents`` (space-separated wnids, sorted), ``lemmas``
+        (space-separated, WordNet order). Lines starting with ``#`` are comments.
+        """
+        out = io.StringIO()
+        out.write("# lsdiffusion class hierarchy v1: classes and all their hypernym ancestors\n")
+        if self.source:
+            out.write(f"# source: {self.source}\n")
+        out.write("\t".join(_HEADER) + "\n")
+        rest = sorted(
+            (v for v in range(len(self._records)) if v not in self._class_of_node),
+            key=lambda v: self._records[v].wnid,
+        )
+        for v in [*map(int, self._class_node), *rest]:
+            rec = self._records[v]
+            cls = self._class_of_node.get(v)
+            parents = sorted(self._records[p].wnid for p in self._parents[v])
+            out.write(
+                f"{rec.wnid}\t{rec.name}\t{'' if cls is None else cls}\t"
+                f"{' '.join(parents)}\t{' '.join(rec.lemmas)}\n"
+            )
+        return out.getvalue()
+
+    @classmethod
+    def from_text(cls, text: str) -> ClassHierarchy:
+        """Parse the format written by :meth:`to_text`."""
+        lines = iter(enumerate(text.splitlines(), start=1))
+        source = ""
+        header: list[str] | None = None
+        records: list[SynsetRecord] = []
+        classes: dict[int, str] = {}
+        for lineno, line in lines:
+            if not line.strip():
+                continue
+            if line.startswith("#"):
+                if line.startswith("# source: "):
+                    source = line[len("# source: ") :]
+                continue
+            fields = line.split("\t")
+            if header is None:
+                header = fields
+                if tuple(header) != _HEADER:
+                    raise ValueError(
+                        f"hierarchy file must start with the header {_HEADER}, got {tuple(fields)}"
+                    )
+                continue
+            if len(fields) != len(_HEADER):
+                raise ValueError(
+                    f"hierarchy line {lineno} must have {len(_HEADER)} tab-separated fields, "
+                    f"got {len(fields)}: {line!r}"
+                )
+            wnid, name, cls_field, parents, lemmas = fields
+            if not lemmas.split():
+                raise ValueError(f"hierarchy line {lineno} must list at least one lemma: {line!r}")
+            records.append(SynsetRecord(wnid, name, tuple(parents.split()), tuple(lemmas.split())))
+            if cls_field:
+                idx = int(cls_field)
+                if idx in classes:
+                    raise ValueError(f"hierarchy line {lineno}: class index {idx} appears twice")
+                classes[idx] = wnid
+        if header is None:
+            raise ValueError("hierarchy file is empty: no header line")
+        if sorted(classes) != list(range(len(classes))):
+            raise ValueError(
+                f"hierarchy class indices must be 0..{len(classes) - 1} without gaps, got "
+                f"{sorted(set(range(len(classes))) ^ set(classes))[:10]} wrong"
+            )
+        return cls(records, [classes[i] for i in range(len(classes))], source=source)
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`to_text` to ``path``, gzip'd when it ends in ``.gz``.
+
+        The gzip header carries no time stamp or file name, so identical
+        hierarchies give identical files.
+        """
+        data = self.to_text().encode("utf-8")
+        target = Path(path)
+        if target.suffix == ".gz":
+            with (
+                target.open("wb") as raw,
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+            ):
+                gz.write(data)
+        else:
+            target.write_bytes(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ClassHierarchy:
+        """Read a file written by :meth:`save`."""
+        raw = Path(path).read_bytes()
+        return cls.from_text(_decode(raw))
+
+    def __repr__(self) -> str:
+        src = f", source={self.source!r}" if self.source else ""
+        return f"ClassHierarchy(num_classes={self._num_classes}, synsets={len(self._records)}{src})"
+
+
+def _decode(raw: bytes) -> str:
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    return raw.decode("utf-8")
+
+
+def _gram_nonzero(x: npt.NDArray[np.float32], block: int = 4096) -> npt.NDArray[np.bool_]:
+    """``(x @ x.T) > 0`` for a 0/1 matrix, in row blocks to bound temporary memory."""
+    c = x.shape[0]
+    out = np.empty((c, c), dtype=bool)
+    if x.shape[1] == 0:
+        out[:] = False
+        return out
+    for start in range(0, c, block):
+        np.greater(x[start : start + block] @ x.T, 0.5, out=out[start : start + block])
+    return out
+
+
+# ---------------------------------------------------------------- ImageNet-1K
+@functools.lru_cache(maxsize=1)
+def imagenet1k_hierarchy() -> ClassHierarchy:
+    """The embedded ImageNet-1K hierarchy (WordNet 3.0), loaded once on first use.
+
+    1000 classes in the standard index order plus their 860 hypernym ancestors.
+    Needs neither nltk nor a network.
+
+    Example:
+        >>> from lsdiffusion.semantics import imagenet1k_hierarchy
+        >>> imagenet1k_hierarchy()
+        ClassHierarchy(num_classes=1000, synsets=1860, source='WordNet 3.0')
+    """
+    raw = (resources.files("lsdiffusion.semantics") / "data" / _HIERARCHY_FILE).read_bytes()
+    return ClassHierarchy.from_text(_decode(raw))
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet1k_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1K wnids in class-index order (the shipped list).
+
+    Example:
+        >>> from lsdiffusion.semantics import imagenet1k_wnids
+        >>> wnids = imagenet1k_wnids()
+        >>> len(wnids), wnids[0], wnids[207]
+        (1000, 'n01440764', 'n02099601')
+    """
+    text = (resources.files("lsdiffusion.semantics") / "data" / _WNIDS_FILE).read_text(
+        encoding="utf-8"
+    )
+    return tuple(line.split()[0] for line in text.splitlines() if line.strip())
+
+
+def find_class(target: int | str, *, hierarchy: ClassHierarchy | None = None) -> int:
+    """Class index of ``target`` (index, wnid, synset name or lemma name).
+
+    Args:
+        target: e.g. ``207``, ``"n02099601"``, ``"golden retriever"``.
+        hierarchy: defaults to the embedded ImageNet-1K hierarchy.
+
+    Raises:
+        ClassLookupError: unknown (with close matches) or ambiguous names.
+
+    Example:
+        >>> from lsdiffusion.semantics import find_class
+        >>> find_class("Golden Retriever"), find_class("n01440764")
+        (207, 0)
+        >>> find_class("golden retriver")
+        Traceback (most recent call last):
+        ...
+        lsdiffusion.semantics.hierarchy.ClassLookupError: target name 'golden retriver' matches
+        no class; close matches: 'golden retriever' (207)...
+    """
+    h = imagenet1k_hierarchy() if hierarchy is None else hierarchy
+    return h.index(target)
+
+
+def wordnet_class_sets(
+    target: int | str,
+    *,
+    min_size: int = DEFAULT_MIN_SIZE,
+    dissimilar_depth: int = DEFAULT_DISSIMILAR_DEPTH,
+    hierarchy: ClassHierarchy | None = None,
+) -> ClassSets:
+    """WordNet similar / dissimilar classes of ``target`` (paper's method 1).
+
+    Similar: the target's siblings under its immediate hypernym(s); a class
+    with none gets the smallest ancestor subtree holding at least ``min_size``
+    other classes. Dissimilar: classes whose lowest common ancestor with the
+    target has depth ``<= dissimilar_depth`` (root = 0, longest path). Full
+    definitions, and how several parents are handled, are in
+    :mod:`lsdiffusion.semantics.hierarchy`.
+
+    Args:
+        target: class index, wnid, synset name or lemma name.
+        min_size: fallback size of the similar set (default 2).
+        dissimilar_depth: depth threshold of the dissimilar set (default 3).
+        hierarchy: defaults to the embedded ImageNet-1K hierarchy (no nltk,
+            no network); pass :func:`~lsdiffusion.semantics.wordnet_hierarchy`
+            for other class lists.
+
+    Returns:
+        ``ClassSets(similar, dissimilar)`` of ascending class indices.
+
+    Example:
+        >>> from lsdiffusion.semantics import wordnet_class_sets
+        >>> similar, dissimilar = wordnet_class_sets(207)
+        >>> similar, len(dissimilar)
+        ((205, 206, 208, 209), 590)
+    """
+    h = imagenet1k_hierarchy() if hierarchy is None else hierarchy
+    return h.class_sets(target, min_size=min_size, dissimilar_depth=dissimilar_depth)
+
+
+def wordnet_class_masks(
+    *,
+    min_size: int = DEFAULT_MIN_SIZE,
+    dissimilar_depth: int = DEFAULT_DISSIMILAR_DEPTH,
+    hierarchy: ClassHierarchy | None = None,
+) -> ClassSetMasks:
+    """:func:`wordnet_class_sets` of every class at once, as ``(C, C)`` bool masks.
+
+    Example:
+        >>> from lsdiffusion.semantics import wordnet_class_masks
+        >>> masks = wordnet_class_masks()
+        >>> masks.dissimilar.shape, bool(masks.dissimilar[207, 833])
+        ((1000, 1000), True)
+    """
+    h = imagenet1k_hierarchy() if hierarchy is None else hierarchy
+    return h.class_masks(min_size=min_size, dissimilar_depth=dissimilar_depth)
+
+
+def paper_class_set(name: str) -> tuple[int, ...]:
+    """One of the paper's hand-picked ImageNet-1K class sets, by name.
+
+    ``"retrievers"`` (205-209), ``"snakes"`` (thunder 52, ringneck 53, hognose
+    54, king 56, water 58) and ``"figure1"`` (miniature poodle 266, standard
+    poodle 267, submarine 833). Case, ``_``, ``-`` and spaces are ignored.
+
+    Example:
+        >>> from lsdiffusion.semantics import paper_class_set
+        >>> paper_class_set("Figure 1")
+        (266, 267, 833)
+    """
+    key = _normalize_name(name).replace(" ", "")
+    if key not in _PAPER_SETS:
+        raise ClassLookupError(f"name must be one of {sorted(_PAPER_SETS)}, got {name!r}")
+    return _PAPER_SETS[key]

@@ -1,0 +1,254 @@
+"""Class hierarchies for any class list through nltk's WordNet (imported lazily).
+
+Use this for ImageNet-21k wnids, CIFAR-100 names or your own synsets; the
+resulting :class:`~lsdiffusion.semantics.ClassHierarchy` applies exactly the
+rules of the embedded ImageNet-1K one, and can be saved for offline use.
+
+nltk and its WordNet corpus are optional. Nothing here ever downloads: when
+either is missing, :class:`WordNetUnavailableError` says how to install it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from lsdiffusion.semantics.hierarchy import (
+    _SYNSET_NAME_RE,
+    _WNID_RE,
+    ClassHierarchy,
+    ClassLookupError,
+    SynsetRecord,
+)
+
+__all__ = [
+    "WordNetUnavailableError",
+    "load_wordnet",
+    "prepare_wordnet_corpus",
+    "wordnet_hierarchy",
+]
+
+_INSTALL_HELP = """\
+To install WordNet for nltk (lsdiffusion never downloads anything):
+  1. the Python package: pip install "lsdiffusion[wordnet]"   (or: pip install nltk)
+  2. the WordNet 3.0 corpus, one of:
+     - on a machine with network access: python -c 'import nltk; nltk.download("wordnet")'
+       (copy the resulting nltk_data folder to offline machines);
+     - set NLTK_DATA (or pass nltk_data=...) to a folder that holds corpora/wordnet/;
+     - on Debian/Ubuntu: apt-get install wordnet-base, then
+       python -c 'from lsdiffusion.semantics import prepare_wordnet_corpus as p; p("DIR")'
+       and set NLTK_DATA=DIR.
+The ImageNet-1K hierarchy ships with lsdiffusion and needs none of this."""
+
+
+class WordNetUnavailableError(ImportError):
+    """nltk, or its WordNet corpus, is not installed; the message says how to install it."""
+
+
+def prepare_wordnet_corpus(dest: str | Path, source: str | Path = "/usr/share/wordnet") -> Path:
+    """Make an nltk data folder holding WordNet from a system copy (e.g. Debian's).
+
+    Copies the database files of ``source`` (Debian/Ubuntu ``wordnet-base``
+    installs them in ``/usr/share/wordnet``) into ``dest/corpora/wordnet/``,
+    adding the ``lexnames`` file nltk needs and Debian lacks (a copy ships with
+    lsdiffusion). Files are copied, not linked: nltk >= 3.10 refuses symlinked
+    or hard-linked corpus files. Existing files in the target are replaced.
+
+    Args:
+        dest: folder to use as an nltk data directory.
+        source: folder with WordNet's ``data.noun``, ``index.noun``, ...
+
+    Returns:
+        ``dest`` as a :class:`~pathlib.Path`; point ``NLTK_DATA`` at it or pass
+        it as ``nltk_data=`` to :func:`wordnet_hierarchy`.
+
+    Raises:
+        FileNotFoundError: ``source`` lacks ``data.noun`` or ``index.noun``.
+
+    Example:
+        >>> import tempfile, os
+        >>> from lsdiffusion.semantics import prepare_wordnet_corpus
+        >>> if os.path.isfile("/usr/share/wordnet/data.noun"):
+        ...     folder = prepare_wordnet_corpus(tempfile.mkdtemp())
+        ...     assert (folder / "corpora" / "wordnet" / "lexnames").is_file()
+    """
+    src = Path(source)
+    missing = [f for f in ("data.noun", "index.noun") if not (src / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"source must be a WordNet database folder holding data.noun and index.noun, "
+            f"got {str(src)!r} without {missing} (on Debian/Ubuntu: apt-get install wordnet-base)"
+        )
+    root = Path(dest)
+    target = root / "corpora" / "wordnet"
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(src.iterdir()):
+        if entry.is_file():  # follows symlinks: the copy is a regular file
+            _copy(entry, target / entry.name)
+    if not (src / "lexnames").is_file():
+        bundled = resources.files("lsdiffusion.semantics") / "data" / "lexnames"
+        out = target / "lexnames"
+        if out.is_symlink() or out.exists():
+            out.unlink()
+        out.write_bytes(bundled.read_bytes())
+    return root
+
+
+def _copy(src: Path, dst: Path) -> None:
+    if dst.is_symlink() or dst.exists():
+        dst.unlink()  # never write through a link, never keep a hard link
+    shutil.copyfile(src, dst)
+
+
+def load_wordnet(nltk_data: str | Path | None = None) -> Any:
+    """Return nltk's WordNet corpus reader, loaded; never downloads.
+
+    Args:
+        nltk_data: an nltk data folder (holding ``corpora/wordnet``) to search
+            first; it is added to ``nltk.data.path``. By default nltk searches
+            ``NLTK_DATA`` and its usual folders.
+
+    Raises:
+        WordNetUnavailableError: nltk or the corpus is missing; the message
+            lists the ways to install them.
+    """
+    try:
+        import nltk
+    except ImportError as exc:
+        raise WordNetUnavailableError(
+            f"nltk is not installed; it is needed to build class hierarchies from "
+            f"WordNet.\n{_INSTALL_HELP}"
+        ) from exc
+    if nltk_data is not None:
+        folder = Path(nltk_data)
+        if not (folder / "corpora" / "wordnet").is_dir():
+            raise WordNetUnavailableError(
+                f"nltk_data must be a folder holding corpora/wordnet/, got {str(folder)!r}"
+                f"\n{_INSTALL_HELP}"
+            )
+        entry = os.fspath(folder.resolve())
+        if entry not in nltk.data.path:
+            nltk.data.path.insert(0, entry)
+    from nltk.corpus import wordnet
+
+    try:
+        wordnet.ensure_loaded()
+    except LookupError as exc:
+        searched = "\n".join(f"  - {p}" for p in nltk.data.path)
+        raise WordNetUnavailableError(
+            f"nltk's WordNet corpus was not found; nltk searched:\n{searched}\n{_INSTALL_HELP}"
+        ) from exc
+    return wordnet
+
+
+def wordnet_hierarchy(
+    classes: Sequence[str],
+    *,
+    on_ambiguous: Literal["raise", "first"] = "raise",
+    nltk_data: str | Path | None = None,
+) -> ClassHierarchy:
+    """Build a :class:`~lsdiffusion.semantics.ClassHierarchy` for any classes via nltk.
+
+    Each class is one of:
+
+    * a wnid (``"n02099601"``: part of speech + WordNet 3.0 offset, as in
+      ImageNet-1K and ImageNet-21k);
+    * an nltk synset name (``"apple.n.01"``);
+    * a noun lemma (``"maple_tree"``, ``"golden retriever"``, a CIFAR-100
+      name). A lemma with several noun senses is an error that lists them
+      unless ``on_ambiguous="first"``, which takes WordNet's first (most
+      frequent) sense.
+
+    Parents are the hypernyms and instance hypernyms, and all ancestors over
+    every path are kept, so the class sets follow the same rules as the
+    embedded ImageNet-1K hierarchy. Save the result with
+    :meth:`ClassHierarchy.save` to use it without nltk later. Loading the
+    corpus takes a few seconds.
+
+    Args:
+        classes: the class references, in class-index order.
+        on_ambiguous: what to do with a lemma that has several noun senses.
+        nltk_data: optional nltk data folder, see :func:`load_wordnet`.
+
+    Raises:
+        WordNetUnavailableError: nltk or its WordNet corpus is missing.
+        ClassLookupError: a class names no synset (close matches are listed),
+            or an ambiguous lemma with ``on_ambiguous="raise"``.
+        ValueError: duplicate classes; wnids with a WordNet other than 3.0.
+    """
+    if on_ambiguous not in ("raise", "first"):
+        raise ValueError(f"on_ambiguous must be 'raise' or 'first', got {on_ambiguous!r}")
+    if isinstance(classes, str):
+        raise TypeError("classes must be a sequence of str, got a single str")
+    wn = load_wordnet(nltk_data)
+    version = str(wn.get_version())
+    synsets = [_resolve(wn, ref, on_ambiguous, version) for ref in classes]
+    seen: dict[str, int] = {}
+    for i, s in enumerate(synsets):
+        if s.name() in seen:
+            raise ValueError(
+                f"classes must name distinct synsets: {classes[seen[s.name()]]!r} (index "
+                f"{seen[s.name()]}) and {classes[i]!r} (index {i}) are both {s.name()}"
+            )
+        seen[s.name()] = i
+    records: dict[str, SynsetRecord] = {}
+    todo = list(synsets)
+    while todo:
+        s = todo.pop()
+        wnid = _wnid(s)
+        if wnid in records:
+            continue
+        parents = list(s.hypernyms()) + list(s.instance_hypernyms())
+        records[wnid] = SynsetRecord(
+            wnid, s.name(), tuple(sorted(_wnid(p) for p in parents)), tuple(s.lemma_names())
+        )
+        todo.extend(parents)
+    return ClassHierarchy(
+        records.values(), [_wnid(s) for s in synsets], source=f"WordNet {version}"
+    )
+
+
+def _wnid(synset: Any) -> str:
+    pos = synset.pos()
+    return f"{'a' if pos == 's' else pos}{synset.offset():08d}"
+
+
+def _resolve(wn: Any, ref: str, on_ambiguous: str, version: str) -> Any:
+    if not isinstance(ref, str):
+        raise TypeError(f"classes must be str (wnid, synset name or lemma), got {ref!r}")
+    from nltk.corpus.reader.wordnet import WordNetError
+
+    text = ref.strip()
+    if _WNID_RE.match(text):
+        if version != "3.0":
+            raise ValueError(
+                f"wnids are WordNet 3.0 offsets, but nltk loaded WordNet {version}; "
+                "install the 3.0 corpus (nltk's 'wordnet')"
+            )
+        try:
+            return wn.synset_from_pos_and_offset(text[0], int(text[1:]))
+        except (WordNetError, ValueError) as exc:
+            raise ClassLookupError(f"class {ref!r} is not a WordNet {version} wnid") from exc
+    if _SYNSET_NAME_RE.match(text):
+        try:
+            return wn.synset(text)
+        except (WordNetError, ValueError) as exc:
+            raise ClassLookupError(f"class {ref!r} is not a WordNet synset name") from exc
+    lemma = "_".join(text.split())
+    found = wn.synsets(lemma, pos="n")
+    if not found:
+        close = difflib.get_close_matches(lemma.lower(), list(wn.all_lemma_names(pos="n")), n=5)
+        hint = f"; close matches: {close}" if close else ""
+        raise ClassLookupError(f"class {ref!r} is not a WordNet noun{hint}")
+    if len(found) > 1 and on_ambiguous == "raise":
+        senses = "; ".join(f"{s.name()} ({s.definition()})" for s in found[:8])
+        raise ClassLookupError(
+            f"class {ref!r} has {len(found)} noun senses: {senses}. Pass a synset name "
+            "(e.g. 'apple.n.01') or on_ambiguous='first' for the most frequent sense"
+        )
+    return found[0]
