@@ -60,8 +60,9 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 
 
 def _block_rows(x: Tensor) -> int:
+    n, c = x.shape
     elems = _CUDA_BLOCK_ELEMS if x.is_cuda else _CPU_BLOCK_ELEMS
-    return max(1, elems // max(1, x.shape[1]))
+    return max(1, min(elems // max(1, c), -(-n // 8)))
 
 
 def _any(mask: Tensor) -> bool:
@@ -77,14 +78,14 @@ def _flatten_logits(name: str, logits: Tensor, dim: int) -> tuple[Tensor, int]:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {logits.dtype}")
     if logits.dim() < 1:
         raise ValueError(f"{name} must have a class dimension, got a 0-d tensor")
-    d = normalize_dim(name, dim, logits)
-    if logits.shape[d] == 0:
-        raise ValueError(f"{name} must have at least one class, got shape {tuple(logits.shape)}")
     if logits.dim() == 1:
         raise ValueError(
             f"{name} must be (N, C, ...) with a batch dimension, got shape {tuple(logits.shape)}; "
             "use logits.unsqueeze(0) for a single sample"
         )
+    d = normalize_dim(name, dim, logits)
+    if logits.shape[d] == 0:
+        raise ValueError(f"{name} must have at least one class, got shape {tuple(logits.shape)}")
     x = logits.movedim(d, -1)
     return x.reshape(-1, x.shape[-1]), d
 
@@ -135,7 +136,9 @@ def _check_weight(weight: Tensor | None, num_classes: int, x: Tensor) -> Tensor 
     return weight.to(device=x.device, dtype=_compute_dtype(x))
 
 
-def _row_scale(valid: Tensor, reduction: str, denominator: Tensor | None, dtype: torch.dtype) -> Tensor:
+def _row_scale(
+    valid: Tensor, reduction: str, denominator: Tensor | None, dtype: torch.dtype
+) -> Tensor:
     """Per-row factor folding the reduction into the fused kernel."""
     scale = valid.to(dtype)
     if reduction in ("mean", "batchmean"):
@@ -156,42 +159,46 @@ class _Kernel:
 
     ``run`` returns the row losses (already multiplied by the per-row
     reduction scale, zero on ignored rows) and, if asked, the gradient of
-    their sum with respect to the input, in the input's dtype.
+    their sum with respect to the input, in the input's dtype. Block
+    temporaries are allocated once per call and reused (fresh pages are
+    expensive), and blocks are at most 1/8 of the rows so that they stay a
+    small fraction of the input.
     """
 
     extras: int = 0  # number of extra detached per-row outputs (KD: hard, soft)
 
+    def scratch_count(self, x: Tensor, need_grad: bool) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
     def block(
-        self, x: Tensor, lo: int, hi: int, grad: Tensor | None
+        self, x: Tensor, lo: int, hi: int, grad: Tensor | None, scratch: list[Tensor]
     ) -> tuple[Tensor, ...]:  # pragma: no cover - interface
         raise NotImplementedError
 
     def run(self, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Tensor | None]:
-        n = x.shape[0]
+        n, c = x.shape
+        cdtype = _compute_dtype(x)
         grad = torch.empty_like(x, memory_format=torch.contiguous_format) if need_grad else None
-        pieces: list[tuple[Tensor, ...]] = []
         step = _block_rows(x)
+        buffers = [
+            torch.empty(min(step, n), c, dtype=cdtype, device=x.device)
+            for _ in range(self.scratch_count(x, need_grad) if n else 0)
+        ]
+        pieces: list[tuple[Tensor, ...]] = []
         for lo in range(0, n, step):
             hi = min(n, lo + step)
-            pieces.append(self.block(x, lo, hi, None if grad is None else grad[lo:hi]))
+            g = None if grad is None else grad[lo:hi]
+            pieces.append(self.block(x, lo, hi, g, [buf[: hi - lo] for buf in buffers]))
         if not pieces:
-            dtype = _compute_dtype(x)
-            empty = x.new_zeros(0, dtype=dtype)
+            empty = x.new_zeros(0, dtype=cdtype)
             return tuple(empty for _ in range(1 + self.extras)), grad
         outs = tuple(torch.cat([p[i] for p in pieces]) for i in range(1 + self.extras))
         return outs, grad
 
 
-def _write(grad: Tensor | None, values: Tensor) -> None:
-    if grad is not None and grad.data_ptr() != values.data_ptr():
-        grad.copy_(values)
-
-
-def _scratch(grad: Tensor | None, like: Tensor) -> Tensor:
-    """The gradient block itself when dtypes match (no extra memory), else a temporary."""
-    if grad is not None and grad.dtype == like.dtype:
-        return grad
-    return torch.empty_like(like)
+def _grad_holds(grad: Tensor | None, dtype: torch.dtype) -> bool:
+    """Whether the gradient block can double as a compute-dtype temporary."""
+    return grad is not None and grad.dtype == dtype
 
 
 class _LabelSmoothingKernel(_Kernel):
@@ -211,16 +218,27 @@ class _LabelSmoothingKernel(_Kernel):
         self.scale = scale
         self.valid = valid
 
-    def block(self, x: Tensor, lo: int, hi: int, grad: Tensor | None) -> tuple[Tensor, ...]:
+    def scratch_count(self, x: Tensor, need_grad: bool) -> int:
+        same = x.dtype == _compute_dtype(x)
+        # a compute-dtype copy of the block (half inputs), and exp(z - max) unless
+        # the gradient block can hold it
+        return (0 if same else 1) + (0 if (need_grad and same) else 1)
+
+    def block(
+        self, x: Tensor, lo: int, hi: int, grad: Tensor | None, scratch: list[Tensor]
+    ) -> tuple[Tensor, ...]:
         cdtype = _compute_dtype(x)
-        z = x[lo:hi].to(cdtype)
+        spare = iter(scratch)
+        xb = x[lo:hi]
+        z = xb if xb.dtype == cdtype else next(spare).copy_(xb)
+        e = grad if grad is not None and _grad_holds(grad, cdtype) else next(spare)
         scale = self.scale[lo:hi]
         k = z.shape[1]
         a = self.alpha
         w = self.weight
 
         m = z.amax(1, keepdim=True)
-        e = torch.sub(z, m, out=_scratch(grad, z))
+        torch.sub(z, m, out=e)
         e.exp_()
         s = e.sum(1, keepdim=True)
         lse = (m + s.log()).squeeze(1)
@@ -230,7 +248,7 @@ class _LabelSmoothingKernel(_Kernel):
             if w is not None:
                 c = c * w
             total = c.sum(1)
-            rows = total * lse - (c * z).sum(1)
+            rows = total * lse - torch.linalg.vecdot(c, z)
             if grad is not None:
                 e.mul_((total * scale / s.squeeze(1))[:, None]).sub_(c * scale[:, None])
         else:
@@ -246,11 +264,11 @@ class _LabelSmoothingKernel(_Kernel):
                 linear = (a / k) * (z @ w) + (1.0 - a) * wy * zy
             rows = total * lse - linear
             if grad is not None:
-                coef = (total * scale / s.squeeze(1))[:, None]
+                e.mul_((total * scale / s.squeeze(1))[:, None])
                 if w is None:
-                    torch.addcmul(scale[:, None] * (-a / k), e, coef, out=e)
+                    e.sub_(scale[:, None] * (a / k))
                 else:
-                    torch.addcmul(e * coef, w[None, :], scale[:, None], value=-a / k, out=e)
+                    e.addcmul_(w[None, :], scale[:, None], value=-a / k)
                 e.scatter_add_(1, y[:, None], (-(1.0 - a) * wy * scale)[:, None])
 
         bad = ~torch.isfinite(rows) & self.valid[lo:hi]
@@ -261,7 +279,8 @@ class _LabelSmoothingKernel(_Kernel):
             rows[idx] = fixed_rows
             if grad is not None:
                 e[idx] = fixed_grad.to(e.dtype)
-        _write(grad, e)
+        if grad is not None and e is not grad:
+            grad.copy_(e)
         return (torch.where(self.valid[lo:hi], rows * scale, 0.0),)
 
     def _masked_rows(self, z: Tensor, rows_idx: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
@@ -309,59 +328,76 @@ class _KDKernel(_Kernel):
         self.scale = scale
         self.valid = valid
 
-    def block(self, x: Tensor, lo: int, hi: int, grad: Tensor | None) -> tuple[Tensor, ...]:
+    def scratch_count(self, x: Tensor, need_grad: bool) -> int:
+        # scaled student, scaled teacher, and exp(teacher) unless the gradient block can hold it
+        return 2 + (0 if need_grad and x.dtype == _compute_dtype(x) else 1)
+
+    def block(
+        self, x: Tensor, lo: int, hi: int, grad: Tensor | None, scratch: list[Tensor]
+    ) -> tuple[Tensor, ...]:
         cdtype = _compute_dtype(x)
         t_inv = 1.0 / self.temperature
         scale = self.scale[lo:hi]
         valid = self.valid[lo:hi]
+        beta = self.beta
         s_raw = x[lo:hi]
         t_raw = self.teacher[lo:hi]
-        # Scaled, max-shifted logits a = (s - max s) / T in one pass each. New
-        # tensors: the caller's are never written to.
-        ma = s_raw.amax(1, keepdim=True).to(cdtype) * t_inv
-        mb = t_raw.amax(1, keepdim=True).to(cdtype) * t_inv
-        a = torch.add(-ma, s_raw, alpha=t_inv)
-        b = torch.add(-mb, t_raw, alpha=t_inv)
-        d = b - a
-        b.exp_()  # teacher: unnormalised probabilities
-        sb = b.sum(1)
-        dot = torch.linalg.vecdot(b, d) / sb
-        pa = torch.exp(a, out=_scratch(grad, a)) if grad is not None else a.exp_()
-        sa = pa.sum(1)
+        a_buf, b_buf = scratch[0], scratch[1]
+        e_t = grad if grad is not None and _grad_holds(grad, cdtype) else scratch[2]
+
+        # a = (s - max s) / T and b = (t - max t) / T, one pass each, into scratch:
+        # the caller's tensors are never written to.
+        max_s = s_raw.amax(1, keepdim=True).to(cdtype)
+        a = torch.add(max_s * -t_inv, s_raw, alpha=t_inv, out=a_buf)
+        b = torch.add(
+            t_raw.amax(1, keepdim=True).to(cdtype) * -t_inv, t_raw, alpha=t_inv, out=b_buf
+        )
+        torch.exp(b, out=e_t)
+        sb = e_t.sum(1)
+        dot = (torch.linalg.vecdot(e_t, b) - torch.linalg.vecdot(e_t, a)) / sb
+        e_s = a.exp_()
+        sa = e_s.sum(1)
         kl = dot - sb.log() + sa.log()
 
         bad = ~torch.isfinite(kl) & valid
         if _any(bad):
             idx = bad.nonzero().squeeze(1)
             kl = kl.clone()
-            kl[idx] = self._masked_kl(s_raw[idx].to(cdtype), self.teacher[lo + idx].to(cdtype))
+            kl[idx] = self._masked_kl(s_raw[idx].to(cdtype), t_raw[idx].to(cdtype))
 
         factor = self.temperature**2 if self.t2 else 1.0
         soft = kl * factor
-        beta = self.beta
         hard = torch.zeros_like(soft)
+        e_1: Tensor | None = None  # exp(s - max s), the T = 1 softmax numerator
         if beta < 1.0:
+            if self.temperature == 1.0:
+                e_1, s_1 = e_s, sa
+            else:  # b is free again: reuse it
+                e_1 = torch.sub(s_raw, max_s, out=b_buf).exp_()
+                s_1 = e_1.sum(1)
             assert self.target is not None
             y = self.target[lo:hi]
-            if self.temperature == 1.0:
-                lse1 = (ma + sa.log()[:, None]).squeeze(1)
-            else:
-                lse1 = torch.logsumexp(s_raw.to(cdtype), 1)
-            hard = lse1 - s_raw.gather(1, y[:, None]).squeeze(1).to(cdtype)
+            hard = (max_s.squeeze(1) + s_1.log()) - s_raw.gather(1, y[:, None]).squeeze(1).to(
+                cdtype
+            )
 
         if grad is not None:
             # d soft / d s = factor / T * (p_s^T - p_t^T); d hard / d s = p_s - onehot(y)
             g_soft = beta * factor * t_inv * scale
-            pa.mul_((g_soft / sa)[:, None])
-            pa.addcmul_(b, (g_soft / sb)[:, None], value=-1.0)
+            g_hard = (1.0 - beta) * scale
+            coef_s = g_soft / sa
+            if e_1 is not None and e_1 is e_s:
+                coef_s = coef_s + g_hard / sa
+            e_t.mul_((-g_soft / sb)[:, None])
+            e_t.addcmul_(e_s, coef_s[:, None])
             if beta < 1.0:
                 assert self.target is not None
-                y = self.target[lo:hi]
-                g_hard = (1.0 - beta) * scale
-                p1 = torch.softmax(s_raw.to(cdtype), 1)
-                pa.add_(p1.mul_(g_hard[:, None]))
-                pa.scatter_add_(1, y[:, None], -g_hard[:, None])
-            _write(grad, pa)
+                assert e_1 is not None
+                if e_1 is not e_s:
+                    e_t.addcmul_(e_1, (g_hard / s_1)[:, None])
+                e_t.scatter_add_(1, self.target[lo:hi, None], -g_hard[:, None])
+            if e_t is not grad:
+                grad.copy_(e_t)
 
         total = (1.0 - beta) * hard + beta * soft
         zero = torch.zeros((), dtype=cdtype, device=x.device)
@@ -415,7 +451,7 @@ class _FusedLoss(torch.autograd.Function):
 
 def _apply(x2d: Tensor, kernel: _Kernel, reduce: bool) -> tuple[Tensor, ...]:
     if torch.is_grad_enabled() and x2d.requires_grad:
-        out: tuple[Tensor, ...] = _FusedLoss.apply(x2d, kernel, reduce)
+        out: tuple[Tensor, ...] = _FusedLoss.apply(x2d, kernel, reduce)  # type: ignore[no-untyped-call]
         return out
     outs, _ = kernel.run(x2d.detach(), need_grad=False)
     return tuple(o.sum() if reduce else o for o in outs)
@@ -692,4 +728,3 @@ def kd_loss(
         reduction=reduction,
         dim=dim,
     ).loss
-

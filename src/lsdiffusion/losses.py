@@ -81,6 +81,7 @@ class LabelSmoothingLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
+        """Summarise the configuration for ``repr``."""
         return f"alpha={self.alpha}, reduction={self.reduction!r}, dim={self.dim}"
 
 
@@ -158,6 +159,7 @@ class KDLoss(nn.Module):
         return self.terms(student_logits, teacher_logits, target).loss
 
     def extra_repr(self) -> str:
+        """Summarise the configuration for ``repr``."""
         return (
             f"temperature={self.temperature}, beta={self.beta}, "
             f"t2_scaling={self.t2_scaling}, reduction={self.reduction!r}"

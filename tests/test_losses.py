@@ -1,0 +1,63 @@
+"""The nn.Module wrappers equal the functions and behave as modules should."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lsdiffusion import KDLoss, LabelSmoothingLoss, kd_loss, kd_loss_terms, label_smoothing_loss
+
+
+def test_label_smoothing_module_equals_function():
+    x = torch.randn(6, 4, 3)
+    target = torch.randint(0, 4, (6, 3))
+    weight = torch.rand(4)
+    module = LabelSmoothingLoss(0.2, weight=weight, reduction="sum")
+    torch.testing.assert_close(
+        module(x, target), label_smoothing_loss(x, target, 0.2, weight=weight, reduction="sum")
+    )
+
+
+def test_kd_module_equals_function_and_terms():
+    s, t = torch.randn(5, 7, 6), torch.randn(5, 7, 6)
+    target = torch.randint(0, 6, (5, 7))
+    target[0] = -100
+    module = KDLoss(2.0, beta=0.5, dim=-1)
+    torch.testing.assert_close(
+        module(s, t, target), kd_loss(s, t, 2.0, target=target, beta=0.5, dim=-1)
+    )
+    terms = module.terms(s, t, target)
+    ref = kd_loss_terms(s, t, 2.0, target=target, beta=0.5, dim=-1)
+    for a, b in zip(terms, ref, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(terms.loss, 0.5 * terms.hard + 0.5 * terms.soft)
+
+
+def test_weight_is_a_non_persistent_buffer():
+    module = LabelSmoothingLoss(weight=torch.ones(3))
+    assert "weight" in dict(module.named_buffers())
+    assert "weight" not in module.state_dict()
+    moved = module.to(torch.float64)
+    assert moved.weight is not None
+    assert moved.weight.dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    ("factory", "match"),
+    [
+        (lambda: LabelSmoothingLoss(alpha=2.0), "alpha must be in"),
+        (lambda: LabelSmoothingLoss(reduction="batchmean"), "reduction must be one of"),
+        (lambda: LabelSmoothingLoss(weight=torch.ones(2, 2)), "weight must be a 1-D"),
+        (lambda: KDLoss(0.0), "temperature must be finite and > 0"),
+        (lambda: KDLoss(2.0, beta=-1.0), "beta must be in"),
+        (lambda: KDLoss(2.0, reduction="mean"), "batchmean"),
+    ],
+)
+def test_modules_validate_in_init(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+def test_repr_mentions_configuration():
+    assert "alpha=0.1" in repr(LabelSmoothingLoss())
+    assert "temperature=4.0" in repr(KDLoss(4.0))
