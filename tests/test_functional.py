@@ -36,6 +36,16 @@ def kd_reference(s, t, temperature, target=None, beta=1.0, ignore_index=-100, t2
     return rows.sum() / n, rows
 
 
+@pytest.fixture(params=["one_block", "many_blocks"])
+def blocks(request, monkeypatch):
+    """Run a test with the whole input in one block, and with tiny row blocks."""
+    if request.param == "many_blocks":
+        monkeypatch.setattr(lsf, "_CPU_BLOCK_ELEMS", 8)
+        monkeypatch.setattr(lsf, "_CUDA_BLOCK_ELEMS", 8)
+        monkeypatch.setattr(lsf, "_SMALL_ELEMS", 0)
+    return request.param
+
+
 def _grad(fn, x, upstream=None):
     x = x.detach().clone().requires_grad_()
     out = fn(x)
@@ -53,7 +63,7 @@ SHAPES = [((8, 5), 1), ((4, 6, 3), 1), ((3, 4, 7), -1), ((2, 3, 2, 2), 1)]
 @pytest.mark.parametrize(("shape", "dim"), SHAPES)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("use_weight", [False, True])
-def test_ls_matches_torch(shape, dim, reduction, use_weight, dtype, device, tol):
+def test_ls_matches_torch(shape, dim, reduction, use_weight, dtype, device, tol, blocks):
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(*shape, generator=g, dtype=dtype).to(device)
     num_classes = shape[dim]
@@ -132,7 +142,7 @@ def test_ls_all_ignored_is_zero_with_zero_grad(use_weight, device):
     assert torch.count_nonzero(x.grad) == 0
 
 
-def test_ls_masked_vocabulary_is_finite():
+def test_ls_masked_vocabulary_is_finite(blocks):
     torch.manual_seed(1)
     x = torch.randn(4, 8, dtype=torch.float64)
     x[:, 5:] = float("-inf")
@@ -209,6 +219,7 @@ def test_ls_no_grad_path_matches():
 def test_ls_many_blocks(monkeypatch):
     """Row blocks (chunking) must not change the result."""
     monkeypatch.setattr(lsf, "_CPU_BLOCK_ELEMS", 16)
+    monkeypatch.setattr(lsf, "_SMALL_ELEMS", 0)
     x = torch.randn(37, 11, dtype=torch.float64)
     target = torch.randint(0, 11, (37,))
     v1, g1 = _grad(lambda z: label_smoothing_loss(z, target, 0.1), x)
@@ -276,7 +287,7 @@ def test_ls_bad_targets():
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0, 64.0])
 @pytest.mark.parametrize("reduction", ["batchmean", "sum", "none"])
-def test_kd_matches_float64_reference(temperature, reduction, dtype, device, tol):
+def test_kd_matches_float64_reference(temperature, reduction, dtype, device, tol, blocks):
     g = torch.Generator().manual_seed(3)
     s = (torch.randn(12, 9, generator=g, dtype=dtype) * 3).to(device)
     t = (torch.randn(12, 9, generator=g, dtype=dtype) * 3).to(device)
@@ -302,7 +313,7 @@ def test_kd_matches_float64_reference(temperature, reduction, dtype, device, tol
 
 
 @pytest.mark.parametrize("temperature", [1.0, 3.0])
-def test_kd_with_hard_labels_and_ignore(temperature, dtype, tol):
+def test_kd_with_hard_labels_and_ignore(temperature, dtype, tol, blocks):
     s = torch.randn(10, 6, dtype=dtype)
     t = torch.randn(10, 6, dtype=dtype)
     target = torch.randint(0, 6, (10,))
@@ -325,7 +336,7 @@ def test_kd_with_hard_labels_and_ignore(temperature, dtype, tol):
     assert not terms.hard.requires_grad
 
 
-def test_kd_hard_label_gradient(dtype, tol):
+def test_kd_hard_label_gradient(dtype, tol, blocks):
     s = torch.randn(10, 6, dtype=dtype)
     t = torch.randn(10, 6, dtype=dtype)
     target = torch.randint(0, 6, (10,))
@@ -376,7 +387,7 @@ def test_kd_sequence_layout_and_padding():
     torch.testing.assert_close(out, out1)
 
 
-def test_kd_all_ignored_and_masked_vocabulary():
+def test_kd_all_ignored_and_masked_vocabulary(blocks):
     s = torch.randn(4, 6, requires_grad=True)
     t = torch.randn(4, 6)
     loss = kd_loss(s, t, 2.0, target=torch.full((4,), -100), beta=0.5)
@@ -414,6 +425,7 @@ def test_kd_half_precision(half):
 
 def test_kd_retain_graph_and_upstream(monkeypatch):
     monkeypatch.setattr(lsf, "_CPU_BLOCK_ELEMS", 20)
+    monkeypatch.setattr(lsf, "_SMALL_ELEMS", 0)
     s = torch.randn(9, 7, dtype=torch.float64, requires_grad=True)
     t = torch.randn(9, 7, dtype=torch.float64)
     loss = kd_loss(s, t, 2.0)

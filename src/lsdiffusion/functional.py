@@ -48,6 +48,9 @@ KDReduction = Literal["none", "batchmean", "sum"]
 # temporaries stay well under a quarter of a 250 MiB logits tensor.
 _CPU_BLOCK_ELEMS = 1 << 19
 _CUDA_BLOCK_ELEMS = 1 << 22
+# Inputs up to this many elements run as one block: per-op overhead dominates
+# there, and the temporaries are a few hundred KiB at most.
+_SMALL_ELEMS = 1 << 16
 
 
 # ---------------------------------------------------------------------------
@@ -61,6 +64,8 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 
 def _block_rows(x: Tensor) -> int:
     n, c = x.shape
+    if n * c <= _SMALL_ELEMS:  # small inputs: one block, fewest kernel launches
+        return max(1, n)
     elems = _CUDA_BLOCK_ELEMS if x.is_cuda else _CPU_BLOCK_ELEMS
     return max(1, min(elems // max(1, c), -(-n // 8)))
 
