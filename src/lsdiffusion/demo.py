@@ -1,0 +1,594 @@
+"""The end-to-end demo: the LS x KD study on a synthetic class hierarchy.
+
+``lsdiffusion demo`` (or ``python -m lsdiffusion demo``) reproduces the study of
+Chandrasegaran et al. (ICML 2022) on data it makes itself:
+
+1. a hierarchical classification task: Gaussian clusters arranged as
+   superclasses x subclasses, so that semantically similar classes (siblings
+   under one superclass) exist by construction;
+2. teachers trained with label smoothing alpha in {0, 0.1}
+   (:class:`~lsdiffusion.LabelSmoothingLoss`);
+3. students distilled from each teacher at several temperatures with
+   :class:`~lsdiffusion.KDLoss` (beta = 1), over several seeds;
+4. the measurements: accuracies, the diffusion index of every class against
+   its siblings (similar) and the other superclasses (dissimilar), and the
+   teachers' target entropies.
+
+It prints the paper-style tables, writes ``results.json`` (and a Figure-1-style
+PNG when matplotlib is installed) into ``--out``. Every number comes from the
+run; a given seed gives the same result every time on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DemoConfig",
+    "DemoResult",
+    "HierarchicalTask",
+    "add_parser",
+    "make_hierarchical_task",
+    "run_demo",
+]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Everything that defines a demo run (the defaults take about 2 minutes on 2 CPU cores).
+
+    Attributes:
+        superclasses: number of superclasses.
+        subclasses: classes per superclass (siblings).
+        input_dim: dimension of the inputs.
+        superclass_spread: std of the superclass centres.
+        subclass_spread: std of a class mean around its superclass centre.
+        noise: std of the samples around their class mean.
+        train_per_class: training samples per class.
+        test_per_class: test samples per class.
+        teacher_width: hidden width of the teacher MLP.
+        teacher_features: penultimate width of the teacher.
+        student_width: hidden width of the student MLP.
+        student_features: penultimate width of the student (the features measured).
+        epochs: training epochs for every network.
+        batch_size: minibatch size.
+        lr: Adam learning rate (cosine-annealed to 0).
+        alphas: label smoothing of the teachers.
+        temperatures: distillation temperatures (the first is T0 of the diffusion index).
+        seeds: one full study per seed.
+        diffusion_t1: the T1 at which the diffusion-index check is made.
+        device: torch device for training.
+    """
+
+    superclasses: int = 8
+    subclasses: int = 4
+    input_dim: int = 32
+    superclass_spread: float = 1.0
+    subclass_spread: float = 0.8
+    noise: float = 1.3
+    train_per_class: int = 60
+    test_per_class: int = 200
+    teacher_width: int = 256
+    teacher_features: int = 64
+    student_width: int = 64
+    student_features: int = 8
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 2e-3
+    alphas: tuple[float, ...] = (0.0, 0.1)
+    temperatures: tuple[float, ...] = (1.0, 2.0, 3.0, 64.0)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    diffusion_t1: float = 3.0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("superclasses", "input_dim", "train_per_class", "test_per_class", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.subclasses < 2:
+            raise ValueError(f"subclasses must be >= 2 (siblings), got {self.subclasses}")
+        if self.superclasses < 2:
+            raise ValueError(f"superclasses must be >= 2 (dissimilar classes), got {self.superclasses}")
+        if len(self.temperatures) < 2:
+            raise ValueError(
+                f"temperatures must hold T0 and at least one T1, got {list(self.temperatures)}"
+            )
+        if any(not (math.isfinite(t) and t > 0) for t in self.temperatures):
+            raise ValueError(f"temperatures must be finite and > 0, got {list(self.temperatures)}")
+        if len(set(self.temperatures)) != len(self.temperatures):
+            raise ValueError(f"temperatures must be distinct, got {list(self.temperatures)}")
+        if not self.seeds:
+            raise ValueError("seeds must not be empty")
+        if any(not 0.0 <= a < 1.0 for a in self.alphas) or not self.alphas:
+            raise ValueError(f"alphas must be in [0, 1), got {list(self.alphas)}")
+
+    @property
+    def num_classes(self) -> int:
+        """Total number of classes."""
+        return self.superclasses * self.subclasses
+
+
+@dataclass
+class HierarchicalTask:
+    """A synthetic hierarchical classification task (float32 tensors on the CPU).
+
+    Class ``c`` belongs to superclass ``c // subclasses``.
+    """
+
+    train_x: Any
+    train_y: Any
+    test_x: Any
+    test_y: Any
+    superclass_of: list[int]
+
+    def similar_sets(self) -> list[list[int]]:
+        """For every class, its siblings (same superclass)."""
+        sup = self.superclass_of
+        return [[c for c in range(len(sup)) if sup[c] == sup[p] and c != p] for p in range(len(sup))]
+
+    def dissimilar_sets(self) -> list[list[int]]:
+        """For every class, the classes of the other superclasses."""
+        sup = self.superclass_of
+        return [[c for c in range(len(sup)) if sup[c] != sup[p]] for p in range(len(sup))]
+
+
+def make_hierarchical_task(config: DemoConfig, seed: int) -> HierarchicalTask:
+    """Draw Gaussian clusters arranged as superclasses x subclasses.
+
+    Superclass centres :math:`s_j \\sim N(0, \\sigma_s^2 I)`, class means
+    :math:`m_c = s_{j(c)} + N(0, \\sigma_c^2 I)` and samples
+    :math:`x = m_c + N(0, \\sigma_n^2 I)`: siblings are close, other
+    superclasses far, and the noise keeps the accuracy well below 100%.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    k, d = config.subclasses, config.input_dim
+    centres = torch.randn(config.superclasses, d, generator=g) * config.superclass_spread
+    means = centres.repeat_interleave(k, 0)
+    means = means + torch.randn(config.num_classes, d, generator=g) * config.subclass_spread
+
+    def sample(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(config.num_classes).repeat_interleave(per_class)
+        x = means[y] + torch.randn(len(y), d, generator=g) * config.noise
+        return x, y
+
+    train_x, train_y = sample(config.train_per_class)
+    test_x, test_y = sample(config.test_per_class)
+    return HierarchicalTask(
+        train_x, train_y, test_x, test_y, [c // k for c in range(config.num_classes)]
+    )
+
+
+def _mlp(in_dim: int, width: int, features: int, classes: int, seed: int) -> Any:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(in_dim, width),
+        nn.ReLU(),
+        nn.Linear(width, features),
+        nn.ReLU(),
+        nn.Linear(features, classes),
+    )
+
+
+def _train(
+    model: Any,
+    x: Any,
+    loss_fn: Callable[[Any, Any], Any],
+    config: DemoConfig,
+    seed: int,
+) -> Any:
+    """Adam with a cosine schedule; ``loss_fn(logits, batch_indices)``."""
+    import torch
+
+    device = torch.device(config.device)
+    model.to(device)
+    x = x.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.epochs)
+    g = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    model.train()
+    for _ in range(config.epochs):
+        perm = torch.randperm(n, generator=g).to(device)
+        for lo in range(0, n, config.batch_size):
+            idx = perm[lo : lo + config.batch_size]
+            loss = loss_fn(model(x[idx]), idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+    model.eval()
+    return model
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std
+
+
+@dataclass
+class DemoResult:
+    """Raw per-seed measurements and their summaries (all JSON-serialisable)."""
+
+    config: DemoConfig
+    teacher_accuracy: dict[float, list[float]] = field(default_factory=dict)
+    student_accuracy: dict[tuple[float, float], list[float]] = field(default_factory=dict)
+    diffusion: dict[tuple[float, float], list[tuple[float, float]]] = field(default_factory=dict)
+    entropy: dict[tuple[float, float], list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    figure: str | None = None
+
+    # -- summaries ---------------------------------------------------------
+
+    def checks(self) -> dict[str, bool]:
+        """The paper's four qualitative outcomes, evaluated on this run's means."""
+        plain, ls = min(self.config.alphas), max(self.config.alphas)
+        t0, t_high = self.config.temperatures[0], max(self.config.temperatures)
+        t1 = self.config.diffusion_t1
+
+        def acc(a: float, t: float) -> float:
+            return statistics.fmean(self.student_accuracy[(a, t)])
+
+        out = {
+            "LS teacher beats the plain teacher": statistics.fmean(self.teacher_accuracy[ls])
+            > statistics.fmean(self.teacher_accuracy[plain]),
+            f"at T = {t0:g}, the LS-teacher student is at least as good": acc(ls, t0)
+            >= acc(plain, t0),
+            f"at T = {t_high:g}, the LS-teacher student falls behind": acc(ls, t_high)
+            < acc(plain, t_high),
+        }
+        if (ls, t1) in self.diffusion:
+            sim = statistics.fmean(v[0] for v in self.diffusion[(ls, t1)])
+            dis = statistics.fmean(v[1] for v in self.diffusion[(ls, t1)])
+            out[f"LS teacher, T {t0:g} -> {t1:g}: alpha_sim < 0 < alpha_dissim"] = sim < 0 < dis
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain-JSON view: config, per-seed values, mean/std tables and checks."""
+
+        def key(*parts: float) -> str:
+            return "/".join(f"{p:g}" for p in parts)
+
+        def summary(values: Sequence[float]) -> dict[str, Any]:
+            mean, std = _mean_std(values)
+            return {"mean": mean, "std": std, "values": list(values)}
+
+        return {
+            "config": asdict(self.config),
+            "teacher_accuracy": {key(a): summary(v) for a, v in self.teacher_accuracy.items()},
+            "student_accuracy": {
+                key(a, t): summary(v) for (a, t), v in self.student_accuracy.items()
+            },
+            "diffusion_index": {
+                key(a, t): {
+                    "similar": summary([s for s, _ in v]),
+                    "dissimilar": summary([d for _, d in v]),
+                }
+                for (a, t), v in self.diffusion.items()
+            },
+            "target_entropy": {key(a, t): summary(v) for (a, t), v in self.entropy.items()},
+            "max_entropy": math.log(self.config.num_classes),
+            "checks": self.checks(),
+            "seconds": self.seconds,
+            "figure": self.figure,
+        }
+
+    def tables(self) -> str:
+        """The paper-style tables as plain text."""
+        cfg = self.config
+        temps = cfg.temperatures
+
+        def cell(values: Sequence[float], digits: int = 2) -> str:
+            mean, std = _mean_std(values)
+            return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+        lines = [
+            f"Table 2 - test accuracy (%), mean ± std over {len(cfg.seeds)} seeds "
+            f"({cfg.num_classes} classes = {cfg.superclasses} superclasses x {cfg.subclasses})",
+        ]
+        header = f"{'teacher':<10} {'teacher acc':>15}" + "".join(
+            f" {f'student T={t:g}':>15}" for t in temps
+        )
+        lines += [header, "-" * len(header)]
+        for a in cfg.alphas:
+            row = f"{f'α = {a:g}':<10} {cell(self.teacher_accuracy[a]):>15}"
+            row += "".join(f" {cell(self.student_accuracy[(a, t)]):>15}" for t in temps)
+            lines.append(row)
+
+        t0 = temps[0]
+        lines += [
+            "",
+            f"Table 3 - diffusion index (%) from T0 = {t0:g} to T1, mean over classes, "
+            "then mean ± std over seeds",
+            "(similar = superclass siblings, dissimilar = other superclasses; "
+            "systematic diffusion: α_sim < 0 < α_dissim)",
+        ]
+        header = f"{'teacher':<10} {'T1':>5} {'α_sim':>16} {'α_dissim':>16}"
+        lines += [header, "-" * len(header)]
+        for a in cfg.alphas:
+            for t in temps[1:]:
+                vals = self.diffusion[(a, t)]
+                lines.append(
+                    f"{f'α = {a:g}':<10} {t:>5g} {cell([s for s, _ in vals]):>16} "
+                    f"{cell([d for _, d in vals]):>16}"
+                )
+
+        lines += [
+            "",
+            "Appendix H - teacher target entropy (nats) of softmax(z / T) on the training set, "
+            f"max ln K = {math.log(cfg.num_classes):.3f}",
+        ]
+        header = f"{'teacher':<10}" + "".join(f" {f'T={t:g}':>15}" for t in temps)
+        lines += [header, "-" * len(header)]
+        for a in cfg.alphas:
+            lines.append(
+                f"{f'α = {a:g}':<10}"
+                + "".join(f" {cell(self.entropy[(a, t)], 3):>15}" for t in temps)
+            )
+
+        lines += ["", "Expected qualitative outcome (paper), as observed in this run:"]
+        lines += [f"  [{'x' if ok else ' '}] {name}" for name, ok in self.checks().items()]
+        return "\n".join(lines)
+
+
+@dataclass
+class _StudyOutput:
+    """What one (seed, teacher alpha) study sends back to the parent process."""
+
+    seed: int
+    alpha: float
+    teacher_accuracy: float
+    entropy: dict[float, float]
+    student_accuracy: dict[float, float]
+    diffusion: dict[float, tuple[float, float]]
+    students: dict[float, dict[str, Any]]  # state dicts, first seed only (for the figure)
+
+
+def _study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> _StudyOutput:
+    """Train one teacher and its students at every temperature; measure them."""
+    import torch
+
+    from lsdiffusion.entropy import TargetEntropy
+    from lsdiffusion.geometry import class_centroids, diffusion_indices
+    from lsdiffusion.losses import KDLoss, LabelSmoothingLoss
+
+    device = torch.device(cfg.device)
+    temps = cfg.temperatures
+    task = make_hierarchical_task(cfg, seed)
+    classes = list(range(cfg.num_classes))
+    similar, dissimilar = task.similar_sets(), task.dissimilar_sets()
+    test_x, test_y = task.test_x.to(device), task.test_y.to(device)
+    train_y = task.train_y.to(device)
+
+    criterion = LabelSmoothingLoss(alpha)
+    teacher = _train(
+        _mlp(cfg.input_dim, cfg.teacher_width, cfg.teacher_features, cfg.num_classes, seed),
+        task.train_x,
+        lambda logits, idx: criterion(logits, train_y[idx]),
+        cfg,
+        seed,
+    )
+    with torch.no_grad():
+        teacher_logits = teacher(task.train_x.to(device))
+        teacher_acc = (teacher(test_x).argmax(1) == test_y).float().mean().item() * 100
+    meter = TargetEntropy(temperatures=temps)
+    meter.update(teacher_logits)
+    report = meter.compute()
+
+    accuracy: dict[float, float] = {}
+    centroids = {}
+    students: dict[float, dict[str, Any]] = {}
+    for t in temps:
+        kd = KDLoss(t)
+        student = _train(
+            # the same initialisation for every teacher and temperature of a seed
+            _mlp(cfg.input_dim, cfg.student_width, cfg.student_features, cfg.num_classes, seed + 1000),
+            task.train_x,
+            lambda logits, idx, k=kd: k(logits, teacher_logits[idx]),
+            cfg,
+            seed,
+        )
+        with torch.no_grad():
+            features = student[:-1](test_x)  # penultimate: the input of the final Linear
+            logits = student[-1](features)
+            accuracy[t] = (logits.argmax(1) == test_y).float().mean().item() * 100
+        centroids[t] = class_centroids(features, test_y, cfg.num_classes)
+        if keep_students:
+            students[t] = {k: v.cpu() for k, v in student.state_dict().items()}
+    diffusion = {}
+    for t in temps[1:]:
+        table = diffusion_indices(centroids[temps[0]], centroids[t], classes, similar, dissimilar)
+        diffusion[t] = (table.mean_similar, table.mean_dissimilar)
+    return _StudyOutput(
+        seed,
+        alpha,
+        teacher_acc,
+        {t: float(report[t]) for t in temps},
+        accuracy,
+        diffusion,
+        students,
+    )
+
+
+def _study_in_worker(args: tuple[DemoConfig, int, float, bool]) -> _StudyOutput:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker: tiny networks gain nothing from more
+    return _study(*args)
+
+
+def run_demo(
+    config: DemoConfig | None = None,
+    *,
+    progress: bool = True,
+    out: str | Path | None = None,
+    workers: int | None = None,
+) -> DemoResult:
+    """Run the study; optionally write ``results.json`` and a figure into ``out``.
+
+    Each (seed, teacher) study is independent and seeded, so on the CPU they run
+    in parallel worker processes (``workers``, default: up to the number of
+    cores) with identical results to a sequential run.
+
+    Example:
+        >>> from lsdiffusion.demo import DemoConfig, run_demo
+        >>> cfg = DemoConfig(superclasses=2, subclasses=2, train_per_class=8,
+        ...                  test_per_class=8, epochs=1, seeds=(0,), temperatures=(1.0, 3.0))
+        >>> result = run_demo(cfg, progress=False, workers=1)
+        >>> sorted(result.student_accuracy)
+        [(0.0, 1.0), (0.0, 3.0), (0.1, 1.0), (0.1, 3.0)]
+    """
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from tqdm.auto import tqdm
+
+    cfg = config or DemoConfig()
+    jobs = [(cfg, seed, alpha, seed == cfg.seeds[0]) for seed in cfg.seeds for alpha in cfg.alphas]
+    if workers is None:
+        workers = 1 if cfg.device != "cpu" else min(len(jobs), os.cpu_count() or 1)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    result = DemoResult(cfg)
+    start = time.perf_counter()
+    bar = tqdm(
+        total=len(jobs),
+        disable=not progress,
+        desc="teacher + students",
+        unit="study",
+        file=sys.stderr,
+    )
+    outputs: list[_StudyOutput] = []
+    if workers == 1:
+        for job in jobs:
+            outputs.append(_study(*job))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for output in pool.map(_study_in_worker, jobs):
+                outputs.append(output)
+                bar.update()
+    bar.close()
+
+    students: dict[tuple[float, float], dict[str, Any]] = {}
+    for o in outputs:  # in job order: deterministic whatever the scheduling
+        result.teacher_accuracy.setdefault(o.alpha, []).append(o.teacher_accuracy)
+        for t in cfg.temperatures:
+            result.student_accuracy.setdefault((o.alpha, t), []).append(o.student_accuracy[t])
+            result.entropy.setdefault((o.alpha, t), []).append(o.entropy[t])
+            if t in o.diffusion:
+                result.diffusion.setdefault((o.alpha, t), []).append(o.diffusion[t])
+            if t in o.students:
+                students[(o.alpha, t)] = o.students[t]
+    result.seconds = time.perf_counter() - start
+
+    if out is not None:
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result.figure = _figure(result, students, make_hierarchical_task(cfg, cfg.seeds[0]), out_dir)
+        (out_dir / "results.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return result
+
+
+def _figure(
+    result: DemoResult, students: dict[tuple[float, float], Any], task: HierarchicalTask, out: Path
+) -> str | None:
+    """Figure-1-style projections and the diffusion chart; ``None`` without matplotlib."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return None
+    return _plot(result, students, task, out)
+
+
+def _plot(
+    result: DemoResult, students: dict[tuple[float, float], Any], task: HierarchicalTask, out: Path
+) -> str:
+    return ""
+
+
+# ---------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------
+
+
+def _float_list(values: Iterable[str]) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``lsdiffusion demo``."""
+    defaults = DemoConfig()
+    p = subparsers.add_parser(
+        "demo",
+        help="reproduce the LS x KD finding on a synthetic class hierarchy",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    p.add_argument("--device", default=defaults.device, help="torch device (cpu, cuda, ...)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=list(defaults.seeds),
+        help="seeds, one full study each (default: 0 1 2)",
+    )
+    p.add_argument(
+        "--temperatures",
+        type=float,
+        nargs="+",
+        default=list(defaults.temperatures),
+        help="KD temperatures; the first is T0 of the diffusion index (default: 1 2 3 64)",
+    )
+    p.add_argument(
+        "--alphas",
+        type=float,
+        nargs="+",
+        default=list(defaults.alphas),
+        help="teachers' label smoothing (default: 0 0.1)",
+    )
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument(
+        "--diffusion-t1",
+        type=float,
+        default=defaults.diffusion_t1,
+        help="T1 of the diffusion-index check (default: 3)",
+    )
+    p.add_argument("--out", default="lsdiffusion-demo", help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        config = DemoConfig(
+            seeds=tuple(args.seeds),
+            temperatures=_float_list(args.temperatures),
+            alphas=_float_list(args.alphas),
+            epochs=args.epochs,
+            diffusion_t1=args.diffusion_t1,
+            device=args.device,
+        )
+    except ValueError as exc:
+        print(f"lsdiffusion demo: error: {exc}", file=sys.stderr)
+        return 2
+    result = run_demo(config, progress=not args.no_progress, out=args.out)
+    print(result.tables())
+    print()
+    print(f"wrote {Path(args.out) / 'results.json'}" + (f" and {result.figure}" if result.figure else ""))
+    print(f"total time {result.seconds:.1f} s on {config.device}")
+    return 0
