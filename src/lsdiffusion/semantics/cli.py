@@ -12,12 +12,13 @@ Module-level imports stay light (argparse only) so ``lsdiffusion --help`` is fas
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lsdiffusion.semantics.hierarchy import ClassHierarchy
+    from lsdiffusion.semantics.hierarchy import ClassHierarchy, SimilarBasis
 
 __all__ = ["add_parser", "run"]
 
@@ -41,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help='class index, wnid (n02099601) or name ("golden retriever"; words may be unquoted)',
     )
     parser.add_argument(
-        "--min-size", type=int, default=None, help="fallback similar-set size (default 2)"
+        "--min-size", type=int, default=None, help="fallback similar-set size (default 1)"
     )
     parser.add_argument(
         "--dissimilar-depth",
@@ -116,20 +117,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"lsdiffusion classes: error: {exc}", file=sys.stderr)
         return 2
 
-    out = sys.stdout
-    print(f"target\n  {hierarchy.describe(i)}  ({hierarchy.synset_names[i]})", file=out)
+    try:
+        _print_sets(hierarchy, i, similar, dissimilar, basis, depth, args.sample)
+    except BrokenPipeError:  # e.g. piped into `head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return 0
+
+
+def _print_sets(
+    hierarchy: ClassHierarchy,
+    i: int,
+    similar: tuple[int, ...],
+    dissimilar: tuple[int, ...],
+    basis: SimilarBasis,
+    depth: int,
+    sample: int,
+) -> None:
+    print(f"target\n  {hierarchy.describe(i)}  ({hierarchy.synset_names[i]})")
     under = " and ".join(basis.synsets)
     how = f"siblings under {under}" if basis.kind == "siblings" else f"subtree of {under}"
-    print(f"\nsimilar ({len(similar)}): {how}", file=out)
+    print(f"\nsimilar ({len(similar)}): {how}")
     for c in similar:
-        print(f"  {hierarchy.describe(c)}", file=out)
-    n, k = len(dissimilar), min(args.sample, len(dissimilar))
+        print(f"  {hierarchy.describe(c)}")
+    n, k = len(dissimilar), min(sample, len(dissimilar))
     shown = [dissimilar[(2 * j + 1) * n // (2 * k)] for j in range(k)]
-    print(
-        f"\ndissimilar ({n}): lowest common ancestor at depth <= {depth}"
-        + (f"; {k} shown, evenly spaced" if k < n else ""),
-        file=out,
-    )
+    note = f"; {k} shown, evenly spaced" if k < n else ""
+    print(f"\ndissimilar ({n}): lowest common ancestor at depth <= {depth}{note}")
     for c in shown:
-        print(f"  {hierarchy.describe(c)}", file=out)
-    return 0
+        print(f"  {hierarchy.describe(c)}")
+    sys.stdout.flush()

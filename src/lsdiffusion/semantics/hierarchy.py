@@ -14,7 +14,18 @@ paper's WordNet class sets for a target class π:
   min_size``, take the one with the fewest classes (ties: the deepest, then the
   smallest wnid); :math:`S_{sim}(π)` is every class under it except π.
 * **Dissimilar**, :math:`S_{dissim}(π)`: the classes ``c != π`` whose lowest
-  common ancestor with π sits at depth ``<= dissimilar_depth``.
+  common ancestor with π sits at depth ``<= dissimilar_depth``, except those
+  already in :math:`S_{sim}(π)`: the two sets never overlap. (An overlap needs
+  a similar set taken under a synset at most ``dissimilar_depth`` deep; with
+  the defaults this happens to 6 of ImageNet's 1000 classes, e.g. "cliff",
+  whose similar set is the other classes under ``geological_formation.n.01``.)
+
+**Several parents.** 75 of the 1860 synsets of ImageNet-1K's hierarchy (38
+of the classes themselves, e.g. ``accordion.n.01``: a free-reed *and* a
+keyboard instrument) have more than one immediate hypernym. No path is
+preferred: siblings are united over all parents, ancestors are collected over
+all paths (for the fallback subtree and for common ancestors), and depth uses
+the longest path, as follows.
 
 **Depth** of a synset is the length of its *longest* hypernym path to the root
 (``entity.n.01`` has depth 0), as nltk's ``Synset.max_depth()``. With several
@@ -34,13 +45,15 @@ builds one for any class list through nltk.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
+import gc
 import gzip
 import io
 import operator
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -67,14 +80,16 @@ __all__ = [
     "wordnet_class_sets",
 ]
 
-DEFAULT_MIN_SIZE = 2
-"""Fallback size of the similar set: at least 2 classes besides the target.
+DEFAULT_MIN_SIZE = 1
+"""Fallback size of the similar set: the nearest relatives, however few.
 
-A class without siblings (323 of ImageNet-1K's 1000) then gets a tight subtree
-that does not rest on a single class: the three sharks share ``shark.n.01``,
-the kite, bald eagle and vulture ``bird_of_prey.n.01``. Sibling sets have a
-median of 2 classes too; larger values quickly reach broad subtrees (with 4,
-the birds of prey get all 58 birds).
+A class without siblings (323 of ImageNet-1K's 1000) gets the smallest
+ancestor subtree holding any other class: the three sharks share
+``shark.n.01``; the kite, bald eagle and vulture ``bird_of_prey.n.01``; the
+daisy gets the yellow lady's slipper (``flower.n.01``). The median fallback
+set has 4 classes, close to the siblings' median of 2. Larger values climb
+fast: with 2 the daisy's smallest qualifying subtree is ``organism.n.01``
+(409 classes, animals included).
 """
 
 DEFAULT_DISSIMILAR_DEPTH = 3
@@ -90,6 +105,7 @@ _WNIDS_FILE = "imagenet1k_wnids.txt"
 _HEADER = ("wnid", "synset", "class", "parents", "lemmas")
 _WNID_RE = re.compile(r"^[nvasr]\d{8}$")
 _SYNSET_NAME_RE = re.compile(r"^\S+\.[nvasr]\.\d+$")
+_MASK_LIMIT = 4096  # above this many classes, class_sets works row by row
 
 _PAPER_SETS: dict[str, tuple[int, ...]] = {
     # Golden retriever and its siblings: flat-coated, curly-coated, golden,
@@ -267,6 +283,10 @@ class ClassHierarchy:
                 child_classes[p].append(i)
         self._members = tuple(np.array(m, dtype=np.int64) for m in members)
         self._child_classes = tuple(np.array(m, dtype=np.int64) for m in child_classes)
+        self._has_siblings = np.array(
+            [any(len(child_classes[p]) > 1 for p in parents[v]) for v in self._class_node],
+            dtype=bool,
+        )
         self._num_classes = c
 
         # Name index: every lemma of every class, normalised.
@@ -281,8 +301,7 @@ class ClassHierarchy:
         self._by_name = by_name
         self._spelled = spelled
         self._by_synset = {recs[v].name.casefold(): i for i, v in enumerate(self._class_node)}
-        self._mask_cache: dict[tuple[int, int], ClassSetMasks] = {}
-        self._fallback_cache: dict[int, npt.NDArray[np.int64]] = {}
+        self._mask_cache: dict[tuple[int, int], tuple[ClassSetMasks, npt.NDArray[np.bool_]]] = {}
         self._lca: npt.NDArray[np.int64] | None = None
 
     # ------------------------------------------------------------------ basics
@@ -343,6 +362,8 @@ class ClassHierarchy:
     def index(self, target: int | str) -> int:
         """Class index of ``target``: an index, a wnid, a synset name or a lemma name.
 
+        An index may also be given as a string of digits (``"207"``).
+
         Names match any WordNet lemma of a class, ignoring case and treating
         ``_``, ``-`` and spaces alike (``"golden retriever"``,
         ``"Golden_Retriever"``). A name shared by several classes (ImageNet's
@@ -362,6 +383,8 @@ class ClassHierarchy:
         c = self._num_classes
         if isinstance(target, str):
             text = target.strip()
+            if text.isdigit():
+                return self.index(int(text))
             if _WNID_RE.match(text):
                 return self._index_of_wnid(text)
             if _SYNSET_NAME_RE.match(text) and text.casefold() in self._by_synset:
@@ -404,7 +427,13 @@ class ClassHierarchy:
                 f"target name {name!r} is ambiguous, it names {len(hits)} classes: "
                 f"{self._list(hits, detailed=True)}; pass the index or the wnid instead"
             )
-        close = difflib.get_close_matches(key, list(self._by_name), n=5, cutoff=0.6)
+        word = re.compile(rf"\b{re.escape(key)}\b") if key else None
+        close = [k for k in self._by_name if word is not None and word.search(k)][:5]
+        close += [
+            k
+            for k in difflib.get_close_matches(key, list(self._by_name), n=5, cutoff=0.6)
+            if k not in close
+        ]
         if close:
             hint = "; close matches: " + ", ".join(
                 f"{self._spelled[k]!r} ({', '.join(str(i) for i in self._by_name[k])})"
@@ -440,39 +469,33 @@ class ClassHierarchy:
 
     def _fallback_root(self, i: int, min_size: int) -> int:
         """Node of the smallest ancestor subtree of class ``i`` with >= min_size others."""
+        node = self._fallback_root_or_none(i, min_size)
+        if node is None:
+            raise ValueError(
+                f"no ancestor of class {i} ({self._records[self._class_node[i]].name}) holds "
+                f"min_size={min_size} other classes; lower min_size"
+            )
+        return node
+
+    def _fallback_root_or_none(self, i: int, min_size: int) -> int | None:
         best: tuple[int, int, str] | None = None
-        best_node = -1
-        for a in self._class_anc[i]:
+        best_node = None
+        for a in self._class_anc[i].tolist():
             size = len(self._members[a])
             if size - 1 < min_size:
                 continue
             key = (size, -int(self._depth[a]), self._records[a].wnid)
             if best is None or key < best:
-                best, best_node = key, int(a)
-        if best is None:
-            raise ValueError(
-                f"no ancestor of class {i} ({self._records[self._class_node[i]].name}) holds "
-                f"min_size={min_size} other classes; lower min_size"
-            )
+                best, best_node = key, a
         return best_node
 
-    def _fallback_roots(self, min_size: int) -> npt.NDArray[np.int64]:
-        """Fallback node per class (-1 where the class has siblings), cached."""
-        roots = self._fallback_cache.get(min_size)
-        if roots is None:
-            roots = np.full(self._num_classes, -1, dtype=np.int64)
-            for i in range(self._num_classes):
-                if self._siblings(i).size == 0:
-                    roots[i] = self._fallback_root(i, min_size)
-            self._fallback_cache[min_size] = roots
-        return roots
-
     def _siblings(self, i: int) -> npt.NDArray[np.int64]:
-        v = self._class_node[i]
-        parts = [self._child_classes[p] for p in self._parents[v]]
-        if not parts:
+        if not self._has_siblings[i]:
             return np.empty(0, dtype=np.int64)
-        sib: npt.NDArray[np.int64] = np.unique(np.concatenate(parts))
+        v = self._class_node[i]
+        sib: npt.NDArray[np.int64] = np.unique(
+            np.concatenate([self._child_classes[p] for p in self._parents[v]])
+        )
         out: npt.NDArray[np.int64] = sib[sib != i]
         return out
 
@@ -487,11 +510,9 @@ class ClassHierarchy:
         i = self.index(target)
         m, _ = self._check_params(min_size, 0)
         v = self._class_node[i]
-        if self._siblings(i).size:
+        if self._has_siblings[i]:
             names = tuple(
-                self._records[p].name
-                for p in self._parents[v]
-                if np.any(self._child_classes[p] != i)
+                self._records[p].name for p in self._parents[v] if len(self._child_classes[p]) > 1
             )
             return SimilarBasis("siblings", names)
         return SimilarBasis("subtree", (self._records[self._fallback_root(i, m)].name,))
@@ -510,11 +531,12 @@ class ClassHierarchy:
             min_size: fallback size: a class without siblings gets the smallest
                 ancestor subtree holding at least this many other classes.
             dissimilar_depth: a class is dissimilar when its lowest common
-                ancestor with the target has depth ``<=`` this.
+                ancestor with the target has depth ``<=`` this (and it is not
+                similar).
 
         Returns:
-            ``ClassSets(similar, dissimilar)``, ascending class indices; the
-            target is in neither.
+            ``ClassSets(similar, dissimilar)``, ascending class indices, disjoint;
+            the target is in neither.
 
         Example:
             >>> from lsdiffusion.semantics import imagenet1k_hierarchy
@@ -528,17 +550,29 @@ class ClassHierarchy:
         """
         i = self.index(target)
         m, k = self._check_params(min_size, dissimilar_depth)
+        if self._num_classes > _MASK_LIMIT:  # masks would be too large: one row only
+            return self._class_sets_direct(i, m, k)
+        masks, failed = self._masks(m, k)
+        if failed[i]:
+            self._fallback_root(i, m)  # raises the explanation
+        return ClassSets(
+            tuple(np.flatnonzero(masks.similar[i]).tolist()),
+            tuple(np.flatnonzero(masks.dissimilar[i]).tolist()),
+        )
+
+    def _class_sets_direct(self, i: int, m: int, k: int) -> ClassSets:
+        """:meth:`class_sets` of one class without building the ``(C, C)`` masks."""
         sim = self._siblings(i)
         if sim.size == 0:
             members = self._members[self._fallback_root(i, m)]
             sim = members[members != i]
         anc = self._class_anc[i]
-        level = anc[self._depth[anc] == k + 1]
         keep = np.ones(self._num_classes, dtype=bool)
-        for a in level:
+        for a in anc[self._depth[anc] == k + 1]:
             keep[self._members[a]] = False
         keep[i] = False
-        return ClassSets(tuple(int(c) for c in sim), tuple(int(c) for c in np.flatnonzero(keep)))
+        keep[sim] = False
+        return ClassSets(tuple(sim.tolist()), tuple(np.flatnonzero(keep).tolist()))
 
     def class_masks(
         self,
@@ -559,37 +593,48 @@ class ClassHierarchy:
             ((1000, 1000), 4)
         """
         m, k = self._check_params(min_size, dissimilar_depth)
+        masks, failed = self._masks(m, k)
+        if failed.any():
+            self._fallback_root(int(np.flatnonzero(failed)[0]), m)  # raises the explanation
+        return masks
+
+    def _masks(self, m: int, k: int) -> tuple[ClassSetMasks, npt.NDArray[np.bool_]]:
+        """Masks for every class and which classes have no fallback subtree (cached)."""
         cached = self._mask_cache.get((m, k))
         if cached is not None:
             return cached
         c = self._num_classes
-        parent_nodes = sorted({p for v in self._class_node for p in self._parents[v]})
-        col = {p: j for j, p in enumerate(parent_nodes)}
-        inc = np.zeros((c, len(parent_nodes)), dtype=np.float32)
-        for i, v in enumerate(self._class_node):
-            inc[i, [col[p] for p in self._parents[v]]] = 1.0
-        sim = _gram_nonzero(inc)
+        # Similar: a block per synset over the classes directly under it ...
+        sim = np.zeros((c, c), dtype=bool)
+        for kids in self._child_classes:
+            if len(kids) > 1:
+                sim[np.ix_(kids, kids)] = True
         np.fill_diagonal(sim, False)
-        roots = self._fallback_roots(m)
-        for t in np.flatnonzero(roots >= 0):
-            sim[t, self._members[roots[t]]] = True
-            sim[t, t] = False
-
-        level_nodes = np.flatnonzero(self._depth == k + 1)
-        col = {int(a): j for j, a in enumerate(level_nodes)}
-        lev = np.zeros((c, len(level_nodes)), dtype=np.float32)
-        for i, anc in enumerate(self._class_anc):
-            js = [col[int(a)] for a in anc if int(a) in col]
-            lev[i, js] = 1.0
-        dis = ~_gram_nonzero(lev)
+        # ... and the fallback subtree for the classes without siblings.
+        failed = np.zeros(c, dtype=bool)
+        for i in np.flatnonzero(~self._has_siblings).tolist():
+            node = self._fallback_root_or_none(i, m)
+            if node is None:
+                failed[i] = True
+                continue
+            sim[i, self._members[node]] = True
+            sim[i, i] = False
+        # Dissimilar: no common ancestor at depth k + 1 (so none deeper either).
+        dis = np.ones((c, c), dtype=bool)
+        for node in np.flatnonzero(self._depth == k + 1).tolist():
+            members = self._members[node]
+            if len(members):
+                dis[np.ix_(members, members)] = False
         np.fill_diagonal(dis, False)
+        dis &= ~sim
         sim.flags.writeable = False
         dis.flags.writeable = False
-        masks = ClassSetMasks(sim, dis)
+        failed.flags.writeable = False
+        result = (ClassSetMasks(sim, dis), failed)
         if len(self._mask_cache) >= 8:
             self._mask_cache.pop(next(iter(self._mask_cache)))
-        self._mask_cache[(m, k)] = masks
-        return masks
+        self._mask_cache[(m, k)] = result
+        return result
 
     def lca_depths(self) -> npt.NDArray[np.int64]:
         """``(C, C)`` depth of the lowest common ancestor of every pair of classes.
@@ -607,15 +652,13 @@ class ClassHierarchy:
         if self._lca is None:
             c = self._num_classes
             lca = np.full((c, c), -1, dtype=np.int64)
-            max_depth = int(self._depth.max()) if self._depth.size else -1
-            for d in range(max_depth + 1):
-                level_nodes = np.flatnonzero(self._depth == d)
-                col = {int(a): j for j, a in enumerate(level_nodes)}
-                lev = np.zeros((c, len(level_nodes)), dtype=np.float32)
-                for i, anc in enumerate(self._class_anc):
-                    js = [col[int(a)] for a in anc if int(a) in col]
-                    lev[i, js] = 1.0
-                lca[_gram_nonzero(lev)] = d
+            # shallow to deep, so the deepest common ancestor writes last
+            for node in np.argsort(self._depth, kind="stable").tolist():
+                members = self._members[node]
+                if len(members) == c:
+                    lca[:] = self._depth[node]
+                elif len(members):
+                    lca[np.ix_(members, members)] = self._depth[node]
             lca.flags.writeable = False
             self._lca = lca
         return self._lca
@@ -650,6 +693,11 @@ class ClassHierarchy:
     @classmethod
     def from_text(cls, text: str) -> ClassHierarchy:
         """Parse the format written by :meth:`to_text`."""
+        with _gc_paused():
+            return cls._from_text(text)
+
+    @classmethod
+    def _from_text(cls, text: str) -> ClassHierarchy:
         lines = iter(enumerate(text.splitlines(), start=1))
         source = ""
         header: list[str] | None = None
@@ -721,22 +769,27 @@ class ClassHierarchy:
         return f"ClassHierarchy(num_classes={self._num_classes}, synsets={len(self._records)}{src})"
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while building many small acyclic objects.
+
+    Loading creates ~20k tuples and strings; in a process that already holds
+    torch's objects, the full collections this triggers cost more than the
+    loading itself.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _decode(raw: bytes) -> str:
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     return raw.decode("utf-8")
-
-
-def _gram_nonzero(x: npt.NDArray[np.float32], block: int = 4096) -> npt.NDArray[np.bool_]:
-    """``(x @ x.T) > 0`` for a 0/1 matrix, in row blocks to bound temporary memory."""
-    c = x.shape[0]
-    out = np.empty((c, c), dtype=bool)
-    if x.shape[1] == 0:
-        out[:] = False
-        return out
-    for start in range(0, c, block):
-        np.greater(x[start : start + block] @ x.T, 0.5, out=out[start : start + block])
-    return out
 
 
 # ---------------------------------------------------------------- ImageNet-1K
@@ -807,14 +860,14 @@ def wordnet_class_sets(
 
     Similar: the target's siblings under its immediate hypernym(s); a class
     with none gets the smallest ancestor subtree holding at least ``min_size``
-    other classes. Dissimilar: classes whose lowest common ancestor with the
-    target has depth ``<= dissimilar_depth`` (root = 0, longest path). Full
+    other classes. Dissimilar: the other classes whose lowest common ancestor
+    with the target has depth ``<= dissimilar_depth`` (root = 0, longest path). Full
     definitions, and how several parents are handled, are in
     :mod:`lsdiffusion.semantics.hierarchy`.
 
     Args:
         target: class index, wnid, synset name or lemma name.
-        min_size: fallback size of the similar set (default 2).
+        min_size: fallback size of the similar set (default 1).
         dissimilar_depth: depth threshold of the dissimilar set (default 3).
         hierarchy: defaults to the embedded ImageNet-1K hierarchy (no nltk,
             no network); pass :func:`~lsdiffusion.semantics.wordnet_hierarchy`

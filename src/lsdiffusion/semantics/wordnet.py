@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -71,11 +72,12 @@ def prepare_wordnet_corpus(dest: str | Path, source: str | Path = "/usr/share/wo
         FileNotFoundError: ``source`` lacks ``data.noun`` or ``index.noun``.
 
     Example:
-        >>> import tempfile, os
+        >>> import os, tempfile
         >>> from lsdiffusion.semantics import prepare_wordnet_corpus
-        >>> if os.path.isfile("/usr/share/wordnet/data.noun"):
-        ...     folder = prepare_wordnet_corpus(tempfile.mkdtemp())
-        ...     assert (folder / "corpora" / "wordnet" / "lexnames").is_file()
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     if os.path.isfile("/usr/share/wordnet/data.noun"):  # Debian's wordnet-base
+        ...         folder = prepare_wordnet_corpus(tmp)
+        ...         assert (folder / "corpora" / "wordnet" / "lexnames").is_file()
     """
     src = Path(source)
     missing = [f for f in ("data.noun", "index.noun") if not (src / f).is_file()]
@@ -231,9 +233,14 @@ def _resolve(wn: Any, ref: str, on_ambiguous: str, version: str) -> Any:
                 "install the 3.0 corpus (nltk's 'wordnet')"
             )
         try:
-            return wn.synset_from_pos_and_offset(text[0], int(text[1:]))
+            with warnings.catch_warnings():  # nltk >= 3.9 warns and returns None
+                warnings.simplefilter("ignore")
+                found = wn.synset_from_pos_and_offset(text[0], int(text[1:]))
         except (WordNetError, ValueError) as exc:
             raise ClassLookupError(f"class {ref!r} is not a WordNet {version} wnid") from exc
+        if found is None:
+            raise ClassLookupError(f"class {ref!r} is not a WordNet {version} wnid")
+        return found
     if _SYNSET_NAME_RE.match(text):
         try:
             return wn.synset(text)
@@ -244,7 +251,13 @@ def _resolve(wn: Any, ref: str, on_ambiguous: str, version: str) -> Any:
     if not found:
         close = difflib.get_close_matches(lemma.lower(), list(wn.all_lemma_names(pos="n")), n=5)
         hint = f"; close matches: {close}" if close else ""
-        raise ClassLookupError(f"class {ref!r} is not a WordNet noun{hint}")
+        words = [w for w in lemma.split("_") if len(lemma.split("_")) > 1 and wn.synsets(w, "n")]
+        if words:
+            hint += f"; its words that are nouns: {words}"
+        raise ClassLookupError(
+            f"class {ref!r} is not a WordNet noun{hint}. Pass a lemma, a synset name "
+            "('maple.n.02') or a wnid"
+        )
     if len(found) > 1 and on_ambiguous == "raise":
         senses = "; ".join(f"{s.name()} ({s.definition()})" for s in found[:8])
         raise ClassLookupError(
