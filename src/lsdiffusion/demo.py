@@ -97,7 +97,9 @@ class DemoConfig:
         if self.subclasses < 2:
             raise ValueError(f"subclasses must be >= 2 (siblings), got {self.subclasses}")
         if self.superclasses < 2:
-            raise ValueError(f"superclasses must be >= 2 (dissimilar classes), got {self.superclasses}")
+            raise ValueError(
+                f"superclasses must be >= 2 (dissimilar classes), got {self.superclasses}"
+            )
         if len(self.temperatures) < 2:
             raise ValueError(
                 f"temperatures must hold T0 and at least one T1, got {list(self.temperatures)}"
@@ -133,7 +135,9 @@ class HierarchicalTask:
     def similar_sets(self) -> list[list[int]]:
         """For every class, its siblings (same superclass)."""
         sup = self.superclass_of
-        return [[c for c in range(len(sup)) if sup[c] == sup[p] and c != p] for p in range(len(sup))]
+        return [
+            [c for c in range(len(sup)) if sup[c] == sup[p] and c != p] for p in range(len(sup))
+        ]
 
     def dissimilar_sets(self) -> list[list[int]]:
         """For every class, the classes of the other superclasses."""
@@ -142,11 +146,11 @@ class HierarchicalTask:
 
 
 def make_hierarchical_task(config: DemoConfig, seed: int) -> HierarchicalTask:
-    """Draw Gaussian clusters arranged as superclasses x subclasses.
+    r"""Draw Gaussian clusters arranged as superclasses x subclasses.
 
-    Superclass centres :math:`s_j \\sim N(0, \\sigma_s^2 I)`, class means
-    :math:`m_c = s_{j(c)} + N(0, \\sigma_c^2 I)` and samples
-    :math:`x = m_c + N(0, \\sigma_n^2 I)`: siblings are close, other
+    Superclass centres :math:`s_j \sim N(0, \sigma_s^2 I)`, class means
+    :math:`m_c = s_{j(c)} + N(0, \sigma_c^2 I)` and samples
+    :math:`x = m_c + N(0, \sigma_n^2 I)`: siblings are close, other
     superclasses far, and the noise keeps the accuracy well below 100%.
     """
     import torch
@@ -375,10 +379,15 @@ def _study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> _St
     train_y = task.train_y.to(device)
 
     criterion = LabelSmoothingLoss(alpha)
+
+    def ls_loss(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        loss: torch.Tensor = criterion(logits, train_y[idx])
+        return loss
+
     teacher = _train(
         _mlp(cfg.input_dim, cfg.teacher_width, cfg.teacher_features, cfg.num_classes, seed),
         task.train_x,
-        lambda logits, idx: criterion(logits, train_y[idx]),
+        ls_loss,
         cfg,
         seed,
     )
@@ -394,11 +403,18 @@ def _study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> _St
     students: dict[float, dict[str, Any]] = {}
     for t in temps:
         kd = KDLoss(t)
+
+        def kd_loss(logits: torch.Tensor, idx: torch.Tensor, kd: KDLoss = kd) -> torch.Tensor:
+            loss: torch.Tensor = kd(logits, teacher_logits[idx])
+            return loss
+
         student = _train(
             # the same initialisation for every teacher and temperature of a seed
-            _mlp(cfg.input_dim, cfg.student_width, cfg.student_features, cfg.num_classes, seed + 1000),
+            _mlp(
+                cfg.input_dim, cfg.student_width, cfg.student_features, cfg.num_classes, seed + 1000
+            ),
             task.train_x,
-            lambda logits, idx, k=kd: k(logits, teacher_logits[idx]),
+            kd_loss,
             cfg,
             seed,
         )
@@ -500,7 +516,9 @@ def run_demo(
     if out is not None:
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
-        result.figure = _figure(result, students, make_hierarchical_task(cfg, cfg.seeds[0]), out_dir)
+        result.figure = _figure(
+            result, students, make_hierarchical_task(cfg, cfg.seeds[0]), out_dir
+        )
         (out_dir / "results.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return result
 
@@ -508,18 +526,67 @@ def run_demo(
 def _figure(
     result: DemoResult, students: dict[tuple[float, float], Any], task: HierarchicalTask, out: Path
 ) -> str | None:
-    """Figure-1-style projections and the diffusion chart; ``None`` without matplotlib."""
+    """Figure-1-style projections and the diffusion chart; ``None`` without matplotlib.
+
+    Three classes as in the paper's Figure 1 (two poodles and a submarine): two
+    siblings of superclass 0 and one class of superclass 1, projected on the
+    plane of each student's three templates, for both teachers at T0 and at the
+    checked T1. Writes ``figure.png`` and ``diffusion.png``; returns the first.
+    """
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         return None
-    return _plot(result, students, task, out)
+    import torch
 
+    from lsdiffusion.geometry import muller_projection, templates_from_linear
+    from lsdiffusion.plotting import plot_diffusion_index, plot_projections
 
-def _plot(
-    result: DemoResult, students: dict[tuple[float, float], Any], task: HierarchicalTask, out: Path
-) -> str:
-    return ""
+    cfg = result.config
+    classes = [0, 1, cfg.subclasses]
+    names = {
+        0: "class 0 (superclass 0)",
+        1: "class 1 (superclass 0, sibling)",
+        cfg.subclasses: f"class {cfg.subclasses} (superclass 1)",
+    }
+    shown = [cfg.temperatures[0]] + [
+        t for t in (cfg.diffusion_t1, max(cfg.temperatures)) if t in cfg.temperatures[1:]
+    ]
+    mask = torch.isin(task.test_y, torch.tensor(classes))
+    x, y = task.test_x[mask], task.test_y[mask]
+    panels: dict[str | tuple[str, str], tuple[Any, Any]] = {}
+    for alpha in cfg.alphas:
+        for t in dict.fromkeys(shown):
+            model = _mlp(cfg.input_dim, cfg.student_width, cfg.student_features, cfg.num_classes, 0)
+            model.load_state_dict(students[(alpha, t)])
+            model.eval()
+            with torch.no_grad():
+                features = model[:-1](x)
+            projection = muller_projection(features, templates_from_linear(model[-1], classes))
+            panels[(f"teacher α={alpha:g}", f"student T={t:g}")] = (projection, y)
+    figure = plot_projections(
+        panels,
+        out / "figure.png",
+        class_names=names,
+        title=f"Student penultimate features on the plane of 3 templates (seed {cfg.seeds[0]})",
+    )
+    series = {
+        f"teacher α={alpha:g}": {
+            t: (
+                statistics.fmean(v[0] for v in result.diffusion[(alpha, t)]),
+                statistics.fmean(v[1] for v in result.diffusion[(alpha, t)]),
+            )
+            for t in cfg.temperatures[1:]
+        }
+        for alpha in cfg.alphas
+    }
+    plot_diffusion_index(
+        series,
+        out / "diffusion.png",
+        title="Diffusion index, mean over classes and seeds",
+        t0=cfg.temperatures[0],
+    )
+    return str(figure)
 
 
 # ---------------------------------------------------------------------------
@@ -589,6 +656,9 @@ def _main(args: argparse.Namespace) -> int:
     result = run_demo(config, progress=not args.no_progress, out=args.out)
     print(result.tables())
     print()
-    print(f"wrote {Path(args.out) / 'results.json'}" + (f" and {result.figure}" if result.figure else ""))
+    print(
+        f"wrote {Path(args.out) / 'results.json'}"
+        + (f" and {result.figure}" if result.figure else "")
+    )
     print(f"total time {result.seconds:.1f} s on {config.device}")
     return 0
