@@ -601,8 +601,8 @@ def kd_loss_terms(
         >>> from lsdiffusion import kd_loss_terms
         >>> s, t = torch.tensor([[1.0, 0.0, -1.0]]), torch.tensor([[2.0, 0.0, 0.0]])
         >>> terms = kd_loss_terms(s, t, 2.0, target=torch.tensor([0]), beta=0.5)
-        >>> [round(v.item(), 4) for v in terms]
-        [0.2495, 0.4076, 0.0914]
+        >>> tuple(round(v.item(), 4) for v in terms)
+        (0.2495, 0.4076, 0.0914)
     """
     check_finite_positive("temperature", temperature)
     check_in_unit_interval("beta", beta)
