@@ -524,3 +524,20 @@ def test_ls_properties(rows, classes, seed, alpha):
     y_ls = (1 - alpha) * F.one_hot(target, classes).double() + alpha / classes
     entropy = -(torch.where(y_ls > 0, y_ls * y_ls.log(), 0.0)).sum(1).mean()
     assert loss >= entropy - 1e-9
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_kd_terms_report_hard_term_with_beta_one(temperature):
+    s, t = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    target = torch.tensor([0, 1, 2, -100, 4, 3])
+    terms = kd_loss_terms(s, t, temperature, target=target)
+    valid = target != -100
+    torch.testing.assert_close(terms.hard, F.cross_entropy(s, target))
+    torch.testing.assert_close(terms.loss, terms.soft)
+    # the gradient is the pure KD one: the reported hard term does not leak into it
+    _, g = _grad(lambda x: kd_loss(x, t, temperature, target=target), s)
+    p_s = torch.softmax(s / temperature, 1)
+    p_t = torch.softmax(t / temperature, 1)
+    analytic = temperature * (p_s - p_t) * valid[:, None] / valid.sum()
+    torch.testing.assert_close(g, analytic)
+    assert kd_loss_terms(s, t, temperature).hard == 0

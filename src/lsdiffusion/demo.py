@@ -72,7 +72,7 @@ class DemoConfig:
     superclasses: int = 8
     subclasses: int = 4
     input_dim: int = 32
-    superclass_spread: float = 1.0
+    superclass_spread: float = 2.0
     subclass_spread: float = 0.8
     noise: float = 1.3
     train_per_class: int = 60

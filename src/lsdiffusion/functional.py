@@ -374,13 +374,12 @@ class _KDKernel(_Kernel):
         soft = kl * factor
         hard = torch.zeros_like(soft)
         e_1: Tensor | None = None  # exp(s - max s), the T = 1 softmax numerator
-        if beta < 1.0:
+        if self.target is not None:  # the hard term, also reported (for logging) when beta = 1
             if self.temperature == 1.0:
                 e_1, s_1 = e_s, sa
             else:  # b is free again: reuse it
                 e_1 = torch.sub(s_raw, max_s, out=b_buf).exp_()
                 s_1 = e_1.sum(1)
-            assert self.target is not None
             y = self.target[lo:hi]
             hard = (max_s.squeeze(1) + s_1.log()) - s_raw.gather(1, y[:, None]).squeeze(1).to(
                 cdtype
@@ -573,8 +572,10 @@ class KDTerms(NamedTuple):
     """The knowledge-distillation loss and its two parts, for logging.
 
     ``loss = (1 - beta) * hard + beta * soft``; ``loss`` carries the gradient,
-    ``hard`` (cross-entropy with the labels) and ``soft`` (the T²-scaled KL
-    term) are detached, reduced the same way as ``loss``.
+    ``hard`` (cross-entropy with the labels, at T = 1) and ``soft`` (the
+    T²-scaled KL term) are detached, reduced the same way as ``loss``. ``hard``
+    is computed whenever a target is given, ``beta = 1`` included; without a
+    target it is 0.
     """
 
     loss: Tensor
