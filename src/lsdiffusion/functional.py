@@ -51,6 +51,9 @@ _CUDA_BLOCK_ELEMS = 1 << 22
 # Inputs up to this many elements run as one block: per-op overhead dominates
 # there, and the temporaries are a few hundred KiB at most.
 _SMALL_ELEMS = 1 << 16
+# Kernels that need block-sized temporaries split the rows into at least this
+# many blocks, so that the temporaries stay within 1/4 of the input.
+_SCRATCH_BLOCKS = 4
 
 
 # ---------------------------------------------------------------------------
@@ -62,12 +65,30 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _block_rows(x: Tensor) -> int:
+def _row_blocks(x: Tensor, scratch: int) -> list[tuple[int, int]]:
+    """Row ranges ``[lo, hi)`` covering ``x``.
+
+    Blocks fit in cache; when the kernel needs ``scratch`` block-sized
+    temporaries, a block is also at most 1/8 of the rows, so that the
+    temporaries stay a small fraction of the input.
+    """
     n, c = x.shape
     if n * c <= _SMALL_ELEMS:  # small inputs: one block, fewest kernel launches
-        return max(1, n)
-    elems = _CUDA_BLOCK_ELEMS if x.is_cuda else _CPU_BLOCK_ELEMS
-    return max(1, min(elems // max(1, c), -(-n // 8)))
+        step = max(1, n)
+    else:
+        step = max(1, (_CUDA_BLOCK_ELEMS if x.is_cuda else _CPU_BLOCK_ELEMS) // max(1, c))
+        if scratch:
+            step = min(step, -(-n // _SCRATCH_BLOCKS))
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+
+
+def _scratch(x: Tensor, blocks: list[tuple[int, int]], count: int) -> list[Tensor]:
+    """``count`` compute-dtype buffers of the largest block's shape, reused by every block."""
+    rows = max((hi - lo for lo, hi in blocks), default=0)
+    return [
+        torch.empty(rows, x.shape[1], dtype=_compute_dtype(x), device=x.device)
+        for _ in range(count)
+    ]
 
 
 def _any(mask: Tensor) -> bool:
@@ -164,46 +185,22 @@ class _Kernel:
 
     ``run`` returns the row losses (already multiplied by the per-row
     reduction scale, zero on ignored rows) and, if asked, the gradient of
-    their sum with respect to the input, in the input's dtype. Block
-    temporaries are allocated once per call and reused (fresh pages are
-    expensive), and blocks are at most 1/8 of the rows so that they stay a
-    small fraction of the input.
+    their sum with respect to the input, in the input's dtype. Only the
+    passes over the logits run per block; everything per-row is vectorised
+    over all rows before or after the block loop. Block temporaries are
+    allocated once per call and reused (fresh pages are expensive).
     """
 
     extras: int = 0  # number of extra detached per-row outputs (KD: hard, soft)
 
-    def scratch_count(self, x: Tensor, need_grad: bool) -> int:  # pragma: no cover - interface
+    def run(
+        self, x: Tensor, need_grad: bool
+    ) -> tuple[tuple[Tensor, ...], Tensor | None]:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def block(
-        self, x: Tensor, lo: int, hi: int, grad: Tensor | None, scratch: list[Tensor]
-    ) -> tuple[Tensor, ...]:  # pragma: no cover - interface
-        raise NotImplementedError
 
-    def run(self, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Tensor | None]:
-        n, c = x.shape
-        cdtype = _compute_dtype(x)
-        grad = torch.empty_like(x, memory_format=torch.contiguous_format) if need_grad else None
-        step = _block_rows(x)
-        buffers = [
-            torch.empty(min(step, n), c, dtype=cdtype, device=x.device)
-            for _ in range(self.scratch_count(x, need_grad) if n else 0)
-        ]
-        pieces: list[tuple[Tensor, ...]] = []
-        for lo in range(0, n, step):
-            hi = min(n, lo + step)
-            g = None if grad is None else grad[lo:hi]
-            pieces.append(self.block(x, lo, hi, g, [buf[: hi - lo] for buf in buffers]))
-        if not pieces:
-            empty = x.new_zeros(0, dtype=cdtype)
-            return tuple(empty for _ in range(1 + self.extras)), grad
-        outs = tuple(torch.cat([p[i] for p in pieces]) for i in range(1 + self.extras))
-        return outs, grad
-
-
-def _grad_holds(grad: Tensor | None, dtype: torch.dtype) -> bool:
-    """Whether the gradient block can double as a compute-dtype temporary."""
-    return grad is not None and grad.dtype == dtype
+def _new_grad(x: Tensor, need_grad: bool) -> Tensor | None:
+    return torch.empty_like(x, memory_format=torch.contiguous_format) if need_grad else None
 
 
 class _LabelSmoothingKernel(_Kernel):
@@ -223,70 +220,80 @@ class _LabelSmoothingKernel(_Kernel):
         self.scale = scale
         self.valid = valid
 
-    def scratch_count(self, x: Tensor, need_grad: bool) -> int:
-        same = x.dtype == _compute_dtype(x)
-        # a compute-dtype copy of the block (half inputs), and exp(z - max) unless
-        # the gradient block can hold it
-        return (0 if same else 1) + (0 if (need_grad and same) else 1)
-
-    def block(
-        self, x: Tensor, lo: int, hi: int, grad: Tensor | None, scratch: list[Tensor]
-    ) -> tuple[Tensor, ...]:
+    def run(self, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        n, k = x.shape
         cdtype = _compute_dtype(x)
-        spare = iter(scratch)
-        xb = x[lo:hi]
-        z = xb if xb.dtype == cdtype else next(spare).copy_(xb)
-        e = grad if grad is not None and _grad_holds(grad, cdtype) else next(spare)
-        scale = self.scale[lo:hi]
-        k = z.shape[1]
-        a = self.alpha
-        w = self.weight
+        a, w, scale = self.alpha, self.weight, self.scale
+        same = x.dtype == cdtype
+        grad = _new_grad(x, need_grad)
+        # temporaries: a compute-dtype copy of the block (half inputs), and
+        # exp(z - max) unless the gradient block can hold it
+        n_scratch = (0 if same else 1) + (0 if need_grad and same else 1)
+        blocks = _row_blocks(x, n_scratch)
+        spare = _scratch(x, blocks, n_scratch)
 
-        m = z.amax(1, keepdim=True)
-        torch.sub(z, m, out=e)
-        e.exp_()
-        s = e.sum(1, keepdim=True)
-        lse = (m + s.log()).squeeze(1)
+        # loss_i = total_i * lse_i - sum_k c_ik z_ik, with c = (1-a) w_y onehot(y) + a/K w
+        lse = x.new_empty(n, dtype=cdtype)
+        linear = x.new_empty(n, dtype=cdtype)  # index targets: sum_k w_k z_k; probs: c . z
+        if self.probs:
+            total = x.new_empty(n, dtype=cdtype)
+        else:
+            y = self.target
+            wy = torch.ones(n, dtype=cdtype, device=x.device) if w is None else w[y]
+            total = (1.0 - a) * wy + (a / k) * (float(k) if w is None else w.sum())
+            if need_grad:
+                coef = total * scale
+                at_target = (-(1.0 - a) * wy * scale)[:, None]
+                smooth = scale[:, None] * (-a / k)
+
+        for lo, hi in blocks:
+            r = hi - lo
+            buffers = iter(b[:r] for b in spare)
+            z = x[lo:hi] if same else next(buffers).copy_(x[lo:hi])
+            g = None if grad is None else grad[lo:hi]
+            e = g if g is not None and same else next(buffers)
+            m = z.amax(1, keepdim=True)
+            torch.sub(z, m, out=e)
+            e.exp_()
+            s = e.sum(1)
+            torch.add(m.squeeze(1), s.log(), out=lse[lo:hi])
+            if self.probs:
+                c = self.target[lo:hi].to(cdtype) * (1.0 - a) + a / k
+                if w is not None:
+                    c = c * w
+                torch.sum(c, 1, out=total[lo:hi])
+                torch.linalg.vecdot(c, z, out=linear[lo:hi])
+                if g is not None:
+                    e.mul_((total[lo:hi] * scale[lo:hi] / s)[:, None])
+                    e.sub_(c * scale[lo:hi, None])
+            else:
+                if w is None:
+                    torch.sum(z, 1, out=linear[lo:hi])
+                else:
+                    torch.mv(z, w, out=linear[lo:hi])
+                if g is not None:
+                    e.mul_((coef[lo:hi] / s)[:, None])
+                    if w is None:
+                        e.add_(smooth[lo:hi])
+                    else:
+                        e.addcmul_(w[None, :], smooth[lo:hi])
+                    e.scatter_add_(1, y[lo:hi, None], at_target[lo:hi])
+            if g is not None and e is not g:
+                g.copy_(e)
 
         if self.probs:
-            c = self.target[lo:hi].to(cdtype) * (1.0 - a) + a / k
-            if w is not None:
-                c = c * w
-            total = c.sum(1)
-            rows = total * lse - torch.linalg.vecdot(c, z)
-            if grad is not None:
-                e.mul_((total * scale / s.squeeze(1))[:, None]).sub_(c * scale[:, None])
-        else:
-            y = self.target[lo:hi]
-            zy = z.gather(1, y[:, None]).squeeze(1)
-            if w is None:
-                wy = torch.ones_like(zy)
-                total = torch.ones_like(zy)
-                linear = (a / k) * z.sum(1) + (1.0 - a) * zy
-            else:
-                wy = w[y]
-                total = (a / k) * w.sum() + (1.0 - a) * wy
-                linear = (a / k) * (z @ w) + (1.0 - a) * wy * zy
             rows = total * lse - linear
-            if grad is not None:
-                e.mul_((total * scale / s.squeeze(1))[:, None])
-                if w is None:
-                    e.sub_(scale[:, None] * (a / k))
-                else:
-                    e.addcmul_(w[None, :], scale[:, None], value=-a / k)
-                e.scatter_add_(1, y[:, None], (-(1.0 - a) * wy * scale)[:, None])
-
-        bad = ~torch.isfinite(rows) & self.valid[lo:hi]
-        if _any(bad):
-            rows = rows.clone()
+        else:
+            zy = x.gather(1, y[:, None]).squeeze(1).to(cdtype)
+            rows = total * lse - (a / k) * linear - (1.0 - a) * wy * zy
+        bad = ~torch.isfinite(rows) & self.valid
+        if _any(bad):  # rows with -inf logits (masked vocabulary): the exact slow path
             idx = bad.nonzero().squeeze(1)
-            fixed_rows, fixed_grad = self._masked_rows(z[idx], lo + idx, scale[idx])
+            fixed_rows, fixed_grad = self._masked_rows(x[idx].to(cdtype), idx, scale[idx])
             rows[idx] = fixed_rows
             if grad is not None:
-                e[idx] = fixed_grad.to(e.dtype)
-        if grad is not None and e is not grad:
-            grad.copy_(e)
-        return (torch.where(self.valid[lo:hi], rows * scale, 0.0),)
+                grad[idx] = fixed_grad.to(grad.dtype)
+        return (torch.where(self.valid, rows * scale, 0.0),), grad
 
     def _masked_rows(self, z: Tensor, rows_idx: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
         """Slow path for rows holding ``-inf`` logits: drop the smoothing mass there."""
@@ -333,83 +340,101 @@ class _KDKernel(_Kernel):
         self.scale = scale
         self.valid = valid
 
-    def scratch_count(self, x: Tensor, need_grad: bool) -> int:
-        # scaled student, scaled teacher, and exp(teacher) unless the gradient block can hold it
-        return 2 + (0 if need_grad and x.dtype == _compute_dtype(x) else 1)
-
-    def block(
-        self, x: Tensor, lo: int, hi: int, grad: Tensor | None, scratch: list[Tensor]
-    ) -> tuple[Tensor, ...]:
+    def run(self, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        n, _ = x.shape
         cdtype = _compute_dtype(x)
         t_inv = 1.0 / self.temperature
-        scale = self.scale[lo:hi]
-        valid = self.valid[lo:hi]
-        beta = self.beta
-        s_raw = x[lo:hi]
-        t_raw = self.teacher[lo:hi]
-        a_buf, b_buf = scratch[0], scratch[1]
-        e_t = grad if grad is not None and _grad_holds(grad, cdtype) else scratch[2]
-
-        # a = (s - max s) / T and b = (t - max t) / T, one pass each, into scratch:
-        # the caller's tensors are never written to.
-        max_s = s_raw.amax(1, keepdim=True).to(cdtype)
-        a = torch.add(max_s * -t_inv, s_raw, alpha=t_inv, out=a_buf)
-        b = torch.add(
-            t_raw.amax(1, keepdim=True).to(cdtype) * -t_inv, t_raw, alpha=t_inv, out=b_buf
-        )
-        torch.exp(b, out=e_t)
-        sb = e_t.sum(1)
-        dot = (torch.linalg.vecdot(e_t, b) - torch.linalg.vecdot(e_t, a)) / sb
-        e_s = a.exp_()
-        sa = e_s.sum(1)
-        kl = dot - sb.log() + sa.log()
-
-        bad = ~torch.isfinite(kl) & valid
-        if _any(bad):
-            idx = bad.nonzero().squeeze(1)
-            kl = kl.clone()
-            kl[idx] = self._masked_kl(s_raw[idx].to(cdtype), t_raw[idx].to(cdtype))
-
+        unit_t = self.temperature == 1.0
+        beta, target, scale = self.beta, self.target, self.scale
         factor = self.temperature**2 if self.t2 else 1.0
-        soft = kl * factor
-        hard = torch.zeros_like(soft)
-        e_1: Tensor | None = None  # exp(s - max s), the T = 1 softmax numerator
-        if self.target is not None:  # the hard term, also reported (for logging) when beta = 1
-            if self.temperature == 1.0:
-                e_1, s_1 = e_s, sa
-            else:  # b is free again: reuse it
-                e_1 = torch.sub(s_raw, max_s, out=b_buf).exp_()
+        grad = _new_grad(x, need_grad)
+        same = x.dtype == cdtype
+        # temporaries: one for the scaled logits (teacher, then student), and
+        # exp(teacher) unless the gradient block can hold it
+        blocks = _row_blocks(x, 1 + (0 if need_grad and same else 1))
+        spare = _scratch(x, blocks, 1 + (0 if need_grad and same else 1))
+
+        sums_t = x.new_empty(n, dtype=cdtype)  # sum_k exp(b)
+        sums_s = x.new_empty(n, dtype=cdtype)  # sum_k exp(a)
+        dots = x.new_empty(n, dtype=cdtype)  # sum_k exp(b) (b - a)
+        lse1 = None if target is None else x.new_empty(n, dtype=cdtype)  # logsumexp(s), T = 1
+        # d soft / d s = factor / T * (p_s^T - p_t^T); d hard / d s = p_s - onehot(y)
+        g_soft = beta * factor * t_inv * scale
+        g_hard = (1.0 - beta) * scale
+        g_soft_s = g_soft + g_hard if unit_t and beta < 1.0 else g_soft  # coefficient of p_s
+        g_soft = -g_soft  # coefficient of p_t
+
+        # Per-block views made in one call each: at medium sizes the per-op
+        # dispatch cost, not the arithmetic, is what a block loop pays for.
+        sizes = [hi - lo for lo, hi in blocks]
+        max_s = x.amax(1, keepdim=True).to(cdtype)
+        max_t = self.teacher.amax(1, keepdim=True).to(cdtype)
+        views = zip(
+            x.split(sizes),
+            max_s.split(sizes),
+            (max_s * -t_inv).split(sizes),
+            (max_t * -t_inv).split(sizes),
+            self.teacher.split(sizes),
+            (None,) * len(sizes) if grad is None else grad.split(sizes),
+            sums_t.split(sizes),
+            sums_s.split(sizes),
+            dots.split(sizes),
+            (None,) * len(sizes) if lse1 is None else lse1.split(sizes),
+            g_soft.split(sizes),
+            g_soft_s.split(sizes),
+            g_hard.split(sizes),
+            (None,) * len(sizes) if target is None else target.split(sizes),
+            strict=True,
+        )
+        for s_raw, ms, shift_s, shift_t, t_raw, g, st, ss, dt, l1, gs, gss, gh, y in views:
+            r = s_raw.shape[0]
+            buf = spare[0][:r]
+            e_t = g if g is not None and same else spare[1][:r]
+            # KL = sum p_t (b - a) - log sum e^b + log sum e^a, with the scaled,
+            # max-shifted logits b = (t - max t) / T and a = (s - max s) / T,
+            # written into scratch: the caller's tensors are never touched.
+            b = torch.add(shift_t, t_raw, alpha=t_inv, out=buf)
+            torch.exp(b, out=e_t)
+            torch.sum(e_t, 1, out=st)
+            dot = torch.linalg.vecdot(e_t, b)
+            a = torch.add(shift_s, s_raw, alpha=t_inv, out=buf)
+            torch.sub(dot, torch.linalg.vecdot(e_t, a), out=dt)
+            e_s = a.exp_()
+            torch.sum(e_s, 1, out=ss)
+            if l1 is not None and unit_t:
+                torch.add(ms.squeeze(1), ss.log(), out=l1)
+            if g is not None:
+                e_t.mul_(gs.div(st).unsqueeze(1))
+                e_t.addcmul_(e_s, gss.div(ss).unsqueeze(1))
+            if l1 is not None and not unit_t:  # the T = 1 softmax for the hard term
+                e_1 = torch.sub(s_raw, ms, out=buf).exp_()
                 s_1 = e_1.sum(1)
-            y = self.target[lo:hi]
-            hard = (max_s.squeeze(1) + s_1.log()) - s_raw.gather(1, y[:, None]).squeeze(1).to(
-                cdtype
-            )
+                torch.add(ms.squeeze(1), s_1.log(), out=l1)
+                if g is not None and beta < 1.0:
+                    e_t.addcmul_(e_1, gh.div(s_1).unsqueeze(1))
+            if g is not None:
+                if y is not None and beta < 1.0:
+                    e_t.scatter_add_(1, y.unsqueeze(1), gh.neg().unsqueeze(1))
+                if e_t is not g:
+                    g.copy_(e_t)
 
-        if grad is not None:
-            # d soft / d s = factor / T * (p_s^T - p_t^T); d hard / d s = p_s - onehot(y)
-            g_soft = beta * factor * t_inv * scale
-            g_hard = (1.0 - beta) * scale
-            coef_s = g_soft / sa
-            if e_1 is not None and e_1 is e_s:
-                coef_s = coef_s + g_hard / sa
-            e_t.mul_((-g_soft / sb)[:, None])
-            e_t.addcmul_(e_s, coef_s[:, None])
-            if beta < 1.0:
-                assert self.target is not None
-                assert e_1 is not None
-                if e_1 is not e_s:
-                    e_t.addcmul_(e_1, (g_hard / s_1)[:, None])
-                e_t.scatter_add_(1, self.target[lo:hi, None], -g_hard[:, None])
-            if e_t is not grad:
-                grad.copy_(e_t)
-
+        kl = dots / sums_t - sums_t.log() + sums_s.log()
+        bad = ~torch.isfinite(kl) & self.valid
+        if _any(bad):  # rows with -inf logits: 0 * log 0 terms count as 0
+            idx = bad.nonzero().squeeze(1)
+            kl[idx] = self._masked_kl(x[idx].to(cdtype), self.teacher[idx].to(cdtype))
+        soft = kl * factor
+        if target is None or lse1 is None:
+            hard = torch.zeros_like(soft)
+        else:
+            hard = lse1 - x.gather(1, target[:, None]).squeeze(1).to(cdtype)
         total = (1.0 - beta) * hard + beta * soft
         zero = torch.zeros((), dtype=cdtype, device=x.device)
         return (
-            torch.where(valid, total * scale, zero),
-            torch.where(valid, hard * scale, zero),
-            torch.where(valid, soft * scale, zero),
-        )
+            torch.where(self.valid, total * scale, zero),
+            torch.where(self.valid, hard * scale, zero),
+            torch.where(self.valid, soft * scale, zero),
+        ), grad
 
     def _masked_kl(self, s: Tensor, t: Tensor) -> Tensor:
         """Slow path for rows with ``-inf`` logits: 0 * log 0 terms count as 0."""
