@@ -91,6 +91,11 @@ def _scratch(x: Tensor, blocks: list[tuple[int, int]], count: int) -> list[Tenso
     ]
 
 
+def _split(t: Tensor, sizes: list[int]) -> tuple[Tensor, ...]:
+    """Row-block views of ``t``, made in one call."""
+    return tuple(torch.split_with_sizes(t, sizes))
+
+
 def _any(mask: Tensor) -> bool:
     """``mask.any()`` as a Python bool (a host sync on accelerators)."""
     return bool(mask.any())
@@ -370,20 +375,20 @@ class _KDKernel(_Kernel):
         max_s = x.amax(1, keepdim=True).to(cdtype)
         max_t = self.teacher.amax(1, keepdim=True).to(cdtype)
         views = zip(
-            x.split(sizes),
-            max_s.split(sizes),
-            (max_s * -t_inv).split(sizes),
-            (max_t * -t_inv).split(sizes),
-            self.teacher.split(sizes),
-            (None,) * len(sizes) if grad is None else grad.split(sizes),
-            sums_t.split(sizes),
-            sums_s.split(sizes),
-            dots.split(sizes),
-            (None,) * len(sizes) if lse1 is None else lse1.split(sizes),
-            g_soft.split(sizes),
-            g_soft_s.split(sizes),
-            g_hard.split(sizes),
-            (None,) * len(sizes) if target is None else target.split(sizes),
+            _split(x, sizes),
+            _split(max_s, sizes),
+            _split(max_s * -t_inv, sizes),
+            _split(max_t * -t_inv, sizes),
+            _split(self.teacher, sizes),
+            (None,) * len(sizes) if grad is None else _split(grad, sizes),
+            _split(sums_t, sizes),
+            _split(sums_s, sizes),
+            _split(dots, sizes),
+            (None,) * len(sizes) if lse1 is None else _split(lse1, sizes),
+            _split(g_soft, sizes),
+            _split(g_soft_s, sizes),
+            _split(g_hard, sizes),
+            (None,) * len(sizes) if target is None else _split(target, sizes),
             strict=True,
         )
         for s_raw, ms, shift_s, shift_t, t_raw, g, st, ss, dt, l1, gs, gss, gh, y in views:
