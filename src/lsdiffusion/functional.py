@@ -52,8 +52,8 @@ _CUDA_BLOCK_ELEMS = 1 << 22
 # there, and the temporaries are a few hundred KiB at most.
 _SMALL_ELEMS = 1 << 16
 # Kernels that need block-sized temporaries split the rows into at least this
-# many blocks, so that the temporaries stay within 1/4 of the input.
-_SCRATCH_BLOCKS = 4
+# many blocks, so that the temporaries stay within 1/8 of the input.
+_SCRATCH_BLOCKS = 8
 
 
 # ---------------------------------------------------------------------------
@@ -277,10 +277,10 @@ class _LabelSmoothingKernel(_Kernel):
                 else:
                     torch.mv(z, w, out=linear[lo:hi])
                 if g is not None:
-                    e.mul_((coef[lo:hi] / s)[:, None])
-                    if w is None:
-                        e.add_(smooth[lo:hi])
+                    if w is None:  # e <- e * total * scale / s - a/K * scale, one pass
+                        torch.addcmul(smooth[lo:hi], e, (coef[lo:hi] / s)[:, None], out=e)
                     else:
+                        e.mul_((coef[lo:hi] / s)[:, None])
                         e.addcmul_(w[None, :], smooth[lo:hi])
                     e.scatter_add_(1, y[lo:hi, None], at_target[lo:hi])
             if g is not None and e is not g:
