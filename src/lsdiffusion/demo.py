@@ -44,7 +44,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Everything that defines a demo run (the defaults take about 2 minutes on 2 CPU cores).
+    """Everything that defines a demo run (the defaults take about 30 s on 2 CPU cores).
 
     Attributes:
         superclasses: number of superclasses.
