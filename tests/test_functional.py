@@ -541,3 +541,30 @@ def test_kd_terms_report_hard_term_with_beta_one(temperature):
     analytic = temperature * (p_s - p_t) * valid[:, None] / valid.sum()
     torch.testing.assert_close(g, analytic)
     assert kd_loss_terms(s, t, temperature).hard == 0
+
+
+@pytest.mark.parametrize(
+    ("student_dtype", "teacher_dtype"),
+    [
+        (torch.float32, torch.float16),
+        (torch.float32, torch.float64),
+        (torch.bfloat16, torch.float32),
+        (torch.float64, torch.float16),
+    ],
+)
+def test_kd_mixed_student_teacher_dtypes(student_dtype, teacher_dtype):
+    s = torch.randn(7, 9).to(student_dtype).requires_grad_()
+    t = torch.randn(7, 9).to(teacher_dtype)
+    loss = kd_loss(s, t, 2.0)
+    loss.backward()
+    assert s.grad.dtype == student_dtype
+    mean, _ = kd_reference(s.detach(), t, 2.0)
+    torch.testing.assert_close(loss.double(), mean, rtol=1e-5, atol=1e-6)
+
+
+def test_kd_empty_batch():
+    s = torch.randn(0, 5, requires_grad=True)
+    loss = kd_loss(s, torch.randn(0, 5), 2.0, target=torch.zeros(0, dtype=torch.long), beta=0.5)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert kd_loss(s, torch.randn(0, 5), 2.0, reduction="none").shape == (0,)

@@ -661,6 +661,8 @@ def kd_loss_terms(
     x, d = _flatten_logits("student_logits", student_logits, dim)
     t2d, _ = _flatten_logits("teacher_logits", teacher_logits.detach(), dim)
     cdtype = _compute_dtype(x)
+    if t2d.dtype == torch.float64 and cdtype != torch.float64:
+        t2d = t2d.to(cdtype)  # a float64 teacher for a float32 (or half) student
 
     if target is None:
         if beta < 1.0:
