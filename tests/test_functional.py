@@ -568,3 +568,95 @@ def test_kd_empty_batch():
     loss.backward()
     assert loss.item() == 0.0
     assert kd_loss(s, torch.randn(0, 5), 2.0, reduction="none").shape == (0,)
+
+
+# ---------------------------------------------------------------------------
+# review findings: mixed precision, non-finite inputs, large offsets, weights
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss_scale", [32768.0, 65536.0])
+def test_half_gradient_survives_grad_scaler_scales(loss_scale):
+    """The upstream gradient is applied in float32 before the cast, as autocast does."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 300).half().requires_grad_()
+    t = torch.randn(64, 300).half()
+    y = torch.randint(0, 300, (64,))
+    for ours, ref in [
+        (
+            lambda z: label_smoothing_loss(z, y, 0.1),
+            lambda z: F.cross_entropy(z, y, label_smoothing=0.1),
+        ),
+        (
+            lambda z: kd_loss(z, t, 2.0),
+            lambda z: (
+                F.kl_div(
+                    F.log_softmax(z / 2, 1), F.softmax(t.float() / 2, 1), reduction="batchmean"
+                )
+                * 4
+            ),
+        ),
+    ]:
+        (g,) = torch.autograd.grad(ours(x) * loss_scale, x)
+        xr = x.detach().float().requires_grad_()
+        (gr,) = torch.autograd.grad(ref(xr) * loss_scale, xr)
+        assert torch.isfinite(g).all()
+        expected = gr.half().float()  # what autocast's float32 compute + cast gives
+        torch.testing.assert_close(g.float(), expected, rtol=2e-3, atol=1e-3)
+
+
+def test_nan_or_inf_teacher_logits_propagate():
+    s = torch.randn(3, 4, requires_grad=True)
+    for bad in (float("nan"), float("inf")):
+        t = torch.randn(3, 4)
+        t[0, 0] = bad
+        rows = kd_loss(s, t, 2.0, reduction="none")
+        assert torch.isnan(rows[0])
+        assert torch.isfinite(rows[1:]).all()
+
+
+@pytest.mark.parametrize("offset", [3e3, 1e4])
+def test_large_logit_offsets_keep_precision(offset):
+    torch.manual_seed(0)
+    x = torch.randn(16, 500) + offset
+    y = torch.randint(0, 500, (16,))
+    ref = F.cross_entropy(x.double(), y, label_smoothing=0.1)
+    assert abs(label_smoothing_loss(x, y, 0.1).double() - ref) < 1e-5
+    t = torch.randn(16, 500) + offset
+    terms = kd_loss_terms(x, t, 1.0, target=y)
+    assert abs(terms.hard.double() - F.cross_entropy(x.double(), y)) < 1e-5
+
+
+def test_ignored_rows_with_all_masked_logits_get_zero_gradient():
+    x = torch.tensor([[2.0, 0.0, float("-inf")], [float("-inf")] * 3], requires_grad=True)
+    y = torch.tensor([0, -100])
+    label_smoothing_loss(x, y, 0.1).backward()
+    assert torch.isfinite(x.grad).all()
+    assert torch.all(x.grad[1] == 0)
+    s = x.detach().clone().requires_grad_()
+    kd_loss(s, x.detach(), 2.0, target=y).backward()
+    assert torch.isfinite(s.grad).all()
+    assert torch.all(s.grad[1] == 0)
+
+
+def test_negative_class_weights_divide_like_torch():
+    x = torch.randn(5, 3, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 1, 0])
+    w = torch.tensor([-1.0, -2.0, -0.5], dtype=torch.float64)
+    torch.testing.assert_close(
+        label_smoothing_loss(x, y, 0.1, weight=w),
+        F.cross_entropy(x, y, weight=w, label_smoothing=0.1),
+    )
+
+
+def test_clear_errors_for_wrong_types():
+    x = torch.randn(3, 4)
+    with pytest.raises(ValueError, match=r"pass target\.detach"):
+        label_smoothing_loss(x, torch.rand(3, 4, requires_grad=True))
+    with pytest.raises(TypeError, match=r"student_logits must be a torch\.Tensor, got list"):
+        kd_loss([[1.0, 2.0]], torch.randn(1, 2), 1.0)
+    import numpy as np
+
+    # numpy scalars are numbers too
+    label_smoothing_loss(x, torch.tensor([0, 1, 2]), np.float32(0.1))
+    kd_loss(x, x, np.float64(2.0))

@@ -61,3 +61,8 @@ def test_modules_validate_in_init(factory, match):
 def test_repr_mentions_configuration():
     assert "alpha=0.1" in repr(LabelSmoothingLoss())
     assert "temperature=4.0" in repr(KDLoss(4.0))
+
+
+def test_module_rejects_non_tensor_weight():
+    with pytest.raises(TypeError, match=r"weight must be a torch\.Tensor or None, got list"):
+        LabelSmoothingLoss(weight=[1.0, 2.0])

@@ -7,6 +7,7 @@ everywhere: they name the argument, what was expected and what was received.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Literal, get_args
 
 import torch
@@ -36,7 +37,7 @@ def check_reduction(reduction: str, allowed: tuple[str, ...] | None = None) -> N
 
 def check_in_unit_interval(name: str, value: float) -> None:
     """Raise ``ValueError`` unless ``0 <= value <= 1``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__}")
     if not (0.0 <= float(value) <= 1.0):
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
@@ -44,9 +45,9 @@ def check_in_unit_interval(name: str, value: float) -> None:
 
 def check_finite_positive(name: str, value: float) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite number ``> 0``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a positive float, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(float(value)) or value <= 0:
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
 
 

@@ -20,6 +20,7 @@ finite and the gradient NaN-free as long as the target class itself is finite.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -164,7 +165,9 @@ def _check_weight(weight: Tensor | None, num_classes: int, x: Tensor) -> Tensor 
         )
     if not weight.is_floating_point():
         raise TypeError(f"weight must be a floating-point tensor, got dtype {weight.dtype}")
-    return weight.to(device=x.device, dtype=_compute_dtype(x))
+    if weight.device != x.device:
+        raise ValueError(f"weight is on {weight.device} but the logits are on {x.device}")
+    return weight.to(dtype=_compute_dtype(x))
 
 
 def _row_scale(
@@ -174,8 +177,9 @@ def _row_scale(
     scale = valid.to(dtype)
     if reduction in ("mean", "batchmean"):
         den = scale.sum() if denominator is None else denominator.to(dtype)
-        # 0 / 0 -> 0: an all-ignored batch gives a zero loss and a zero gradient.
-        inv = torch.where(den > 0, 1.0 / den.clamp_min(torch.finfo(dtype).tiny), 0.0)
+        # An all-ignored (or empty) batch gives a zero loss and a zero gradient; any
+        # other denominator divides as in PyTorch (negative class weights included).
+        inv = torch.where(valid.any(), 1.0 / den, 0.0)
         scale = scale * inv
     return scale
 
@@ -197,11 +201,24 @@ class _Kernel:
     """
 
     extras: int = 0  # number of extra detached per-row outputs (KD: hard, soft)
+    scale: Tensor  # per-row factor of the loss and its gradient (the reduction)
+
+    def with_upstream(self, upstream: Tensor) -> _Kernel:
+        """A copy whose gradient comes out multiplied by ``upstream`` (scalar or per row)."""
+        scaled = copy.copy(self)
+        scaled.scale = self.scale * upstream.to(self.scale.dtype)
+        return scaled
 
     def run(
         self, x: Tensor, need_grad: bool
     ) -> tuple[tuple[Tensor, ...], Tensor | None]:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+def _zero_ignored(grad: Tensor | None, rows: Tensor) -> None:
+    """Ignored rows get an exactly zero gradient, even when their logits are not finite."""
+    if grad is not None and _any(rows):
+        grad[rows] = 0
 
 
 def _new_grad(x: Tensor, need_grad: bool) -> Tensor | None:
@@ -237,9 +254,12 @@ class _LabelSmoothingKernel(_Kernel):
         blocks = _row_blocks(x, n_scratch)
         spare = _scratch(x, blocks, n_scratch)
 
-        # loss_i = total_i * lse_i - sum_k c_ik z_ik, with c = (1-a) w_y onehot(y) + a/K w
-        lse = x.new_empty(n, dtype=cdtype)
-        linear = x.new_empty(n, dtype=cdtype)  # index targets: sum_k w_k z_k; probs: c . z
+        # loss_i = total_i * lse_i - sum_k c_ik z_ik with c = (1-a) w_y onehot(y) + a/K w,
+        # computed on max-shifted logits (exact with large offsets):
+        # loss_i = total_i * log s_i - sum_k c_ik (z_ik - m_i), s_i = sum_k exp(z_ik - m_i)
+        maxes = x.new_empty(n, dtype=cdtype)
+        log_s = x.new_empty(n, dtype=cdtype)
+        linear = x.new_empty(n, dtype=cdtype)  # index: sum_k w_k (z_k - m); probs: c . (z - m)
         if self.probs:
             total = x.new_empty(n, dtype=cdtype)
         else:
@@ -257,47 +277,50 @@ class _LabelSmoothingKernel(_Kernel):
             z = x[lo:hi] if same else next(buffers).copy_(x[lo:hi])
             g = None if grad is None else grad[lo:hi]
             e = g if g is not None and same else next(buffers)
-            m = z.amax(1, keepdim=True)
+            m = torch.amax(z, 1, keepdim=True, out=maxes[lo:hi, None])
             torch.sub(z, m, out=e)
-            e.exp_()
-            s = e.sum(1)
-            torch.add(m.squeeze(1), s.log(), out=lse[lo:hi])
             if self.probs:
                 c = self.target[lo:hi].to(cdtype) * (1.0 - a) + a / k
                 if w is not None:
                     c = c * w
                 torch.sum(c, 1, out=total[lo:hi])
-                torch.linalg.vecdot(c, z, out=linear[lo:hi])
+                torch.linalg.vecdot(c, e, out=linear[lo:hi])
+            elif w is None:
+                torch.sum(e, 1, out=linear[lo:hi])
+            else:
+                torch.mv(e, w, out=linear[lo:hi])
+            e.exp_()
+            s = e.sum(1)
+            torch.log(s, out=log_s[lo:hi])
+            if self.probs:
                 if g is not None:
                     e.mul_((total[lo:hi] * scale[lo:hi] / s)[:, None])
                     e.sub_(c * scale[lo:hi, None])
-            else:
-                if w is None:
-                    torch.sum(z, 1, out=linear[lo:hi])
+            elif g is not None:
+                if w is None:  # e <- e * total * scale / s - a/K * scale, one pass
+                    torch.addcmul(smooth[lo:hi], e, (coef[lo:hi] / s)[:, None], out=e)
                 else:
-                    torch.mv(z, w, out=linear[lo:hi])
-                if g is not None:
-                    if w is None:  # e <- e * total * scale / s - a/K * scale, one pass
-                        torch.addcmul(smooth[lo:hi], e, (coef[lo:hi] / s)[:, None], out=e)
-                    else:
-                        e.mul_((coef[lo:hi] / s)[:, None])
-                        e.addcmul_(w[None, :], smooth[lo:hi])
-                    e.scatter_add_(1, y[lo:hi, None], at_target[lo:hi])
+                    e.mul_((coef[lo:hi] / s)[:, None])
+                    e.addcmul_(w[None, :], smooth[lo:hi])
+                e.scatter_add_(1, y[lo:hi, None], at_target[lo:hi])
             if g is not None and e is not g:
                 g.copy_(e)
 
         if self.probs:
-            rows = total * lse - linear
+            rows = total * log_s - linear
         else:
-            zy = x.gather(1, y[:, None]).squeeze(1).to(cdtype)
-            rows = total * lse - (a / k) * linear - (1.0 - a) * wy * zy
-        bad = ~torch.isfinite(rows) & self.valid
-        if _any(bad):  # rows with -inf logits (masked vocabulary): the exact slow path
-            idx = bad.nonzero().squeeze(1)
-            fixed_rows, fixed_grad = self._masked_rows(x[idx].to(cdtype), idx, scale[idx])
-            rows[idx] = fixed_rows
-            if grad is not None:
-                grad[idx] = fixed_grad.to(grad.dtype)
+            zy = x.gather(1, y[:, None]).squeeze(1).to(cdtype) - maxes
+            rows = total * log_s - (a / k) * linear - (1.0 - a) * wy * zy
+        nonfinite = ~torch.isfinite(rows)
+        if _any(nonfinite):
+            bad = nonfinite & self.valid
+            if _any(bad):  # rows with -inf logits (masked vocabulary): the exact slow path
+                idx = bad.nonzero().squeeze(1)
+                fixed_rows, fixed_grad = self._masked_rows(x[idx].to(cdtype), idx, scale[idx])
+                rows[idx] = fixed_rows
+                if grad is not None:
+                    grad[idx] = fixed_grad.to(grad.dtype)
+            _zero_ignored(grad, nonfinite & ~self.valid)
         return (torch.where(self.valid, rows * scale, 0.0),), grad
 
     def _masked_rows(self, z: Tensor, rows_idx: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
@@ -362,7 +385,8 @@ class _KDKernel(_Kernel):
         sums_t = x.new_empty(n, dtype=cdtype)  # sum_k exp(b)
         sums_s = x.new_empty(n, dtype=cdtype)  # sum_k exp(a)
         dots = x.new_empty(n, dtype=cdtype)  # sum_k exp(b) (b - a)
-        lse1 = None if target is None else x.new_empty(n, dtype=cdtype)  # logsumexp(s), T = 1
+        # log sum_k exp(s_k - max s): the T = 1 normaliser of the hard term
+        lse1 = None if target is None else x.new_empty(n, dtype=cdtype)
         # d soft / d s = factor / T * (p_s^T - p_t^T); d hard / d s = p_s - onehot(y)
         g_soft = beta * factor * t_inv * scale
         g_hard = (1.0 - beta) * scale
@@ -407,14 +431,14 @@ class _KDKernel(_Kernel):
             e_s = a.exp_()
             torch.sum(e_s, 1, out=ss)
             if l1 is not None and unit_t:
-                torch.add(ms.squeeze(1), ss.log(), out=l1)
+                torch.log(ss, out=l1)
             if g is not None:
                 e_t.mul_(gs.div(st).unsqueeze(1))
                 e_t.addcmul_(e_s, gss.div(ss).unsqueeze(1))
             if l1 is not None and not unit_t:  # the T = 1 softmax for the hard term
                 e_1 = torch.sub(s_raw, ms, out=buf).exp_()
                 s_1 = e_1.sum(1)
-                torch.add(ms.squeeze(1), s_1.log(), out=l1)
+                torch.log(s_1, out=l1)
                 if g is not None and beta < 1.0:
                     e_t.addcmul_(e_1, gh.div(s_1).unsqueeze(1))
             if g is not None:
@@ -424,15 +448,19 @@ class _KDKernel(_Kernel):
                     g.copy_(e_t)
 
         kl = dots / sums_t - sums_t.log() + sums_s.log()
-        bad = ~torch.isfinite(kl) & self.valid
-        if _any(bad):  # rows with -inf logits: 0 * log 0 terms count as 0
-            idx = bad.nonzero().squeeze(1)
-            kl[idx] = self._masked_kl(x[idx].to(cdtype), self.teacher[idx].to(cdtype))
+        nonfinite = ~torch.isfinite(kl)
+        if _any(nonfinite):
+            bad = nonfinite & self.valid
+            if _any(bad):  # rows with -inf logits: 0 * log 0 terms count as 0
+                idx = bad.nonzero().squeeze(1)
+                kl[idx] = self._masked_kl(x[idx].to(cdtype), self.teacher[idx].to(cdtype))
+            _zero_ignored(grad, nonfinite & ~self.valid)
         soft = kl * factor
         if target is None or lse1 is None:
             hard = torch.zeros_like(soft)
         else:
-            hard = lse1 - x.gather(1, target[:, None]).squeeze(1).to(cdtype)
+            # -log p_y = log s - (s_y - max s), on shifted logits (exact with large offsets)
+            hard = lse1 - (x.gather(1, target[:, None]).to(cdtype) - max_s).squeeze(1)
         total = (1.0 - beta) * hard + beta * soft
         zero = torch.zeros((), dtype=cdtype, device=x.device)
         return (
@@ -446,16 +474,26 @@ class _KDKernel(_Kernel):
         lp_s = torch.log_softmax(s / self.temperature, 1)
         lp_t = torch.log_softmax(t / self.temperature, 1)
         p_t = lp_t.exp()
-        terms = torch.where(p_t > 0, p_t * (lp_t - lp_s), 0.0)
+        # only an exactly -inf teacher logit means "no mass": NaN and +inf propagate
+        terms = torch.where(t == float("-inf"), 0.0, p_t * (lp_t - lp_s))
         return terms.sum(1)
 
 
 class _FusedLoss(torch.autograd.Function):
-    """Autograd wrapper around a :class:`_Kernel` with a forward-computed gradient."""
+    """Autograd wrapper around a :class:`_Kernel`.
+
+    float32 / float64 inputs: the gradient is written during the forward pass
+    and backward only scales it in place. Half-precision inputs: the gradient
+    is computed in backward instead, with the upstream gradient applied in
+    float32 before the cast to half (as autocast does): a half gradient
+    multiplied afterwards by a ``GradScaler`` scale (65536 > the float16 max)
+    would overflow or flush to zero. A second backward (``retain_graph=True``)
+    also recomputes.
+    """
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, kernel: _Kernel, reduce: bool) -> tuple[Tensor, ...]:
-        outs, grad = kernel.run(x, need_grad=True)
+        outs, grad = kernel.run(x, need_grad=x.dtype == _compute_dtype(x))
         ctx.kernel = kernel
         ctx.reduce = reduce
         ctx.grad = grad
@@ -469,10 +507,10 @@ class _FusedLoss(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor, *unused: Tensor) -> tuple[Tensor | None, None, None]:
         grad: Tensor | None = ctx.grad
         ctx.grad = None  # hand the buffer over; autograd can then adopt it without a copy
-        if grad is None:  # a second backward (retain_graph=True): recompute
+        if grad is None:  # half input, or a second backward: recompute, upstream folded in
             (x,) = ctx.saved_tensors
-            _, grad = ctx.kernel.run(x, need_grad=True)
-            assert grad is not None
+            _, grad = ctx.kernel.with_upstream(grad_out).run(x, need_grad=True)
+            return grad, None, None
         if ctx.reduce:
             # Skip the multiply for the common unit upstream gradient on the CPU, where
             # reading the scalar costs nothing (on accelerators it would be a host sync).
@@ -583,6 +621,11 @@ def label_smoothing_loss(
             )
         if target.device != logits.device:
             raise ValueError(f"target is on {target.device} but the logits are on {logits.device}")
+        if target.requires_grad:
+            raise ValueError(
+                "probability target requires grad, but label_smoothing_loss gives no gradient "
+                "to the target; pass target.detach()"
+            )
         tgt = target.movedim(d, -1).reshape(-1, num_classes)
         valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         denominator = None
@@ -644,6 +687,10 @@ def kd_loss_terms(
             "'sum' or 'none'"
         )
     check_reduction(reduction, ("none", "batchmean", "sum"))
+    if not isinstance(student_logits, Tensor):
+        raise TypeError(
+            f"student_logits must be a torch.Tensor, got {type(student_logits).__name__}"
+        )
     if not isinstance(teacher_logits, Tensor):
         raise TypeError(
             f"teacher_logits must be a torch.Tensor, got {type(teacher_logits).__name__}"

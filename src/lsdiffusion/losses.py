@@ -57,6 +57,8 @@ class LabelSmoothingLoss(nn.Module):
         super().__init__()
         check_in_unit_interval("alpha", alpha)
         check_reduction(reduction, ("none", "mean", "sum"))
+        if weight is not None and not isinstance(weight, Tensor):
+            raise TypeError(f"weight must be a torch.Tensor or None, got {type(weight).__name__}")
         if weight is not None and (weight.dim() != 1 or not weight.is_floating_point()):
             raise ValueError(
                 "weight must be a 1-D floating-point tensor with one entry per class, got "
