@@ -35,19 +35,19 @@ def check_reduction(reduction: str, allowed: tuple[str, ...] | None = None) -> N
         raise ValueError(f"reduction must be one of {list(options)}, got {reduction!r}")
 
 
-def check_in_unit_interval(name: str, value: float) -> None:
+def check_in_unit_interval(name: str, value: object) -> None:
     """Raise ``ValueError`` unless ``0 <= value <= 1``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__}")
-    if not (0.0 <= float(value) <= 1.0):
+    if not (0.0 <= float(value) <= 1.0):  # numbers.Real converts to float
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
 
 
-def check_finite_positive(name: str, value: float) -> None:
+def check_finite_positive(name: str, value: object) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite number ``> 0``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a positive float, got {type(value).__name__}")
-    if not math.isfinite(float(value)) or value <= 0:
+    if not math.isfinite(float(value)) or float(value) <= 0:
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
 
 
