@@ -80,6 +80,9 @@ def test_run_is_deterministic_and_complete(tmp_path):
         ({"seeds": ()}, "seeds must not be empty"),
         ({"alphas": (1.5,)}, "alphas must be in"),
         ({"epochs": 0}, "epochs must be >= 1"),
+        ({"alphas": (0.0,)}, "at least one alpha > 0"),
+        ({"alphas": (0.1, 0.2)}, "must hold 0"),
+        ({"temperatures": (1.0, 2.0)}, "diffusion_t1=3.0 must be one of"),
     ],
 )
 def test_bad_config(kwargs, match):

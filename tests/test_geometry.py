@@ -845,3 +845,45 @@ def test_pca_method_preserves_distances_within_template_plane():
         rtol=1e-9,
         atol=1e-9,
     )
+
+
+# --- review findings -------------------------------------------------------
+
+
+def _review_centroids():
+    g = torch.Generator().manual_seed(5)
+    c0 = torch.randn(8, 4, generator=g, dtype=torch.float64)
+    c1 = torch.randn(8, 4, generator=g, dtype=torch.float64)
+    return c0, c1
+
+
+def test_scalar_and_vectorised_agree_when_a_non_set_reference_class_coincides():
+    c0, c1 = _review_centroids()
+    c0[7] = c0[0]  # class 7 is in the "all" reference but in neither set
+    one = diffusion_index(c0, c1, 0, [1, 2], [3, 4], reference="all")
+    many = diffusion_indices(c0, c1, [0], [[1, 2]], [[3, 4]], reference="all")
+    assert one.similar == pytest.approx(float(many.similar[0]))
+    assert one.dissimilar == pytest.approx(float(many.dissimilar[0]))
+
+
+def test_collapsed_t1_centroids_raise():
+    c0, _ = _review_centroids()
+    c1 = torch.zeros_like(c0)
+    with pytest.raises(ValueError, match="centroids_t1: every reference class coincides"):
+        diffusion_index(c0, c1, 0, [1, 2], [3, 4])
+    with pytest.raises(ValueError, match="centroids_t1: every reference class coincides"):
+        diffusion_indices(c0, c1, [0], [[1, 2]], [[3, 4]])
+
+
+def test_square_mask_with_permuted_targets_is_ambiguous():
+    c0, c1 = _review_centroids()
+    c0, c1 = c0[:4], c1[:4]
+    sim = torch.zeros(4, 4, dtype=torch.bool)
+    dis = torch.zeros(4, 4, dtype=torch.bool)
+    for t in range(4):
+        sim[t, t ^ 1] = True
+        dis[t, (t + 2) % 4] = True
+    ordered = diffusion_indices(c0, c1, None, sim, dis)
+    assert len(ordered.similar) == 4
+    with pytest.raises(ValueError, match="could be aligned with targets or indexed"):
+        diffusion_indices(c0, c1, [1, 0, 3, 2], sim, dis)

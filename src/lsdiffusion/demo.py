@@ -112,6 +112,16 @@ class DemoConfig:
             raise ValueError("seeds must not be empty")
         if any(not 0.0 <= a < 1.0 for a in self.alphas) or not self.alphas:
             raise ValueError(f"alphas must be in [0, 1), got {list(self.alphas)}")
+        if 0.0 not in self.alphas or max(self.alphas) <= 0.0:
+            raise ValueError(
+                "alphas must hold 0 (the plain teacher) and at least one alpha > 0 "
+                f"(an LS teacher) for the comparison, got {list(self.alphas)}"
+            )
+        if self.diffusion_t1 not in self.temperatures[1:]:
+            raise ValueError(
+                f"diffusion_t1={self.diffusion_t1} must be one of the temperatures after T0 "
+                f"({list(self.temperatures[1:])})"
+            )
 
     @property
     def num_classes(self) -> int:
@@ -491,9 +501,16 @@ def run_demo(
     )
     outputs: list[_StudyOutput] = []
     if workers == 1:
-        for job in jobs:
-            outputs.append(_study(*job))
-            bar.update()
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in the workers: identical numbers either way
+        try:
+            for job in jobs:
+                outputs.append(_study(*job))
+                bar.update()
+        finally:
+            torch.set_num_threads(threads)
     else:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             for output in pool.map(_study_in_worker, jobs):
@@ -632,8 +649,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--diffusion-t1",
         type=float,
-        default=defaults.diffusion_t1,
-        help="T1 of the diffusion-index check (default: 3)",
+        default=None,
+        help="T1 of the diffusion-index check (default: 3 if given, else the second temperature)",
     )
     p.add_argument("--out", default="lsdiffusion-demo", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -641,13 +658,17 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    temps = _float_list(args.temperatures)
+    t1 = args.diffusion_t1
+    if t1 is None and len(temps) > 1:
+        t1 = 3.0 if 3.0 in temps[1:] else temps[1]
     try:
         config = DemoConfig(
             seeds=tuple(args.seeds),
-            temperatures=_float_list(args.temperatures),
+            temperatures=temps,
             alphas=_float_list(args.alphas),
             epochs=args.epochs,
-            diffusion_t1=args.diffusion_t1,
+            diffusion_t1=t1 if t1 is not None else 3.0,
             device=args.device,
         )
     except ValueError as exc:

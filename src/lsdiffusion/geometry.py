@@ -768,19 +768,28 @@ def diffusion_index(
     rows = torch.cat([torch.tensor([t], device=device), ref_t])
     _check_finite_rows(c0, c1, rows)
 
-    def rel(c: torch.Tensor) -> torch.Tensor:
+    def rel(name: str, c: torch.Tensor) -> torch.Tensor:
         dist = torch.linalg.vector_norm(c.index_select(0, ref_t) - c[t], dim=1)
-        out: torch.Tensor = dist / dist.sum()
+        total = dist.sum()
+        if not bool(total > 0):
+            raise ValueError(
+                f"{name}: every reference class coincides with the centroid of target {t}, "
+                "so relative distances are undefined"
+            )
+        out: torch.Tensor = dist / total
         return out
 
-    d0, d1 = rel(c0), rel(c1)
-    if bool((d0 <= 0).any()) or not bool(torch.isfinite(d0).all()):
-        zero = ref_t[~(d0 > 0)].cpu().tolist()
+    d0, d1 = rel("centroids_t0", c0), rel("centroids_t1", c1)
+    # only the classes in the sets are divided by: other reference classes may coincide
+    in_sets = torch.from_numpy(np.isin(ref, np.concatenate([sim, dis]))).to(device)
+    if bool((in_sets & ~(d0 > 0)).any()):
+        zero = ref_t[in_sets & ~(d0 > 0)].cpu().tolist()
         raise ValueError(
             f"centroids_t0 of classes {_short_list(zero)} coincide with the centroid of "
             f"target {t}: the relative change is undefined"
         )
-    change = ((d1 - d0) / d0 * 100.0).cpu().tolist()
+    safe_d0 = torch.where(in_sets, d0, 1.0)
+    change = torch.where(in_sets, (d1 - d0) / safe_d0 * 100.0, float("nan")).cpu().tolist()
     changes = dict(zip(ref.tolist(), change, strict=True))
     return DiffusionIndex(
         target=t,
@@ -941,6 +950,17 @@ def _build_mask(
                 f"{name} given as an array must be a boolean mask of shape "
                 f"({num_targets}, {num_classes}), got dtype {arr.dtype}; "
                 "pass ragged sets as a list of lists or a dict {target: classes}"
+            )
+        if (
+            arr.shape == (num_classes, num_classes)
+            and num_targets == num_classes
+            and not np.array_equal(targets, np.arange(num_classes))
+        ):
+            raise ValueError(
+                f"{name} is a ({num_classes}, {num_classes}) mask and there are {num_targets} "
+                "targets in a non-identity order: it could be aligned with targets or indexed "
+                "by class. Pass targets=None (every class, row t for class t) or a list of "
+                "per-target class lists"
             )
         if arr.shape == (num_classes, num_classes):
             mask: npt.NDArray[np.bool_] = arr[targets]  # row t holds the sets of class t
@@ -1142,11 +1162,19 @@ def diffusion_indices(
 
     zero = torch.zeros((), dtype=torch.float64, device=device)
 
-    def rel(c: torch.Tensor) -> torch.Tensor:
+    def rel(name: str, c: torch.Tensor) -> torch.Tensor:
         dist = torch.where(ref_m, _distances_to(c, t_idx, int(tgt[0])), zero)
-        return dist / dist.sum(dim=1, keepdim=True)
+        total = dist.sum(dim=1, keepdim=True)
+        collapsed = ~(total.squeeze(1) > 0)
+        if bool(collapsed.any()):
+            i = int(torch.nonzero(collapsed)[0, 0])
+            raise ValueError(
+                f"{name}: every reference class coincides with the centroid of target "
+                f"{int(tgt[i])}, so relative distances are undefined"
+            )
+        return dist / total
 
-    d0, d1 = rel(c0), rel(c1)
+    d0, d1 = rel("centroids_t0", c0), rel("centroids_t1", c1)
     in_sets = sim_m | dis_m
     degenerate = in_sets & ~(d0 > 0)
     if bool(degenerate.any()):
