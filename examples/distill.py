@@ -16,7 +16,6 @@ terms are logged from ``KDLoss.terms``.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +36,7 @@ from common import (
     make_loader,
     save_checkpoint,
     seed_everything,
+    sgd_cosine,
 )
 
 from lsdiffusion import KDLoss
@@ -83,17 +83,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     student = build_model(args.arch, len(classes)).to(device, memory_format=precision.memory_format)
     criterion = KDLoss(temperature=args.temperature, beta=args.beta)
-    optimizer = torch.optim.SGD(
-        student.parameters(),
-        lr=args.lr,
-        momentum=args.momentum,
-        nesterov=True,
-        weight_decay=args.weight_decay,
-    )
-    total_steps = max(1, args.epochs * len(train_loader))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))
-    )
+    optimizer, scheduler = sgd_cosine(student.parameters(), args, args.epochs * len(train_loader))
     print(
         f"student {args.arch} <- teacher {teacher_ckpt['arch']} "
         f"(alpha={teacher_ckpt['meta'].get('alpha')}, val acc {teacher_acc:.2%}), "

@@ -13,7 +13,6 @@ teacher to compare against.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +31,7 @@ from common import (
     make_loader,
     save_checkpoint,
     seed_everything,
+    sgd_cosine,
 )
 
 from lsdiffusion import LabelSmoothingLoss
@@ -67,17 +67,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     model = build_model(args.arch, len(classes)).to(device, memory_format=precision.memory_format)
     criterion = LabelSmoothingLoss(alpha=args.alpha)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=args.lr,
-        momentum=args.momentum,
-        nesterov=True,
-        weight_decay=args.weight_decay,
-    )
-    total_steps = max(1, args.epochs * len(train_loader))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))
-    )
+    optimizer, scheduler = sgd_cosine(model.parameters(), args, args.epochs * len(train_loader))
     print(
         f"teacher {args.arch}, {len(classes)} classes, {len(train_set)} train / "
         f"{len(val_set)} val images, alpha={args.alpha}, {device}, {precision}"
