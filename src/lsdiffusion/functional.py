@@ -170,6 +170,17 @@ def _check_weight(weight: Tensor | None, num_classes: int, x: Tensor) -> Tensor 
     return weight.to(dtype=_compute_dtype(x))
 
 
+def _check_kd_reduction(reduction: str) -> None:
+    """Validate a KD reduction; ``"mean"`` gets an error explaining ``"batchmean"``."""
+    if reduction == "mean":
+        raise ValueError(
+            "reduction='mean' is not offered for KD: an elementwise mean divides the KL by "
+            "the number of classes. Use 'batchmean' (sum over classes, mean over rows), "
+            "'sum' or 'none'"
+        )
+    check_reduction(reduction, ("none", "batchmean", "sum"))
+
+
 def _row_scale(
     valid: Tensor, reduction: str, denominator: Tensor | None, dtype: torch.dtype
 ) -> Tensor:
@@ -680,13 +691,7 @@ def kd_loss_terms(
     """
     check_finite_positive("temperature", temperature)
     check_in_unit_interval("beta", beta)
-    if reduction == "mean":  # type: ignore[comparison-overlap]
-        raise ValueError(
-            "reduction='mean' is not offered for KD: an elementwise mean divides the KL by "
-            "the number of classes. Use 'batchmean' (sum over classes, mean over rows), "
-            "'sum' or 'none'"
-        )
-    check_reduction(reduction, ("none", "batchmean", "sum"))
+    _check_kd_reduction(reduction)
     if not isinstance(student_logits, Tensor):
         raise TypeError(
             f"student_logits must be a torch.Tensor, got {type(student_logits).__name__}"

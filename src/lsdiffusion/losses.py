@@ -15,6 +15,7 @@ from lsdiffusion.functional import (
     KDReduction,
     KDTerms,
     LSReduction,
+    _check_kd_reduction,
     kd_loss_terms,
     label_smoothing_loss,
 )
@@ -125,12 +126,7 @@ class KDLoss(nn.Module):
         super().__init__()
         check_finite_positive("temperature", temperature)
         check_in_unit_interval("beta", beta)
-        if reduction == "mean":  # type: ignore[comparison-overlap]
-            raise ValueError(
-                "reduction='mean' is not offered for KD (an elementwise mean is off by a "
-                "factor C); use 'batchmean', 'sum' or 'none'"
-            )
-        check_reduction(reduction, ("none", "batchmean", "sum"))
+        _check_kd_reduction(reduction)
         self.temperature = float(temperature)
         self.beta = float(beta)
         self.t2_scaling = t2_scaling
