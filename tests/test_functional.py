@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lsdiffusion import functional as lsf
 from lsdiffusion import kd_loss, kd_loss_terms, label_smoothing_loss
+from lsdiffusion._kernels.eager import blocks as blocks_mod
 
 # ---------------------------------------------------------------------------
 # references
@@ -40,9 +40,9 @@ def kd_reference(s, t, temperature, target=None, beta=1.0, ignore_index=-100, t2
 def blocks(request, monkeypatch):
     """Run a test with the whole input in one block, and with tiny row blocks."""
     if request.param == "many_blocks":
-        monkeypatch.setattr(lsf, "_CPU_BLOCK_ELEMS", 8)
-        monkeypatch.setattr(lsf, "_CUDA_BLOCK_ELEMS", 8)
-        monkeypatch.setattr(lsf, "_SMALL_ELEMS", 0)
+        monkeypatch.setattr(blocks_mod, "CPU_BLOCK_ELEMS", 8)
+        monkeypatch.setattr(blocks_mod, "CUDA_BLOCK_ELEMS", 8)
+        monkeypatch.setattr(blocks_mod, "SMALL_ELEMS", 0)
     return request.param
 
 
@@ -218,8 +218,8 @@ def test_ls_no_grad_path_matches():
 
 def test_ls_many_blocks(monkeypatch):
     """Row blocks (chunking) must not change the result."""
-    monkeypatch.setattr(lsf, "_CPU_BLOCK_ELEMS", 16)
-    monkeypatch.setattr(lsf, "_SMALL_ELEMS", 0)
+    monkeypatch.setattr(blocks_mod, "CPU_BLOCK_ELEMS", 16)
+    monkeypatch.setattr(blocks_mod, "SMALL_ELEMS", 0)
     x = torch.randn(37, 11, dtype=torch.float64)
     target = torch.randint(0, 11, (37,))
     v1, g1 = _grad(lambda z: label_smoothing_loss(z, target, 0.1), x)
@@ -424,8 +424,8 @@ def test_kd_half_precision(half):
 
 
 def test_kd_retain_graph_and_upstream(monkeypatch):
-    monkeypatch.setattr(lsf, "_CPU_BLOCK_ELEMS", 20)
-    monkeypatch.setattr(lsf, "_SMALL_ELEMS", 0)
+    monkeypatch.setattr(blocks_mod, "CPU_BLOCK_ELEMS", 20)
+    monkeypatch.setattr(blocks_mod, "SMALL_ELEMS", 0)
     s = torch.randn(9, 7, dtype=torch.float64, requires_grad=True)
     t = torch.randn(9, 7, dtype=torch.float64)
     loss = kd_loss(s, t, 2.0)

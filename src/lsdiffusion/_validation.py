@@ -14,7 +14,9 @@ import torch
 
 __all__ = [
     "Reduction",
+    "check_bool",
     "check_finite_positive",
+    "check_ignore_index",
     "check_in_unit_interval",
     "check_reduction",
     "normalize_dim",
@@ -51,8 +53,28 @@ def check_finite_positive(name: str, value: object) -> None:
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
 
 
-def normalize_dim(name: str, dim: int, tensor: torch.Tensor) -> int:
+def check_bool(name: str, value: object) -> None:
+    """Raise ``TypeError`` unless ``value`` is a ``bool``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool (True or False), got {value!r}")
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def check_ignore_index(value: object) -> None:
+    """Raise unless ``value`` is an integer (not a bool) within the int64 range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"ignore_index must be an int, got {type(value).__name__} {value!r}")
+    if not _INT64_MIN <= int(value) <= _INT64_MAX:
+        raise ValueError(f"ignore_index must fit in int64, got {value}")
+
+
+def normalize_dim(name: str, dim: object, tensor: torch.Tensor) -> int:
     """Return ``dim`` as a non-negative index into ``tensor``'s shape."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"dim must be an int, got {type(dim).__name__} {dim!r}")
+    dim = int(dim)
     ndim = tensor.dim()
     if ndim == 0:
         raise ValueError(f"{name} must have at least one dimension, got a 0-d tensor")

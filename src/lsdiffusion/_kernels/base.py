@@ -1,0 +1,81 @@
+"""The interface every loss kernel implements, shared by the backends."""
+
+from __future__ import annotations
+
+import copy
+from typing import TypeVar
+
+import torch
+from torch import Tensor
+
+__all__ = ["LossKernel", "host_any", "zero_rows"]
+
+K = TypeVar("K", bound="LossKernel")
+
+
+def host_any(mask: Tensor) -> bool:
+    """``mask.any()`` as a Python bool. Only ever called on CPU tensors (free there)."""
+    return bool(mask.any())
+
+
+def zero_rows(grad: Tensor | None, rows: Tensor) -> None:
+    """Give ``rows`` (a CPU bool mask) an exactly zero gradient, whatever their logits."""
+    if grad is not None and host_any(rows):
+        grad[rows] = 0
+
+
+class LossKernel:
+    """A row-wise loss over a ``(rows, C)`` tensor, with everything but the logits bound.
+
+    ``run`` (fast, first order) returns the per-row outputs, already multiplied
+    by the per-row reduction factor ``scale`` and zero on ignored rows, and, if
+    asked, the gradient of the sum of the first output in the input's dtype.
+    ``composite`` returns the same outputs as an ordinary differentiable
+    PyTorch expression. The first output carries the gradient; the others
+    (KD's hard and soft terms) are for logging.
+
+    ``user_tensors`` are the caller's tensors the kernel reads (teacher logits,
+    probability targets, class weights): the autograd function saves them so
+    that an in-place change before a recomputing backward raises PyTorch's
+    usual error instead of giving a silently different gradient.
+    """
+
+    scale: Tensor
+    valid: Tensor
+
+    def user_tensors(self) -> tuple[Tensor, ...]:
+        """The caller's tensors this kernel reads (saved for backward)."""
+        return ()
+
+    def rebind(self: K, tensors: tuple[Tensor, ...]) -> K:
+        """A copy reading ``tensors`` (as returned by :meth:`user_tensors`) instead."""
+        return self
+
+    def with_upstream(self: K, upstream: Tensor) -> K:
+        """A copy whose gradient comes out multiplied by ``upstream`` (scalar or per row)."""
+        scaled = copy.copy(self)
+        scaled.scale = self.scale * upstream.to(self.scale.dtype)
+        return scaled
+
+    def run(
+        self, x: Tensor, need_grad: bool
+    ) -> tuple[tuple[Tensor, ...], Tensor | None]:  # pragma: no cover - interface
+        """Fast first-order evaluation (see the class docstring)."""
+        raise NotImplementedError
+
+    def composite(self, x: Tensor) -> tuple[Tensor, ...]:  # pragma: no cover - interface
+        """The same outputs as :meth:`run`, differentiable by ordinary autograd."""
+        raise NotImplementedError
+
+
+def replace_tensors(obj: K, names: tuple[str, ...], tensors: tuple[Tensor, ...]) -> K:
+    """A shallow copy of ``obj`` with the attributes ``names`` set to ``tensors``."""
+    out = copy.copy(obj)
+    for name, tensor in zip(names, tensors, strict=True):
+        setattr(out, name, tensor)
+    return out
+
+
+def finfo_tiny(dtype: torch.dtype) -> float:
+    """Smallest normal number of ``dtype``."""
+    return float(torch.finfo(dtype).tiny)

@@ -1,0 +1,64 @@
+r"""The losses as ordinary differentiable PyTorch expressions.
+
+These are the reference semantics of the fast kernels, written so that
+autograd, forward-mode AD, ``torch.func`` transforms, ``torch.compile`` and
+``torch.jit.trace`` can all see through them. They hold no data-dependent
+Python control flow and never synchronise with an accelerator. They allocate
+a few logits-sized temporaries, which is why they are not the first-order
+CPU path.
+
+Conventions shared with the fast kernels:
+
+* a class whose logit is exactly ``-inf`` is outside the support: it takes
+  no smoothing mass and its :math:`0 \cdot \log 0` KD terms count as 0;
+* a row with no finite logit has no distribution: its loss is NaN;
+* NaN propagates.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["kd_rows", "ls_rows"]
+
+_NEG_INF = float("-inf")
+
+
+def ls_rows(x: Tensor, target: Tensor, probs: bool, alpha: float, weight: Tensor | None) -> Tensor:
+    """Per-row label-smoothing cross-entropy of ``(rows, C)`` logits (unreduced)."""
+    k = x.shape[1]
+    lp = torch.log_softmax(x, 1)
+    w = torch.ones(k, dtype=x.dtype, device=x.device) if weight is None else weight.to(x.dtype)
+    smooth = torch.where(x == _NEG_INF, 0.0, (alpha / k) * w)
+    if probs:
+        hard = target.to(x.dtype) * ((1.0 - alpha) * w)
+    else:
+        hard = torch.nn.functional.one_hot(target, k).to(x.dtype) * ((1.0 - alpha) * w)
+    c = smooth + hard
+    return -torch.where(c == 0, 0.0, c * lp).sum(1)
+
+
+def kd_rows(
+    s: Tensor,
+    t: Tensor,
+    temperature: float,
+    t2: bool,
+    beta: float,
+    target: Tensor | None,
+    need_hard: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-row ``(total, hard, soft)`` KD terms of ``(rows, C)`` student/teacher logits."""
+    lp_s = torch.log_softmax(s / temperature, 1)
+    lp_t = torch.log_softmax(t.to(s.dtype) / temperature, 1)
+    terms = torch.where(t == _NEG_INF, 0.0, lp_t.exp() * (lp_t - lp_s))
+    kl = terms.sum(1)
+    # a teacher row with no finite logit has no distribution to distil
+    kl = torch.where(t.amax(1) == _NEG_INF, float("nan"), kl)
+    soft = kl * (temperature**2 if t2 else 1.0)
+    if target is None or not need_hard:
+        hard = torch.zeros_like(soft)
+    else:
+        hard = -torch.log_softmax(s, 1).gather(1, target[:, None]).squeeze(1)
+    total = soft if beta == 1.0 else (1.0 - beta) * hard + beta * soft
+    return total, hard, soft

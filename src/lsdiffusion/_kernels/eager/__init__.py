@@ -1,0 +1,1 @@
+"""Eager (plain PyTorch op) kernels: one file per loss."""

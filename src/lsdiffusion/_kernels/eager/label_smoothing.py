@@ -1,0 +1,219 @@
+r"""Label-smoothing cross-entropy, eager kernel.
+
+Whole-tensor formulation: a call opens a handful of large parallel regions
+(a busy core then costs what it costs PyTorch's own ops, not one stall per
+small block) and allocates one logits-sized buffer, the gradient.
+
+Fast path (index targets, float32/float64): with :math:`c_k = (1-\alpha) w_y
+[k = y] + (\alpha/K) w_k`, :math:`\mathrm{total} = \sum_k c_k`,
+
+.. math::
+
+    \ell = (1-\alpha) w_y\,(\mathrm{lse} - z_y)
+         + \tfrac{\alpha}{K}\big(\textstyle\sum_k w_k\,\mathrm{lse} - \sum_k w_k z_k\big),
+    \qquad \mathrm{lse} = z_y - \log p_y,
+
+so one softmax written straight into the gradient buffer, one row sum and
+one affine pass give the loss and :math:`\partial\ell/\partial z = \mathrm{total}\,p - c`.
+Rows where this is not exact to working precision (a large common logit
+offset, :math:`p_y` below the smallest normal number, a non-finite value)
+send the call to the exact path: a log-softmax into the same buffer, the
+smoothing sum taken over the shifted log-probabilities.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lsdiffusion._kernels import composite
+from lsdiffusion._kernels.base import LossKernel, finfo_tiny, host_any, replace_tensors, zero_rows
+from lsdiffusion._kernels.eager.blocks import SCRATCH_BLOCKS, SMALL_ELEMS, compute_dtype
+
+__all__ = ["LabelSmoothingKernel"]
+
+# |lse| above this (a large common offset of the logits) sends float32 rows to
+# the exact path: the row sum of the raw logits would lose digits.
+_OFFSET_LIMIT = {torch.float32: 128.0, torch.float64: float(2**40)}
+
+
+class LabelSmoothingKernel(LossKernel):
+    """Label smoothing over ``(rows, C)`` logits; see the module docstring."""
+
+    def __init__(
+        self,
+        target: Tensor,
+        probs: bool,
+        alpha: float,
+        weight: Tensor | None,
+        scale: Tensor,
+        valid: Tensor,
+    ) -> None:
+        self.target = target  # (rows,) long, ignored rows clamped to 0 -- or (rows, C) probs
+        self.probs = probs
+        self.alpha = alpha
+        self.weight = weight
+        self.scale = scale
+        self.valid = valid
+
+    def _names(self) -> tuple[str, ...]:
+        names = ("target",) if self.probs else ()
+        return names + (("weight",) if self.weight is not None else ())
+
+    def user_tensors(self) -> tuple[Tensor, ...]:
+        """Probability targets and class weights: the caller's tensors."""
+        return tuple(getattr(self, name) for name in self._names())
+
+    def rebind(self, tensors: tuple[Tensor, ...]) -> LabelSmoothingKernel:
+        """A copy reading the saved ``tensors``."""
+        return replace_tensors(self, self._names(), tensors)
+
+    def composite(self, x: Tensor) -> tuple[Tensor, ...]:
+        """Differentiable plain-PyTorch evaluation."""
+        rows = composite.ls_rows(
+            x.to(compute_dtype(x)), self.target, self.probs, self.alpha, self.weight
+        )
+        return (torch.where(self.valid, rows * self.scale, 0.0),)
+
+    # -- fast path ---------------------------------------------------------
+
+    def run(self, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        """Row losses (scaled) and, if asked, the gradient in ``x``'s dtype."""
+        cdtype = compute_dtype(x)
+        if x.dtype == cdtype:
+            rows, grad = self._run(x, slice(None), need_grad)
+            return (rows,), grad
+        # half precision: float32 copies of at most 1/8 of the rows at a time
+        n, k = x.shape
+        step = n if n * k <= SMALL_ELEMS else max(1, -(-n // SCRATCH_BLOCKS))
+        grad = torch.empty_like(x) if need_grad else None
+        parts = []
+        for lo in range(0, n, step):
+            sl = slice(lo, min(n, lo + step))
+            part, g = self._run(x[sl].to(cdtype), sl, need_grad)
+            parts.append(part)
+            if grad is not None and g is not None:
+                grad[sl].copy_(g)
+        rows = torch.cat(parts) if len(parts) != 1 else parts[0]
+        return (rows,), grad
+
+    def _run(self, x: Tensor, sl: slice, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+        """Rows ``sl`` of the problem on their compute-dtype logits ``x``."""
+        w = self.weight
+        scale, valid = self.scale[sl], self.valid[sl]
+        buf = torch.empty_like(x, memory_format=torch.contiguous_format)
+        x = x.contiguous()
+        if self.probs:
+            rows = self._exact_probs(x, self.target[sl], buf, scale, need_grad)
+        else:
+            y = self.target[sl]
+            wy = None if w is None else w[y]
+            fast = self._fast_index(x, y, wy, buf, scale, need_grad)
+            rows = self._exact_index(x, y, wy, buf, scale, need_grad) if fast is None else fast
+        grad = buf if need_grad else None
+        nonfinite = ~torch.isfinite(rows)
+        if host_any(nonfinite):
+            bad = nonfinite & valid
+            if host_any(bad):  # -inf logits (a masked vocabulary): the exact slow path
+                idx = bad.nonzero().squeeze(1)
+                fixed, fixed_grad = self._masked_rows(x[idx], idx, sl, scale[idx])
+                rows[idx] = fixed
+                if grad is not None:
+                    grad[idx] = fixed_grad
+            zero_rows(grad, nonfinite & ~valid)
+        return torch.where(valid, rows * scale, 0.0), grad
+
+    def _totals(self, y: Tensor, wy: Tensor | None, k: int) -> tuple[Tensor | float, float]:
+        """Per-row true-class weight ``(1-a) w_y`` and the smoothing mass ``sum_k w_k``."""
+        a = self.alpha
+        hard: Tensor | float = (1.0 - a) if wy is None else (1.0 - a) * wy
+        wsum = float(k) if self.weight is None else float(self.weight.sum())
+        return hard, wsum
+
+    def _affine_grad(
+        self, buf: Tensor, y: Tensor, hard: Tensor | float, total: Tensor | float, scale: Tensor
+    ) -> None:
+        """``buf`` holds softmax(z): turn it into ``scale * (total * p - c)`` in place."""
+        k = buf.shape[1]
+        a, w = self.alpha, self.weight
+        coef = (scale * total)[:, None]
+        smooth = (scale * (-a / k))[:, None]
+        if w is None:
+            torch.addcmul(smooth, buf, coef, out=buf)
+        else:
+            buf.mul_(coef)
+            buf.addcmul_(smooth, w[None, :])
+        buf.scatter_add_(1, y[:, None], (scale * hard * -1.0)[:, None].to(buf.dtype))
+
+    def _fast_index(
+        self, x: Tensor, y: Tensor, wy: Tensor | None, buf: Tensor, scale: Tensor, need_grad: bool
+    ) -> Tensor | None:
+        """The softmax formulation; ``None`` where it would not be exact (then ``buf`` is junk)."""
+        k = x.shape[1]
+        a, w = self.alpha, self.weight
+        lin = x.sum(1) if w is None else torch.mv(x, w)
+        torch._softmax(x, 1, False, out=buf)
+        xy = x.gather(1, y[:, None]).squeeze(1)
+        py = buf.gather(1, y[:, None]).squeeze(1)
+        lse = xy - py.log()
+        hard, wsum = self._totals(y, wy, k)
+        rows = hard * (lse - xy) + (a / k) * (wsum * lse - lin)
+        limit = _OFFSET_LIMIT[x.dtype]
+        if x.device.type != "cpu" or host_any(
+            ~torch.isfinite(rows) | (py < finfo_tiny(x.dtype)) | (lse.abs() > limit)
+        ):
+            return None
+        if need_grad:
+            self._affine_grad(buf, y, hard, hard + (a / k) * wsum, scale)
+        return rows
+
+    def _exact_index(
+        self, x: Tensor, y: Tensor, wy: Tensor | None, buf: Tensor, scale: Tensor, need_grad: bool
+    ) -> Tensor:
+        """Log-softmax formulation: exact with large offsets and tiny probabilities."""
+        k = x.shape[1]
+        a, w = self.alpha, self.weight
+        torch._log_softmax(x, 1, False, out=buf)
+        lin = buf.sum(1) if w is None else torch.mv(buf, w)
+        lpy = buf.gather(1, y[:, None]).squeeze(1)
+        hard, wsum = self._totals(y, wy, k)
+        rows = -hard * lpy - (a / k) * lin
+        if need_grad:
+            buf.exp_()
+            self._affine_grad(buf, y, hard, hard + (a / k) * wsum, scale)
+        return rows
+
+    def _exact_probs(
+        self, x: Tensor, t: Tensor, buf: Tensor, scale: Tensor, need_grad: bool
+    ) -> Tensor:
+        """Probability targets: ``c = ((1-a) t + a/K) w``, loss ``-sum_k c_k log p_k``."""
+        k = x.shape[1]
+        a, w = self.alpha, self.weight
+        t = t.to(x.dtype)
+        tw = t if w is None else t * w
+        torch._log_softmax(x, 1, False, out=buf)
+        lin = buf.sum(1) if w is None else torch.mv(buf, w)
+        rows: Tensor = -(1.0 - a) * torch.linalg.vecdot(tw, buf) - (a / k) * lin
+        if need_grad:
+            wsum = float(k) if w is None else float(w.sum())
+            total = (1.0 - a) * tw.sum(1) + (a / k) * wsum
+            buf.exp_()
+            buf.mul_((total * scale)[:, None])
+            buf.addcmul_(tw, (scale * -(1.0 - a))[:, None])
+            smooth = (scale * (-a / k))[:, None]
+            if w is None:
+                buf.add_(smooth)
+            else:
+                buf.addcmul_(smooth, w[None, :])
+        return rows
+
+    def _masked_rows(
+        self, z: Tensor, idx: Tensor, sl: slice, scale: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Rows holding ``-inf`` logits, by the composite formula and its analytic gradient."""
+        target = self.target[sl][idx]
+        with torch.enable_grad():
+            zz = z.detach().requires_grad_()
+            rows = composite.ls_rows(zz, target, self.probs, self.alpha, self.weight)
+            (grad,) = torch.autograd.grad(rows, zz, scale.to(rows.dtype))
+        return rows.detach(), grad.detach()
