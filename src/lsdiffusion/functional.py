@@ -99,8 +99,11 @@ def _finish(out: Tensor, reduction: str, logits: Tensor, dim: int) -> Tensor:
 
 def _check_index_target(
     target: Tensor, logits: Tensor, dim: int, ignore_index: int, name: str = "target"
-) -> Tensor:
-    """Validate class-index targets and return them flattened to ``(rows,)``."""
+) -> tuple[Tensor, bool]:
+    """Validate class-index targets; return them flat ``(rows,)`` and if any may be ignored.
+
+    The flag is ``False`` only when no target can equal ``ignore_index``.
+    """
     expected = logits.shape[:dim] + logits.shape[dim + 1 :]
     if target.shape != expected:
         raise ValueError(
@@ -114,11 +117,11 @@ def _check_index_target(
     flat = target.reshape(-1).long()
     num_classes = logits.shape[dim]
     if not flat.numel():
-        return flat
+        return flat, False
     if _inspectable(flat):
-        lo, hi = torch.aminmax(flat)
-        if int(lo) >= 0 and int(hi) < num_classes:
-            return flat
+        lo, hi = (int(v) for v in torch.aminmax(flat))
+        if lo >= 0 and hi < num_classes:
+            return flat, lo <= ignore_index <= hi
     bad = ((flat < 0) | (flat >= num_classes)) & (flat != ignore_index)
     message = (
         f"{name} contains {{}}, outside [0, {num_classes - 1}] "
@@ -129,7 +132,7 @@ def _check_index_target(
             raise ValueError(message.format(f"class index {int(flat[bad][0])}"))
     elif flat.device.type != "cpu" and not tracing_or_transforming():
         torch._assert_async(~bad.any(), message.format("a class index"))  # no host sync
-    return flat
+    return flat, True
 
 
 def _inspectable(t: Tensor) -> bool:
@@ -171,9 +174,23 @@ def _check_kd_reduction(reduction: str) -> None:
 
 
 def _row_scale(
-    valid: Tensor, reduction: str, denominator: Tensor | None, dtype: torch.dtype
+    valid: Tensor | None,
+    x: Tensor,
+    reduction: str,
+    denominator: Tensor | None,
+    dtype: torch.dtype,
 ) -> Tensor:
-    """Per-row factor folding the reduction into the fused kernel."""
+    """Per-row factor folding the reduction into the fused kernel.
+
+    ``valid=None`` means every row counts (no ``ignore_index`` among the targets).
+    """
+    n = x.shape[0]
+    if valid is None and denominator is None:
+        scale = torch.ones(n, dtype=dtype, device=x.device)
+        # divide in dtype: 1.0 / n would be a float32 constant under torch.jit.trace
+        return scale.div_(n) if reduction in ("mean", "batchmean") and n > 0 else scale
+    if valid is None:
+        valid = torch.ones(n, dtype=torch.bool, device=x.device)
     scale = valid.to(dtype)
     if reduction in ("mean", "batchmean"):
         den = scale.sum() if denominator is None else denominator.to(dtype)
@@ -279,15 +296,18 @@ def label_smoothing_loss(
                 "to the target; pass target.detach()"
             )
         tgt = target.movedim(d, -1).reshape(-1, num_classes)
-        valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        valid = None
         denominator = None
     else:
-        flat = _check_index_target(target, logits, d, ignore_index)
-        valid = flat != ignore_index
-        tgt = torch.where(valid, flat, 0)
-        denominator = None if w is None else torch.where(valid, w[tgt], 0.0).sum()
+        flat, may_ignore = _check_index_target(target, logits, d, ignore_index)
+        valid = (flat != ignore_index) if may_ignore else None
+        tgt = flat if valid is None else torch.where(valid, flat, 0)
+        if w is None:
+            denominator = None
+        else:
+            denominator = w[tgt].sum() if valid is None else torch.where(valid, w[tgt], 0.0).sum()
 
-    scale = _row_scale(valid, reduction, denominator, cdtype)
+    scale = _row_scale(valid, x, reduction, denominator, cdtype)
     kernel = LabelSmoothingKernel(tgt, probs, float(alpha), w, scale, valid)
     (loss,) = apply(x, kernel, reduce=reduction != "none")
     return _finish(loss, reduction, logits, d)
@@ -357,7 +377,10 @@ def _kd_terms(
     dim: int,
     need_hard: bool,
 ) -> KDTerms:
-    """:func:`kd_loss_terms`; ``need_hard=False`` skips the hard term when ``beta == 1``."""
+    """:func:`kd_loss_terms`; ``need_hard=False`` returns the loss alone, in every field.
+
+    Without the terms, the hard term is computed only when ``beta < 1``.
+    """
     check_finite_positive("temperature", temperature)
     check_in_unit_interval("beta", beta)
     _check_kd_reduction(reduction)
@@ -394,7 +417,7 @@ def _kd_terms(
                 "pass target=... or use beta=1.0 for pure distillation"
             )
         flat = None
-        valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        valid = None
     else:
         if not isinstance(target, Tensor):
             raise TypeError(f"target must be a torch.Tensor or None, got {type(target).__name__}")
@@ -402,19 +425,22 @@ def _kd_terms(
             raise TypeError(
                 f"target must hold class indices (an integer tensor), got dtype {target.dtype}"
             )
-        idx = _check_index_target(target, student_logits, d, ignore_index)
-        valid = idx != ignore_index
-        flat = torch.where(valid, idx, 0)
+        idx, may_ignore = _check_index_target(target, student_logits, d, ignore_index)
+        valid = (idx != ignore_index) if may_ignore else None
+        flat = idx if valid is None else torch.where(valid, idx, 0)
 
-    scale = _row_scale(valid, reduction, None, cdtype)
+    scale = _row_scale(valid, x, reduction, None, cdtype)
     kernel = KDKernel(
         t2d, float(temperature), t2_scaling, float(beta), flat, need_hard, scale, valid
     )
-    loss, hard, soft = apply(x, kernel, reduce=reduction != "none")
+    outs = apply(x, kernel, reduce=reduction != "none")
+    loss = _finish(outs[0], reduction, student_logits, d)
+    if not need_hard:  # kd_loss: the loss alone
+        return KDTerms(loss, loss.detach(), loss.detach())
     return KDTerms(
-        _finish(loss, reduction, student_logits, d),
-        _finish(hard, reduction, student_logits, d).detach(),
-        _finish(soft, reduction, student_logits, d).detach(),
+        loss,
+        _finish(outs[1], reduction, student_logits, d).detach(),
+        _finish(outs[2], reduction, student_logits, d).detach(),
     )
 
 

@@ -1,16 +1,28 @@
 """``nn.Module`` wrappers around :mod:`lsdiffusion.functional`.
 
 The modules validate their configuration once in ``__init__``, keep class
-weights as non-persistent buffers (so ``.to(device)`` moves them and
-checkpoints stay free of them), and their ``forward`` is one call to the
-function, whose docstring carries the math.
+weights as buffers (so ``.to(device)`` moves them and ``state_dict`` holds
+them, as for ``nn.CrossEntropyLoss``), and their ``forward`` is one call to
+the function, whose docstring carries the math.
+
+TorchScript (``torch.jit.script``) cannot compile them: it raises an error that
+points to ``torch.compile`` (supported, ``fullgraph=True`` included) and
+``torch.jit.trace``.
 """
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from torch import Tensor, nn
 
-from lsdiffusion._validation import check_finite_positive, check_in_unit_interval, check_reduction
+from lsdiffusion._validation import (
+    check_bool,
+    check_finite_positive,
+    check_ignore_index,
+    check_in_unit_interval,
+    check_reduction,
+)
 from lsdiffusion.functional import (
     KDReduction,
     KDTerms,
@@ -23,12 +35,25 @@ from lsdiffusion.functional import (
 __all__ = ["KDLoss", "LabelSmoothingLoss"]
 
 
+def _check_dim(dim: object) -> None:
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"dim must be an int, got {type(dim).__name__} {dim!r}")
+
+
+def _no_torchscript(name: str) -> NoReturn:
+    raise RuntimeError(
+        f"{name} cannot be compiled with torch.jit.script (TorchScript does not support its "
+        "argument checks and autograd function). Use torch.compile (fullgraph=True works) "
+        "or torch.jit.trace, or call it from eager code."
+    )
+
+
 class LabelSmoothingLoss(nn.Module):
     """Cross-entropy with label smoothing; see :func:`~lsdiffusion.label_smoothing_loss`.
 
     Args:
         alpha: smoothing in ``[0, 1]``.
-        weight: optional per-class weights ``(C,)``, kept as a non-persistent buffer.
+        weight: optional per-class weights ``(C,)``, kept as a buffer (in ``state_dict``).
         ignore_index: index targets equal to it are skipped.
         reduction: ``"none"``, ``"mean"`` or ``"sum"``.
         dim: the class dimension (``-1`` for ``(B, L, V)`` sequence logits).
@@ -65,11 +90,18 @@ class LabelSmoothingLoss(nn.Module):
                 "weight must be a 1-D floating-point tensor with one entry per class, got "
                 f"shape {tuple(weight.shape)} and dtype {weight.dtype}"
             )
+        if weight is not None and weight.requires_grad:
+            raise ValueError(
+                "weight requires grad, but the loss gives no gradient to the class weights; "
+                "pass weight.detach()"
+            )
+        check_ignore_index(ignore_index)
+        _check_dim(dim)
         self.alpha = float(alpha)
         self.ignore_index = ignore_index
         self.reduction: LSReduction = reduction
         self.dim = dim
-        self.register_buffer("weight", weight, persistent=False)
+        self.register_buffer("weight", weight)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Return the label-smoothing loss of ``logits`` against ``target``."""
@@ -85,7 +117,14 @@ class LabelSmoothingLoss(nn.Module):
 
     def extra_repr(self) -> str:
         """Summarise the configuration for ``repr``."""
-        return f"alpha={self.alpha}, reduction={self.reduction!r}, dim={self.dim}"
+        return (
+            f"alpha={self.alpha}, ignore_index={self.ignore_index}, "
+            f"reduction={self.reduction!r}, dim={self.dim}"
+        )
+
+    def __prepare_scriptable__(self) -> NoReturn:
+        """Refuse TorchScript with an error that says what to use instead."""
+        _no_torchscript(type(self).__name__)
 
 
 class KDLoss(nn.Module):
@@ -127,6 +166,9 @@ class KDLoss(nn.Module):
         check_finite_positive("temperature", temperature)
         check_in_unit_interval("beta", beta)
         _check_kd_reduction(reduction)
+        check_bool("t2_scaling", t2_scaling)
+        check_ignore_index(ignore_index)
+        _check_dim(dim)
         self.temperature = float(temperature)
         self.beta = float(beta)
         self.t2_scaling = t2_scaling
@@ -160,5 +202,10 @@ class KDLoss(nn.Module):
         """Summarise the configuration for ``repr``."""
         return (
             f"temperature={self.temperature}, beta={self.beta}, "
-            f"t2_scaling={self.t2_scaling}, reduction={self.reduction!r}"
+            f"t2_scaling={self.t2_scaling}, ignore_index={self.ignore_index}, "
+            f"reduction={self.reduction!r}, dim={self.dim}"
         )
+
+    def __prepare_scriptable__(self) -> NoReturn:
+        """Refuse TorchScript with an error that says what to use instead."""
+        _no_torchscript(type(self).__name__)

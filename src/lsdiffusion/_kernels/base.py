@@ -8,7 +8,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["LossKernel", "host_any", "zero_rows"]
+__all__ = ["LossKernel", "host_any", "where_valid", "zero_rows"]
 
 K = TypeVar("K", bound="LossKernel")
 
@@ -22,6 +22,11 @@ def zero_rows(grad: Tensor | None, rows: Tensor) -> None:
     """Give ``rows`` (a CPU bool mask) an exactly zero gradient, whatever their logits."""
     if grad is not None and host_any(rows):
         grad[rows] = 0
+
+
+def where_valid(valid: Tensor | None, rows: Tensor) -> Tensor:
+    """``rows`` with ignored rows set to 0 (``valid=None``: every row counts)."""
+    return rows if valid is None else torch.where(valid, rows, 0.0)
 
 
 class LossKernel:
@@ -41,7 +46,7 @@ class LossKernel:
     """
 
     scale: Tensor
-    valid: Tensor
+    valid: Tensor | None  # None: no ignored rows
 
     def user_tensors(self) -> tuple[Tensor, ...]:
         """The caller's tensors this kernel reads (saved for backward)."""

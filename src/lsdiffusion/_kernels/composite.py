@@ -30,7 +30,7 @@ def ls_rows(x: Tensor, target: Tensor, probs: bool, alpha: float, weight: Tensor
     k = x.shape[1]
     lp = torch.log_softmax(x, 1)
     w = torch.ones(k, dtype=x.dtype, device=x.device) if weight is None else weight.to(x.dtype)
-    smooth = torch.where(x == _NEG_INF, 0.0, (alpha / k) * w)
+    smooth = torch.where(x == _NEG_INF, 0.0, w * alpha / k)  # (alpha / k) would trace as float32
     if probs:
         hard = target.to(x.dtype) * ((1.0 - alpha) * w)
     else:
@@ -56,7 +56,7 @@ def kd_rows(
     # a teacher row with no finite logit has no distribution to distil
     kl = torch.where(t.amax(1) == _NEG_INF, float("nan"), kl)
     soft = kl * (temperature**2 if t2 else 1.0)
-    if target is None or not need_hard:
+    if target is None or not (need_hard or beta < 1.0):
         hard = torch.zeros_like(soft)
     else:
         hard = -torch.log_softmax(s, 1).gather(1, target[:, None]).squeeze(1)

@@ -20,7 +20,7 @@ __all__ = ["compute_dtype", "row_blocks", "scratch", "split"]
 CPU_BLOCK_ELEMS = 1 << 19
 CUDA_BLOCK_ELEMS = 1 << 22
 # Inputs up to this many elements run as one block (per-op overhead dominates).
-SMALL_ELEMS = 1 << 16
+SMALL_ELEMS = 1 << 18
 # Kernels with block-sized temporaries use at least this many blocks, so that
 # the temporaries stay within 1/8 of the input.
 SCRATCH_BLOCKS = 8

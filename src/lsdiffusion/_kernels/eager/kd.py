@@ -23,7 +23,13 @@ import torch
 from torch import Tensor
 
 from lsdiffusion._kernels import composite
-from lsdiffusion._kernels.base import LossKernel, host_any, replace_tensors, zero_rows
+from lsdiffusion._kernels.base import (
+    LossKernel,
+    host_any,
+    replace_tensors,
+    where_valid,
+    zero_rows,
+)
 from lsdiffusion._kernels.eager.blocks import compute_dtype, row_blocks, scratch, split
 
 __all__ = ["KDKernel"]
@@ -39,16 +45,17 @@ class KDKernel(LossKernel):
         t2: bool,
         beta: float,
         target: Tensor | None,
-        need_hard: bool,
+        need_terms: bool,
         scale: Tensor,
-        valid: Tensor,
+        valid: Tensor | None,
     ) -> None:
         self.teacher = teacher
         self.temperature = temperature
         self.t2 = t2
         self.beta = beta
         self.target = target
-        self.need_hard = need_hard and target is not None
+        # need_terms: return (total, hard, soft); otherwise (total,) alone
+        self.need_terms = need_terms
         self.scale = scale
         self.valid = valid
 
@@ -63,10 +70,11 @@ class KDKernel(LossKernel):
     def composite(self, x: Tensor) -> tuple[Tensor, ...]:
         """Differentiable plain-PyTorch evaluation."""
         s = x.to(compute_dtype(x))
-        outs = composite.kd_rows(
-            s, self.teacher, self.temperature, self.t2, self.beta, self.target, self.need_hard
+        total, hard, soft = composite.kd_rows(
+            s, self.teacher, self.temperature, self.t2, self.beta, self.target, self.need_terms
         )
-        return tuple(torch.where(self.valid, o * self.scale, 0.0) for o in outs)
+        outs = (total, hard, soft) if self.need_terms else (total,)
+        return tuple(where_valid(self.valid, o * self.scale) for o in outs)
 
     def run(self, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Tensor | None]:
         """Row ``(total, hard, soft)`` (scaled) and, if asked, the gradient."""
@@ -75,7 +83,7 @@ class KDKernel(LossKernel):
         t_inv = 1.0 / self.temperature
         unit_t = self.temperature == 1.0
         beta, scale = self.beta, self.scale
-        target = self.target if (self.need_hard or beta < 1.0) else None
+        target = self.target if (self.need_terms or beta < 1.0) else None
         factor = self.temperature**2 if self.t2 else 1.0
         grad = torch.empty_like(x, memory_format=torch.contiguous_format) if need_grad else None
         same = x.dtype == cdtype
@@ -99,23 +107,29 @@ class KDKernel(LossKernel):
         sizes = [hi - lo for lo, hi in blocks]
         max_s = x.amax(1, keepdim=True).to(cdtype)
         max_t = self.teacher.amax(1, keepdim=True).to(cdtype)
-        none = (None,) * len(sizes)
-        views = zip(
-            split(x, sizes),
-            split(max_s, sizes),
-            split(max_s * -t_inv, sizes),
-            split(max_t * -t_inv, sizes),
-            split(self.teacher, sizes),
-            none if grad is None else split(grad, sizes),
-            split(sums_t, sizes),
-            split(sums_s, sizes),
-            split(dots, sizes),
-            none if lse1 is None else split(lse1, sizes),
-            split(g_soft, sizes),
-            split(g_soft_s, sizes),
-            split(g_hard, sizes),
-            none if target is None else split(target, sizes),
-            strict=True,
+        per_block = (
+            x,
+            max_s,
+            max_s * -t_inv,
+            max_t * -t_inv,
+            self.teacher,
+            grad,
+            sums_t,
+            sums_s,
+            dots,
+            lse1,
+            g_soft,
+            g_soft_s,
+            g_hard,
+            target,
+        )
+        views = (
+            [per_block]  # one block: no split ops
+            if len(sizes) == 1
+            else zip(
+                *((None,) * len(sizes) if t is None else split(t, sizes) for t in per_block),
+                strict=True,
+            )
         )
         for s_raw, ms, shift_s, shift_t, t_raw, g, st, ss, dt, l1, gs, gss, gh, y in views:
             r = s_raw.shape[0]
@@ -124,9 +138,11 @@ class KDKernel(LossKernel):
             b = torch.add(shift_t, t_raw, alpha=t_inv, out=buf)
             torch.exp(b, out=e_t)
             torch.sum(e_t, 1, out=st)
-            dot = torch.linalg.vecdot(e_t, b)
+            # sum_k e^b (b - a) with a = s / T + shift_s, in place in the scratch
+            # block (no product temporary): (b - s / T) * e^b, summed, less shift_s * st
+            torch.sum(b.sub_(s_raw, alpha=t_inv).mul_(e_t), 1, out=dt)
+            dt.sub_(shift_s.squeeze(1) * st)
             a = torch.add(shift_s, s_raw, alpha=t_inv, out=buf)
-            torch.sub(dot, torch.linalg.vecdot(e_t, a), out=dt)
             e_s = a.exp_()
             torch.sum(e_s, 1, out=ss)
             if l1 is not None and unit_t:
@@ -146,27 +162,30 @@ class KDKernel(LossKernel):
                 if e_t is not g:
                     g.copy_(e_t)
 
-        kl = dots / sums_t - sums_t.log() + sums_s.log()
+        kl = (dots / sums_t).sub_(sums_t.log_()).add_(sums_s.log_())
         nonfinite = ~torch.isfinite(kl)
+        valid = self.valid
         if host_any(nonfinite):
-            bad = nonfinite & self.valid
+            bad = nonfinite if valid is None else nonfinite & valid
             if host_any(bad):  # -inf logits: 0 * log 0 terms count as 0; no finite teacher: NaN
                 idx = bad.nonzero().squeeze(1)
                 s_bad, t_bad = x[idx].to(cdtype), self.teacher[idx].to(cdtype)
                 kl[idx] = composite.kd_rows(
                     s_bad, t_bad, self.temperature, False, 1.0, None, False
                 )[2]
-            zero_rows(grad, nonfinite & ~self.valid)
-        soft = kl * factor
+            if valid is not None:
+                zero_rows(grad, nonfinite & ~valid)
+        soft = kl.mul_(factor) if factor != 1.0 else kl
         if target is None or lse1 is None:
-            hard = torch.zeros_like(soft)
+            hard = soft if not self.need_terms else torch.zeros_like(soft)  # unused if alone
         else:
             # -log p_y = log s - (s_y - max s), on shifted logits (exact with large offsets)
             hard = lse1 - (x.gather(1, target[:, None]).to(cdtype) - max_s).squeeze(1)
         total = soft if beta == 1.0 else (1.0 - beta) * hard + beta * soft
-        zero = torch.zeros((), dtype=cdtype, device=x.device)
+        if not self.need_terms:
+            return (where_valid(valid, total * scale),), grad
         return (
-            torch.where(self.valid, total * scale, zero),
-            torch.where(self.valid, hard * scale, zero),
-            torch.where(self.valid, soft * scale, zero),
+            where_valid(valid, total * scale),
+            where_valid(valid, hard * scale),
+            where_valid(valid, soft * scale),
         ), grad

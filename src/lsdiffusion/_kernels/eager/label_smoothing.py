@@ -23,11 +23,20 @@ smoothing sum taken over the shifted log-probabilities.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from lsdiffusion._kernels import composite
-from lsdiffusion._kernels.base import LossKernel, finfo_tiny, host_any, replace_tensors, zero_rows
+from lsdiffusion._kernels.base import (
+    LossKernel,
+    finfo_tiny,
+    host_any,
+    replace_tensors,
+    where_valid,
+    zero_rows,
+)
 from lsdiffusion._kernels.eager.blocks import SCRATCH_BLOCKS, SMALL_ELEMS, compute_dtype
 
 __all__ = ["LabelSmoothingKernel"]
@@ -47,7 +56,7 @@ class LabelSmoothingKernel(LossKernel):
         alpha: float,
         weight: Tensor | None,
         scale: Tensor,
-        valid: Tensor,
+        valid: Tensor | None,
     ) -> None:
         self.target = target  # (rows,) long, ignored rows clamped to 0 -- or (rows, C) probs
         self.probs = probs
@@ -73,7 +82,7 @@ class LabelSmoothingKernel(LossKernel):
         rows = composite.ls_rows(
             x.to(compute_dtype(x)), self.target, self.probs, self.alpha, self.weight
         )
-        return (torch.where(self.valid, rows * self.scale, 0.0),)
+        return (where_valid(self.valid, rows * self.scale),)
 
     # -- fast path ---------------------------------------------------------
 
@@ -100,7 +109,9 @@ class LabelSmoothingKernel(LossKernel):
     def _run(self, x: Tensor, sl: slice, need_grad: bool) -> tuple[Tensor, Tensor | None]:
         """Rows ``sl`` of the problem on their compute-dtype logits ``x``."""
         w = self.weight
-        scale, valid = self.scale[sl], self.valid[sl]
+        whole = sl == slice(None)
+        scale = self.scale if whole else self.scale[sl]
+        valid = self.valid if whole or self.valid is None else self.valid[sl]
         buf = torch.empty_like(x, memory_format=torch.contiguous_format)
         x = x.contiguous()
         if self.probs:
@@ -109,19 +120,22 @@ class LabelSmoothingKernel(LossKernel):
             y = self.target[sl]
             wy = None if w is None else w[y]
             fast = self._fast_index(x, y, wy, buf, scale, need_grad)
-            rows = self._exact_index(x, y, wy, buf, scale, need_grad) if fast is None else fast
+            if fast is not None:  # every row finite and exact
+                return fast * scale, buf if need_grad else None
+            rows = self._exact_index(x, y, wy, buf, scale, need_grad)
         grad = buf if need_grad else None
         nonfinite = ~torch.isfinite(rows)
         if host_any(nonfinite):
-            bad = nonfinite & valid
+            bad = nonfinite if valid is None else nonfinite & valid
             if host_any(bad):  # -inf logits (a masked vocabulary): the exact slow path
                 idx = bad.nonzero().squeeze(1)
                 fixed, fixed_grad = self._masked_rows(x[idx], idx, sl, scale[idx])
                 rows[idx] = fixed
                 if grad is not None:
                     grad[idx] = fixed_grad
-            zero_rows(grad, nonfinite & ~valid)
-        return torch.where(valid, rows * scale, 0.0), grad
+            if valid is not None:
+                zero_rows(grad, nonfinite & ~valid)
+        return where_valid(valid, rows * scale), grad
 
     def _totals(self, y: Tensor, wy: Tensor | None, k: int) -> tuple[Tensor | float, float]:
         """Per-row true-class weight ``(1-a) w_y`` and the smoothing mass ``sum_k w_k``."""
@@ -143,25 +157,32 @@ class LabelSmoothingKernel(LossKernel):
         else:
             buf.mul_(coef)
             buf.addcmul_(smooth, w[None, :])
-        buf.scatter_add_(1, y[:, None], (scale * hard * -1.0)[:, None].to(buf.dtype))
+        neg_hard = -hard if isinstance(hard, float) else hard.neg()
+        buf.scatter_add_(1, y[:, None], (scale * neg_hard)[:, None])
 
     def _fast_index(
         self, x: Tensor, y: Tensor, wy: Tensor | None, buf: Tensor, scale: Tensor, need_grad: bool
     ) -> Tensor | None:
         """The softmax formulation; ``None`` where it would not be exact (then ``buf`` is junk)."""
-        k = x.shape[1]
+        n, k = x.shape
         a, w = self.alpha, self.weight
+        if n == 0:
+            return x.new_zeros(0)
         lin = x.sum(1) if w is None else torch.mv(x, w)
         torch._softmax(x, 1, False, out=buf)
-        xy = x.gather(1, y[:, None]).squeeze(1)
-        py = buf.gather(1, y[:, None]).squeeze(1)
-        lse = xy - py.log()
+        col = y[:, None]
+        xy = x.gather(1, col).squeeze(1)
+        lpy = buf.gather(1, col).squeeze(1).log_()
+        lse = xy - lpy
         hard, wsum = self._totals(y, wy, k)
-        rows = hard * (lse - xy) + (a / k) * (wsum * lse - lin)
+        # rows = hard * (lse - xy) + a/K * (wsum * lse - lin)
+        rows = torch.sub(lse, lin, alpha=1.0 / wsum).mul_(a * wsum / k).sub_(lpy * hard)
+        # Host reads decide: |lse| within the offset limit and p_y a normal number
+        # (log p_y >= log tiny; NaN fails both), and the rows finite.
         limit = _OFFSET_LIMIT[x.dtype]
-        if x.device.type != "cpu" or host_any(
-            ~torch.isfinite(rows) | (py < finfo_tiny(x.dtype)) | (lse.abs() > limit)
-        ):
+        tiny_factor = limit / -math.log(finfo_tiny(x.dtype))
+        worst = float(torch.maximum(lse.abs_(), lpy.mul_(-tiny_factor)).amax())
+        if x.device.type != "cpu" or not worst <= limit or not math.isfinite(float(rows.sum())):
             return None
         if need_grad:
             self._affine_grad(buf, y, hard, hard + (a / k) * wsum, scale)
