@@ -28,8 +28,9 @@ import time
 import numpy as np
 import torch
 
+from lsdiffusion.centroids import ClassCentroids
+from lsdiffusion.diffusion import diffusion_indices
 from lsdiffusion.entropy import TargetEntropy
-from lsdiffusion.geometry import ClassCentroids, diffusion_indices
 
 
 def timeit(fn, repeat: int = 3, warmup: int = 1) -> float:

@@ -1,4 +1,4 @@
-"""One rank of the two-process gloo test in ``test_geometry.py`` (run as a script).
+"""One rank of the two-process gloo test in ``test_centroids.py`` (run as a script).
 
 Usage: ``python _ddp_worker.py RANK WORLD_SIZE INIT_FILE OUT_FILE``. Each rank
 takes the interleaved shard ``rows[rank::world]`` of the shared data set, feeds
@@ -36,8 +36,8 @@ def make_data(exact: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def run(rank: int, world: int, init_file: str, out_file: str) -> None:
     import torch.distributed as dist
 
+    from lsdiffusion.centroids import ClassCentroids
     from lsdiffusion.entropy import TargetEntropy
-    from lsdiffusion.geometry import ClassCentroids
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:

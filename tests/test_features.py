@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from lsdiffusion.centroids import ClassCentroids, class_centroids
 from lsdiffusion.features import (
     FeatureBatch,
     FeatureCapture,
@@ -15,7 +16,6 @@ from lsdiffusion.features import (
     find_final_linear,
     iter_features,
 )
-from lsdiffusion.geometry import ClassCentroids, class_centroids
 
 
 class TinyResNet(nn.Module):

@@ -11,13 +11,9 @@ from torch import nn
 
 pytest.importorskip("matplotlib")
 
-from lsdiffusion.geometry import (
-    DiffusionIndexTable,
-    diffusion_index,
-    muller_projection,
-    templates_from_linear,
-)
+from lsdiffusion.diffusion import DiffusionIndexTable, diffusion_index
 from lsdiffusion.plotting import plot_diffusion_index, plot_projections
+from lsdiffusion.projection import muller_projection, templates_from_linear
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

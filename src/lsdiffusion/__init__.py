@@ -12,6 +12,14 @@ the embedded ImageNet-1K hierarchy is read on first use.
 
 from __future__ import annotations
 
+from lsdiffusion.centroids import ClassCentroids, EmptyClassWarning, class_centroids
+from lsdiffusion.diffusion import (
+    DiffusionIndex,
+    DiffusionIndexTable,
+    diffusion_index,
+    diffusion_indices,
+    relative_distances,
+)
 from lsdiffusion.entropy import EntropyReport, TargetEntropy, target_entropy
 from lsdiffusion.features import (
     FeatureBatch,
@@ -22,22 +30,14 @@ from lsdiffusion.features import (
     iter_features,
 )
 from lsdiffusion.functional import KDTerms, kd_loss, kd_loss_terms, label_smoothing_loss
-from lsdiffusion.geometry import (
-    ClassCentroids,
-    DiffusionIndex,
-    DiffusionIndexTable,
-    EmptyClassWarning,
-    Projection,
-    Templates,
-    class_centroids,
-    diffusion_index,
-    diffusion_indices,
-    muller_projection,
-    relative_distances,
-    templates_from_linear,
-)
 from lsdiffusion.losses import KDLoss, LabelSmoothingLoss
 from lsdiffusion.plotting import plot_diffusion_index, plot_projections
+from lsdiffusion.projection import (
+    Projection,
+    Templates,
+    muller_projection,
+    templates_from_linear,
+)
 from lsdiffusion.semantics import (
     PAPER_CLASS_SETS,
     ClassHierarchy,

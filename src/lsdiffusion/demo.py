@@ -376,8 +376,9 @@ def _study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> _St
     """Train one teacher and its students at every temperature; measure them."""
     import torch
 
+    from lsdiffusion.centroids import class_centroids
+    from lsdiffusion.diffusion import diffusion_indices
     from lsdiffusion.entropy import TargetEntropy
-    from lsdiffusion.geometry import class_centroids, diffusion_indices
     from lsdiffusion.losses import KDLoss, LabelSmoothingLoss
 
     device = torch.device(cfg.device)
@@ -556,8 +557,8 @@ def _figure(
         return None
     import torch
 
-    from lsdiffusion.geometry import muller_projection, templates_from_linear
     from lsdiffusion.plotting import plot_diffusion_index, plot_projections
+    from lsdiffusion.projection import muller_projection, templates_from_linear
 
     cfg = result.config
     classes = [0, 1, cfg.subclasses]

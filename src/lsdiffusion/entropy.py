@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import torch
 
+from lsdiffusion._distributed import _all_reduce_sum, _distributed_ready
 from lsdiffusion._validation import check_finite_positive, normalize_dim
-from lsdiffusion.geometry import _all_reduce_sum, _distributed_ready
 
 __all__ = ["EntropyReport", "TargetEntropy", "target_entropy"]
 

@@ -6,7 +6,7 @@
 * :func:`capture_features` / :class:`FeatureCapture` is a context manager that
   records that layer's input on every forward pass and removes its hook on exit.
 * :func:`iter_features` streams ``(features, labels, logits)`` batch by batch
-  through a ``DataLoader`` (feed them to :class:`~lsdiffusion.geometry.ClassCentroids`
+  through a ``DataLoader`` (feed them to :class:`~lsdiffusion.centroids.ClassCentroids`
   without keeping them), and :func:`collect_features` concatenates them.
 """
 
@@ -253,7 +253,7 @@ def iter_features(
     The forward passes run under ``torch.no_grad()`` and, with ``eval_mode=True``,
     in eval mode; every module's train/eval flag is restored afterwards, and the
     hook is removed even if the loop stops early. Results stay on the model's
-    device (stream them into :class:`~lsdiffusion.geometry.ClassCentroids` or
+    device (stream them into :class:`~lsdiffusion.centroids.ClassCentroids` or
     :class:`~lsdiffusion.entropy.TargetEntropy`). Wrap the loop in
     ``torch.autocast(...)`` for mixed precision.
 
@@ -317,7 +317,7 @@ def collect_features(
     """Run ``loader`` through ``model`` and concatenate features, labels and logits.
 
     Keeps everything in memory (N × D features): for ImageNet-size runs stream
-    :func:`iter_features` into :class:`~lsdiffusion.geometry.ClassCentroids` instead.
+    :func:`iter_features` into :class:`~lsdiffusion.centroids.ClassCentroids` instead.
 
     Args:
         model: the network.

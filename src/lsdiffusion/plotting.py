@@ -15,7 +15,8 @@ from typing import Any, TypeAlias
 import numpy as np
 import torch
 
-from lsdiffusion.geometry import DiffusionIndex, DiffusionIndexTable, Projection
+from lsdiffusion.diffusion import DiffusionIndex, DiffusionIndexTable
+from lsdiffusion.projection import Projection
 
 __all__ = ["plot_diffusion_index", "plot_projections"]
 
@@ -96,7 +97,7 @@ def plot_projections(
 
     Args:
         panels: ``{key: (projection, labels)}`` with ``projection`` from
-            :func:`~lsdiffusion.geometry.muller_projection` and ``labels`` the (N,)
+            :func:`~lsdiffusion.projection.muller_projection` and ``labels`` the (N,)
             global class of each projected feature. Keys ``(teacher, temperature)``
             (strings) lay the panels out as a grid with one row per teacher; plain
             string keys are panel titles, wrapped ``ncols`` per row.
@@ -259,8 +260,8 @@ def plot_diffusion_index(
     Args:
         results: ``{T1: result}`` for one series, or ``{series: {T1: result}}`` for
             several (e.g. one per teacher); a result is a
-            :class:`~lsdiffusion.geometry.DiffusionIndex`, a
-            :class:`~lsdiffusion.geometry.DiffusionIndexTable` or a
+            :class:`~lsdiffusion.diffusion.DiffusionIndex`, a
+            :class:`~lsdiffusion.diffusion.DiffusionIndexTable` or a
             ``(similar, dissimilar)`` pair in percent.
         path: where to write the PNG.
         title: an axes title.
