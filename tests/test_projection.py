@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from lsdiffusion.centroids import class_centroids
 from lsdiffusion.projection import Projection, Templates, muller_projection, templates_from_linear
 
 # ---------------------------------------------------------------------------
@@ -135,7 +136,7 @@ def test_projection_errors():
         muller_projection(x, w, method="tsne")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="must be finite"):
         muller_projection(x, torch.full((3, 4), math.nan))
-    with pytest.raises(ValueError, match="at least 2 features"):
+    with pytest.raises(ValueError, match="at least 2 points to fit"):
         muller_projection(x[:1], w, method="pca")
 
 
@@ -163,3 +164,175 @@ def test_pca_method_preserves_distances_within_template_plane():
         rtol=1e-9,
         atol=1e-9,
     )
+
+
+# ---------------------------------------------------------------------------
+# the paper's Algorithm 1, centroids and transform
+# ---------------------------------------------------------------------------
+
+
+def _paper_setup(dtype: torch.dtype, seed: int = 0):
+    """A final layer of 10 classes, 16-D features of classes 6, 2, 9 (train and validation)."""
+    gen = torch.Generator().manual_seed(seed)
+    fc = nn.Linear(16, 10).to(dtype)
+    with torch.no_grad():
+        fc.weight.copy_(torch.randn(10, 16, generator=gen))
+        fc.bias.copy_(torch.randn(10, generator=gen) * 3)
+    classes = [6, 2, 9]
+
+    def split(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.tensor(classes).repeat_interleave(per_class)
+        x = fc.weight.detach()[y] * 2 + torch.randn(len(y), 16, generator=gen).to(dtype)
+        return x.to(dtype), y
+
+    return fc, classes, split(40), split(15)
+
+
+def _paper_reference(weight, bias, classes, train_x, train_y, val_x, val_y, bias_rows=None):
+    """The released code's steps, re-derived in float64 numpy (global bias indices).
+
+    Step 1: ``basis, _ = np.linalg.qr([W[idx], b[idx]].T)``; step 2: features with
+    a 1 appended (the hook output concatenated with ones) and the class centroids
+    of those features, both times ``basis``; step 3: ``PCA(n_components=2)`` fitted
+    on the projected features plus the projected centroids, here as the top two
+    eigenvectors of their covariance; the validation split reuses the fit.
+    """
+    w = np.asarray(weight, dtype=np.float64)[classes]
+    rows = classes if bias_rows is None else bias_rows
+    b = np.asarray(bias, dtype=np.float64)[rows]  # global indices, not 0, 1, 2
+    basis, _ = np.linalg.qr(np.concatenate([w, b[:, None]], axis=1).T)  # (D + 1, 3)
+
+    def lift(x):
+        x = np.asarray(x, dtype=np.float64)
+        return np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)
+
+    def centroids(x, y):
+        return np.stack([lift(x)[np.asarray(y) == c].mean(axis=0) for c in classes])
+
+    out_project = lift(train_x) @ basis
+    centroids_project = centroids(train_x, train_y) @ basis
+    fit = np.concatenate([out_project, centroids_project])
+    mean = fit.mean(axis=0)
+    cov = (fit - mean).T @ (fit - mean) / (fit.shape[0] - 1)
+    evals, evecs = np.linalg.eigh(cov)
+    comps = evecs[:, np.argsort(evals)[::-1][:2]]  # (3, 2)
+
+    def pca(z):
+        return (z - mean) @ comps
+
+    return {
+        "train": pca(out_project),
+        "train_centroids": pca(centroids_project),
+        "val": pca(lift(val_x) @ basis),
+        "val_centroids": pca(centroids(val_x, val_y) @ basis),
+    }
+
+
+def _match_up_to_axis_signs(got: np.ndarray, want: np.ndarray, signs: np.ndarray) -> None:
+    np.testing.assert_allclose(got * signs, want, rtol=0, atol=1e-8)
+
+
+def test_pca_reproduces_the_papers_released_steps(dtype):
+    fc, classes, (tx, ty), (vx, vy) = _paper_setup(dtype)
+    tpl = templates_from_linear(fc, classes)
+    want = _paper_reference(fc.weight.detach(), fc.bias.detach(), classes, tx, ty, vx, vy)
+    centroids = class_centroids(tx, ty, num_classes=10, on_empty="ignore")[classes]  # float64
+    proj = muller_projection(tx, tpl, method="pca", centroids=centroids)
+    got = proj.points.numpy()
+    signs = np.sign(np.sum(got * want["train"], axis=0))  # one sign per axis
+    assert set(signs.tolist()) <= {-1.0, 1.0}
+    _match_up_to_axis_signs(got, want["train"], signs)
+    assert proj.centroids is not None
+    _match_up_to_axis_signs(proj.centroids.numpy(), want["train_centroids"], signs)
+    # the validation split through the training fit, as the paper plots it
+    _match_up_to_axis_signs(proj.transform(vx).numpy(), want["val"], signs)
+    val_centroids = class_centroids(vx, vy, num_classes=10, on_empty="ignore")[classes]
+    _match_up_to_axis_signs(proj.transform(val_centroids).numpy(), want["val_centroids"], signs)
+    # the released code's local bias indices (0, 1, 2) give another picture
+    weight, bias = fc.weight.detach(), fc.bias.detach()
+    bugged = _paper_reference(weight, bias, classes, tx, ty, vx, vy, bias_rows=[0, 1, 2])
+    assert not np.allclose(np.abs(bugged["train"]), np.abs(want["train"]), atol=1e-3)
+
+
+def test_pca_with_centroids_fits_features_plus_centroids():
+    fc, classes, (tx, ty), _ = _paper_setup(torch.float64, seed=1)
+    tpl = templates_from_linear(fc, classes)
+    far = torch.stack([tx[ty == c].mean(0) for c in classes]) * 5  # pull the fit
+    with_c = muller_projection(tx, tpl, method="pca", centroids=far)
+    stacked = muller_projection(torch.cat([tx, far]), tpl, method="pca")
+    torch.testing.assert_close(with_c.points, stacked.points[: len(tx)], rtol=0, atol=1e-10)
+    assert with_c.centroids is not None
+    torch.testing.assert_close(with_c.centroids, stacked.points[len(tx) :], rtol=0, atol=1e-10)
+    without = muller_projection(tx, tpl, method="pca")
+    assert without.centroids is None
+    assert not torch.allclose(without.points.abs(), with_c.points.abs(), atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["plane", "pca"])
+@pytest.mark.parametrize("use_bias", [False, True])
+@pytest.mark.parametrize("with_centroids", [False, True])
+def test_transform_of_the_fitted_features_is_exactly_the_points(
+    device, dtype, method, use_bias, with_centroids
+):
+    fc, classes, (tx, ty), (vx, _) = _paper_setup(dtype, seed=2)
+    tpl = templates_from_linear(fc.to(device), classes, bias=use_bias)
+    tx, vx = tx.to(device), vx.to(device)
+    cents = torch.stack([tx[ty.to(device) == c].mean(0) for c in classes])
+    proj = muller_projection(tx, tpl, method=method, centroids=cents if with_centroids else None)
+    assert torch.equal(proj.transform(tx), proj.points)
+    assert torch.equal(proj.transform(tx.cpu().numpy()).to(device), proj.points)
+    assert proj.augmented is use_bias
+    assert proj.num_features == 16
+    assert proj.basis.shape == (16 + use_bias, 2)
+    eye = torch.eye(2, dtype=torch.float64, device=proj.basis.device)
+    torch.testing.assert_close(proj.basis.T @ proj.basis, eye, rtol=0, atol=1e-12)
+    # every point goes through the same map: templates, centroids, another split
+    if not use_bias:
+        torch.testing.assert_close(proj.transform(tpl.weight), proj.templates)
+    if with_centroids:
+        assert proj.centroids is not None
+        torch.testing.assert_close(proj.transform(cents), proj.centroids, rtol=0, atol=1e-10)
+    val = proj.transform(vx)
+    assert val.shape == (vx.shape[0], 2)
+    assert val.dtype == torch.float64
+    # against a float64 numpy re-derivation of the stored map
+    lifted = vx.double().cpu().numpy()
+    if use_bias:
+        lifted = np.concatenate([lifted, np.ones((lifted.shape[0], 1))], axis=1)
+    want = (lifted - proj.origin.cpu().numpy()) @ proj.basis.cpu().numpy()
+    np.testing.assert_allclose(val.cpu().numpy(), want, rtol=1e-10, atol=1e-10)
+
+
+def test_plane_ignores_the_data_and_pca_does_not():
+    fc, classes, (tx, _), (vx, _) = _paper_setup(torch.float64, seed=3)
+    tpl = templates_from_linear(fc, classes)
+    a = muller_projection(tx, tpl)
+    b = muller_projection(vx, tpl)
+    torch.testing.assert_close(a.basis, b.basis, rtol=0, atol=0)
+    torch.testing.assert_close(a.transform(vx), b.points, rtol=0, atol=1e-12)
+    c = muller_projection(tx, tpl, method="pca")
+    d = muller_projection(vx, tpl, method="pca")
+    assert not torch.allclose(c.origin, d.origin)
+
+
+def test_projection_centroid_and_transform_errors():
+    x = torch.randn(6, 4)
+    w = torch.randn(3, 4)
+    with pytest.raises(ValueError, match=r"centroids must have shape \(3, 4\).*got \(2, 4\)"):
+        muller_projection(x, w, centroids=torch.zeros(2, 4))
+    with pytest.raises(TypeError, match="centroids must have a floating dtype"):
+        muller_projection(x, w, centroids=torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="centroids must be finite"):
+        muller_projection(x, w, centroids=torch.full((3, 4), math.nan))
+    with pytest.raises(TypeError, match=r"centroids must be a torch\.Tensor or a numpy"):
+        muller_projection(x, w, centroids=[[0.0] * 4] * 3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="linearly dependent"):
+        muller_projection(x, torch.stack([w[0], w[1], w[0] + w[1]]), method="pca")
+    # one feature is enough when the centroids join the fit
+    one = muller_projection(x[:1], w, method="pca", centroids=torch.randn(3, 4))
+    assert one.points.shape == (1, 2)
+    proj = muller_projection(x, w, torch.zeros(3))
+    with pytest.raises(ValueError, match=r"D=4 columns.*got shape \(2, 5\)"):
+        proj.transform(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="features must be 2-D"):
+        proj.transform(torch.zeros(4))

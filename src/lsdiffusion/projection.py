@@ -1,9 +1,20 @@
-r"""Projections of penultimate features onto the plane of three class templates.
+r"""Projections of penultimate features onto three class templates, as 2-D points.
 
-Two methods (see :func:`muller_projection`): Müller et al.'s plane through the
-three templates, and the seed paper's Algorithm 1 (a QR basis of the
-templates' span, then a PCA to 2-D). :func:`templates_from_linear` takes the
-templates from a final linear layer, by global class index.
+Two methods, both orthogonal projections onto a 2-D plane of the
+(bias-augmented) feature space; they differ in which plane
+(:func:`muller_projection` gives the formulas):
+
+* ``method="plane"`` (the default) is **Müller et al.'s construction** (2019,
+  "When does label smoothing help?", Section 2): the plane through the three
+  templates. Nothing is fitted to the data.
+* ``method="pca"`` is **the seed paper's Algorithm 1** (Chandrasegaran et al.,
+  2022) as its released code runs it: a QR basis of the 3-D span of the
+  templates, then a PCA to 2-D fitted on the features *and* the three class
+  centroids. :meth:`Projection.transform` reuses the fitted map on another
+  split (the paper fits on the training split and plots the validation split).
+
+:func:`templates_from_linear` takes the templates from a final linear layer,
+weights and biases both by *global* class index.
 """
 
 from __future__ import annotations
@@ -111,7 +122,14 @@ def templates_from_linear(
 
 @dataclass(frozen=True)
 class Projection:
-    """Features and templates drawn on a 2-D plane (see :func:`muller_projection`).
+    r"""Features, templates and (optionally) class centroids mapped to 2-D, and the map.
+
+    The map is :math:`p = B^\top (\tilde x - o)`, with :math:`\tilde x = [x, 1]`
+    when the templates carry biases (:attr:`augmented`), else :math:`x`. For
+    both methods :math:`B` has orthonormal columns, so the map is an orthogonal
+    projection onto a 2-D plane: distances within that plane are kept exactly,
+    and moving a feature orthogonally to it does not move its point.
+    :meth:`transform` applies the same map to other features.
 
     Unpacks as ``points, templates = muller_projection(...)``.
 
@@ -119,11 +137,17 @@ class Projection:
         points: (N, 2) float64 coordinates of the features.
         templates: (3, 2) float64 coordinates of the three templates.
         classes: the templates' global class indices, if known.
-        basis: (D', 2) orthonormal basis of the plane (D' = D + 1 with bias),
-            or (D', 3) QR basis followed by a PCA for ``method="pca"``.
-        origin: (D',) point of the feature space mapped to (0, 0)
-            (for ``method="plane"``, the mean of the three templates).
-        method: ``"plane"`` or ``"pca"``.
+        basis: :math:`B`, (D', 2) float64 with orthonormal columns (D' = D + 1
+            with biases). ``"plane"``: the QR basis of
+            :math:`\tilde w_1 - \tilde w_0, \tilde w_2 - \tilde w_0`.
+            ``"pca"``: :math:`Q V`, the 3-D QR basis of the templates times the
+            PCA's two principal directions.
+        origin: :math:`o`, (D',) the point mapped to (0, 0): the templates' mean
+            (``"plane"``) or the mean of the points the PCA was fitted on (``"pca"``).
+        method: ``"plane"`` (Müller et al.) or ``"pca"`` (the paper's Algorithm 1).
+        centroids: (3, 2) float64 coordinates of the three class centroids, when
+            they were given, else ``None``.
+        augmented: whether features get a 1 appended (the templates carry biases).
     """
 
     points: torch.Tensor
@@ -132,10 +156,71 @@ class Projection:
     basis: torch.Tensor
     origin: torch.Tensor
     method: Literal["plane", "pca"] = "plane"
+    centroids: torch.Tensor | None = None
+    augmented: bool = False
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         yield self.points
         yield self.templates
+
+    @property
+    def num_features(self) -> int:
+        """D, the feature dimension the map expects (without the appended 1)."""
+        return int(self.basis.shape[0]) - int(self.augmented)
+
+    def transform(self, features: ArrayLike) -> torch.Tensor:
+        """Map other features with this fitted projection (no refit).
+
+        Fitting on one split and drawing another, as the paper does (PCA fitted
+        on the training split, validation split plotted), is
+        ``muller_projection(train, tpl, method="pca", centroids=c).transform(val)``.
+        On the features it was fitted on it returns :attr:`points` exactly.
+
+        Args:
+            features: (N, D) features (tensor on any device, or numpy array).
+
+        Returns:
+            (N, 2) float64 coordinates, on the device of :attr:`basis`.
+
+        Example:
+            >>> import torch
+            >>> w = torch.eye(3)
+            >>> x = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+            >>> proj = muller_projection(x, w)
+            >>> torch.equal(proj.transform(x), proj.points)
+            True
+            >>> torch.allclose(proj.transform(w), proj.templates)  # templates land on theirs
+            True
+        """
+        x = _as_tensor("features", features)
+        _check_features("features", x)
+        if int(x.shape[1]) != self.num_features:
+            raise ValueError(
+                f"features must have D={self.num_features} columns like the features this "
+                f"projection was fitted on, got shape {_shape(x)}"
+            )
+        return _apply(_lift(x, self.augmented, self.basis.device), self.origin, self.basis)
+
+
+def _lift(x: torch.Tensor, augmented: bool, device: torch.device) -> torch.Tensor:
+    """``x`` as float64 on ``device``, with a column of ones appended when ``augmented``."""
+    xf = x.detach().to(device=device, dtype=torch.float64)
+    if augmented:
+        xf = torch.cat([xf, xf.new_ones(xf.shape[0], 1)], dim=1)
+    return xf
+
+
+def _apply(xf: torch.Tensor, origin: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """The one formula every point goes through: ``(x_aug - origin) @ basis``."""
+    out: torch.Tensor = (xf - origin) @ basis
+    return out
+
+
+def _fix_signs(basis: torch.Tensor) -> torch.Tensor:
+    """Flip each column so that its entry of largest magnitude is positive."""
+    pick = basis.gather(0, basis.abs().argmax(dim=0, keepdim=True))
+    signs = torch.where(pick < 0, -1.0, 1.0).to(basis.dtype)
+    return basis * signs
 
 
 def muller_projection(
@@ -144,27 +229,43 @@ def muller_projection(
     bias: ArrayLike | None = None,
     *,
     method: Literal["plane", "pca"] = "plane",
+    centroids: ArrayLike | None = None,
 ) -> Projection:
-    r"""Project features onto the plane through three class templates (Müller et al., 2019).
+    r"""Project features onto three class templates: Müller's plane or the paper's QR + PCA.
 
-    With templates :math:`w_0, w_1, w_2` (each with its bias appended,
-    :math:`\tilde w_k = [w_k, b_k]`, and features augmented as
-    :math:`\tilde x = [x, 1]` when biases are given), ``method="plane"``
-    (Algorithm 1) builds an orthonormal basis :math:`Q = [q_1, q_2]` of
-    :math:`\mathrm{span}(\tilde w_1 - \tilde w_0, \tilde w_2 - \tilde w_0)`
-    by QR (:math:`q_1` along :math:`\tilde w_1 - \tilde w_0`, :math:`q_2` towards
-    :math:`\tilde w_2`) and returns
+    The templates are :math:`\tilde w_k = [w_k, b_k]` and the features
+    :math:`\tilde x = [x, 1]` when biases are given (:math:`w_k` and :math:`x`
+    otherwise). Both methods return :math:`p = B^\top (\tilde x - o)` with an
+    orthonormal (D', 2) basis :math:`B`; they differ in the plane.
 
-    .. math::
+    **method="plane": Müller et al. (2019), the default.** :math:`B = [q_1, q_2]`
+    is the QR basis of :math:`\tilde w_1 - \tilde w_0,\ \tilde w_2 - \tilde w_0`
+    (:math:`q_1` along :math:`\tilde w_1 - \tilde w_0`, :math:`q_2` towards
+    :math:`\tilde w_2`) and :math:`o = \tfrac13 (\tilde w_0 + \tilde w_1 + \tilde w_2)`:
+    the plane *through* the three templates. It keeps every distance within
+    that plane, so the templates' triangle is drawn true to size, and drops
+    each feature's offset orthogonal to the plane.
 
-        p = Q^\top (\tilde x - o), \qquad o = \tfrac13 (\tilde w_0 + \tilde w_1 + \tilde w_2)
+    **method="pca": the seed paper's Algorithm 1** (Chandrasegaran et al., 2022),
+    step for step as its released code runs it: (1) :math:`Q` (D', 3), the QR
+    basis of the span of :math:`\tilde w_0, \tilde w_1, \tilde w_2` (through
+    the origin); (2) features and class centroids to 3-D,
+    :math:`\tilde x Q` and :math:`\tilde \mu_k Q`; (3) a PCA to 2-D *fitted
+    on the projected features plus the three projected centroids* (mean
+    :math:`m`, principal directions :math:`V`, 3 x 2); so :math:`B = Q V`,
+    :math:`o = Q m`. It keeps the distances within the 2-D plane of largest
+    spread of the fitted points inside the templates' 3-D span; template
+    distances are not kept in general. The map depends on the data it was
+    fitted on: reuse it on another split with :meth:`Projection.transform`.
+    Biases are taken by *global* class index (the released code indexed
+    them by 0, 1, 2: a bug not copied). Each axis is signed so that its largest
+    basis entry is positive (a PCA fixes axes only up to sign).
 
-    The map is an orthogonal projection: it keeps the templates' pairwise
-    distances, and moving a feature orthogonally to the plane does not move its point.
-
-    ``method="pca"`` follows the paper's released code instead: a QR basis of the
-    3-D span of the templates (through the origin), then a PCA of the projected
-    features down to 2-D; template distances are not preserved in general.
+    **Why "plane" is the default.** It fits nothing: the map is a function of
+    the three templates alone, so every split, subset or batch of features
+    lands in the same coordinates, it is what "Müller's projection" names,
+    and the templates keep their true geometry. Use ``"pca"`` with
+    ``centroids=`` to reproduce the paper's figures.
 
     Args:
         features: (N, D) features (tensor or numpy array).
@@ -172,13 +273,19 @@ def muller_projection(
             (3, D) array of template weights.
         bias: (3,) template biases when ``templates`` is an array (``None``: no
             augmentation); must be ``None`` when ``templates`` is :class:`Templates`.
-        method: ``"plane"`` (default) or ``"pca"``.
+        method: ``"plane"`` (default, Müller et al.) or ``"pca"`` (the paper's Algorithm 1).
+        centroids: (3, D) centroids of the three template classes, in template
+            order (e.g. :func:`~lsdiffusion.centroids.class_centroids` rows).
+            They are projected too (:attr:`Projection.centroids`); for
+            ``"pca"`` they enter the PCA fit, as in the paper's code.
 
     Returns:
-        A :class:`Projection` with ``points`` (N, 2) and ``templates`` (3, 2), float64.
+        A :class:`Projection`: ``points`` (N, 2), ``templates`` (3, 2) and
+        ``centroids`` (3, 2) or ``None``, all float64, and the map itself.
 
     Shape:
-        - features: (N, D); templates: (3, D); bias: (3,); points: (N, 2).
+        - features: (N, D); templates: (3, D); bias: (3,); centroids: (3, D).
+        - points: (N, 2); templates, centroids: (3, 2).
 
     Example:
         >>> import torch
@@ -190,6 +297,9 @@ def muller_projection(
                 [-0.7071, -0.4082]], dtype=torch.float64)
         >>> torch.cdist(tpl, tpl).round(decimals=4)[0, 1].item()  # |w1 - w0| = sqrt(2)
         1.4142
+        >>> paper = muller_projection(x, w, method="pca", centroids=w)
+        >>> paper.points.shape, paper.centroids.shape
+        (torch.Size([2, 2]), torch.Size([3, 2]))
     """
     _check_choice("method", method, ("plane", "pca"))
     x = _as_tensor("features", features)
@@ -218,12 +328,28 @@ def muller_projection(
         )
     if tpl.bias is not None and _shape(tpl.bias) != (3,):
         raise ValueError(f"bias must have shape (3,), got {_shape(tpl.bias)}")
+    augmented = tpl.bias is not None
     w_aug = tpl.augmented().to(x.device)
-    xf = x.detach().to(torch.float64)
-    if tpl.bias is not None:
-        xf = torch.cat([xf, xf.new_ones(xf.shape[0], 1)], dim=1)
     if not bool(torch.isfinite(w_aug).all()):
         raise ValueError("templates (and bias) must be finite")
+    xf = _lift(x, augmented, x.device)
+    cf: torch.Tensor | None = None
+    if centroids is not None:
+        c = _as_tensor("centroids", centroids)
+        if c.dim() != 2 or _shape(c) != (3, int(x.shape[1])):
+            raise ValueError(
+                f"centroids must have shape (3, {int(x.shape[1])}) (one row per template "
+                f"class, D like features), got {_shape(c)}"
+            )
+        if not c.is_floating_point():
+            raise TypeError(f"centroids must have a floating dtype, got {c.dtype}")
+        cf = _lift(c, augmented, x.device)
+        if not bool(torch.isfinite(cf).all()):
+            raise ValueError(
+                "centroids must be finite; an empty class has a NaN centroid: collect "
+                "samples of all three template classes"
+            )
+    rel_tol = 100 * torch.finfo(w_raw.dtype).eps  # degenerate up to the input's precision
 
     if method == "plane":
         origin = w_aug.mean(dim=0)
@@ -231,35 +357,35 @@ def muller_projection(
         q, r = torch.linalg.qr(spans)
         signs = torch.sign(torch.diagonal(r))
         signs = torch.where(signs == 0, torch.ones_like(signs), signs)
-        q = q * signs
+        basis = q * signs
         scale = torch.linalg.vector_norm(spans, dim=0).max()
-        rel_tol = 100 * torch.finfo(w_raw.dtype).eps  # collinear up to the input's precision
         if not bool(scale > 0) or not bool(torch.diagonal(r).abs().min() > rel_tol * scale):
             raise ValueError("the three templates are collinear (or coincide): they span no plane")
-        return Projection(
-            points=(xf - origin) @ q,
-            templates=(w_aug - origin) @ q,
-            classes=classes,
-            basis=q,
-            origin=origin,
-            method="plane",
-        )
-
-    if x.shape[0] < 2:
-        raise ValueError(f"method='pca' needs at least 2 features, got shape {_shape(x)}")
-    q3, _ = torch.linalg.qr(w_aug.T)  # (D', 3)
-    proj = xf @ q3
-    mean = proj.mean(dim=0)
-    _, _, vh = torch.linalg.svd(proj - mean, full_matrices=False)
-    v = vh[:2].T  # (3, 2)
-    flip = torch.sign(v.gather(0, v.abs().argmax(dim=0, keepdim=True)))
-    v = v * torch.where(flip == 0, torch.ones_like(flip), flip)
+    else:
+        fitted = int(x.shape[0]) + (0 if cf is None else 3)
+        if fitted < 2:
+            raise ValueError(
+                "method='pca' needs at least 2 points to fit (features plus centroids), "
+                f"got features of shape {_shape(x)} and no centroids"
+            )
+        q3, r3 = torch.linalg.qr(w_aug.T)  # (D', 3): step 1, the templates' span
+        diag = torch.diagonal(r3).abs()
+        if not bool(diag.max() > 0) or not bool(diag.min() > rel_tol * diag.max()):
+            raise ValueError(
+                "the three templates are linearly dependent: they span fewer than 3 dimensions"
+            )
+        fit = xf @ q3 if cf is None else torch.cat([xf, cf]) @ q3  # step 2
+        mean = fit.mean(dim=0)
+        _, _, vh = torch.linalg.svd(fit - mean, full_matrices=False)  # step 3, the PCA
+        basis = _fix_signs(q3 @ vh[:2].T)
+        origin = q3 @ mean
     return Projection(
-        points=(proj - mean) @ v,
-        templates=(w_aug @ q3 - mean) @ v,
+        points=_apply(xf, origin, basis),
+        templates=_apply(w_aug, origin, basis),
         classes=classes,
-        basis=q3,
-        origin=q3 @ mean,
-        method="pca",
+        basis=basis,
+        origin=origin,
+        method=method,
+        centroids=None if cf is None else _apply(cf, origin, basis),
+        augmented=augmented,
     )
-
