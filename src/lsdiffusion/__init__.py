@@ -16,6 +16,7 @@ from lsdiffusion.centroids import ClassCentroids, EmptyClassWarning, class_centr
 from lsdiffusion.diffusion import (
     DiffusionIndex,
     DiffusionIndexTable,
+    DiffusionSignificance,
     diffusion_index,
     diffusion_indices,
     relative_distances,
@@ -29,8 +30,14 @@ from lsdiffusion.features import (
     find_final_linear,
     iter_features,
 )
-from lsdiffusion.functional import KDTerms, kd_loss, kd_loss_terms, label_smoothing_loss
-from lsdiffusion.losses import KDLoss, LabelSmoothingLoss
+from lsdiffusion.functional import (
+    KDTerms,
+    fused_linear_kd_loss,
+    kd_loss,
+    kd_loss_terms,
+    label_smoothing_loss,
+)
+from lsdiffusion.losses import FusedLinearKDLoss, KDLoss, LabelSmoothingLoss
 from lsdiffusion.plotting import plot_diffusion_index, plot_projections
 from lsdiffusion.projection import (
     Projection,
@@ -68,10 +75,12 @@ __all__ = [
     "ClassSets",
     "DiffusionIndex",
     "DiffusionIndexTable",
+    "DiffusionSignificance",
     "EmptyClassWarning",
     "EntropyReport",
     "FeatureBatch",
     "FeatureCapture",
+    "FusedLinearKDLoss",
     "KDLoss",
     "KDTerms",
     "LabelSmoothingLoss",
@@ -89,6 +98,7 @@ __all__ = [
     "feature_class_sets",
     "find_class",
     "find_final_linear",
+    "fused_linear_kd_loss",
     "imagenet1k_hierarchy",
     "iter_features",
     "kd_loss",

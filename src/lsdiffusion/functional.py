@@ -55,6 +55,7 @@ from lsdiffusion._validation import (
 
 __all__ = [
     "KDTerms",
+    "fused_linear_kd_loss",
     "kd_loss",
     "kd_loss_terms",
     "label_smoothing_loss",
@@ -114,8 +115,13 @@ def _check_index_target(
         raise TypeError(f"{name} indices must be an integer tensor, got dtype {target.dtype}")
     if target.device != logits.device:
         raise ValueError(f"{name} is on {target.device} but the logits are on {logits.device}")
-    flat = target.reshape(-1).long()
-    num_classes = logits.shape[dim]
+    return _check_range(target.reshape(-1).long(), logits.shape[dim], ignore_index, name)
+
+
+def _check_range(
+    flat: Tensor, num_classes: int, ignore_index: int, name: str
+) -> tuple[Tensor, bool]:
+    """Range-check flat class indices; also say whether some may equal ``ignore_index``."""
     if not flat.numel():
         return flat, False
     if _inspectable(flat):
@@ -518,3 +524,215 @@ def kd_loss(
         dim=dim,
         need_hard=False,
     ).loss
+
+
+def _check_hidden(name: str, hidden: object) -> Tensor:
+    if not isinstance(hidden, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(hidden).__name__}")
+    if not hidden.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {hidden.dtype}")
+    if hidden.dim() not in (2, 3):
+        raise ValueError(f"{name} must be (N, H) or (B, L, H), got shape {tuple(hidden.shape)}")
+    return hidden
+
+
+def _check_head(name: str, weight: object, bias: object, hidden: Tensor, bias_name: str) -> None:
+    if not isinstance(weight, Tensor) or not weight.is_floating_point() or weight.dim() != 2:
+        got = (
+            f"shape {tuple(weight.shape)}, dtype {weight.dtype}"
+            if isinstance(weight, Tensor)
+            else type(weight).__name__
+        )
+        raise ValueError(f"{name} must be a 2-D floating-point (V, H) tensor, got {got}")
+    if weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(
+            f"{name} must be (V, H) with H = {hidden.shape[-1]} (the hidden size), "
+            f"got shape {tuple(weight.shape)}"
+        )
+    if weight.device != hidden.device:
+        raise ValueError(
+            f"{name} is on {weight.device} but the hidden states are on {hidden.device}"
+        )
+    if bias is None:
+        return
+    if not isinstance(bias, Tensor) or bias.shape != (weight.shape[0],):
+        got = f"shape {tuple(bias.shape)}" if isinstance(bias, Tensor) else type(bias).__name__
+        raise ValueError(f"{bias_name} must be a ({weight.shape[0]},) tensor or None, got {got}")
+
+
+def fused_linear_kd_loss(
+    student_hidden: Tensor,
+    student_weight: Tensor,
+    teacher_hidden: Tensor,
+    teacher_weight: Tensor,
+    temperature: float,
+    *,
+    student_bias: Tensor | None = None,
+    teacher_bias: Tensor | None = None,
+    target: Tensor | None = None,
+    beta: float = 1.0,
+    alpha: float = 0.0,
+    t2_scaling: bool = True,
+    ignore_index: int = -100,
+    reduction: KDReduction = "batchmean",
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""Knowledge distillation through the output heads, without ever holding the logits.
+
+    The value is exactly :func:`kd_loss` of
+    :math:`s = h_s W_s^\top + b_s` against :math:`t = h_t W_t^\top + b_t`
+    (:math:`T^2` convention, ``batchmean`` over the non-ignored tokens), with
+    ``target`` and ``beta < 1`` mixing in a hard term that ``alpha > 0``
+    label-smooths (the LS-teacher recipe):
+
+    .. math::
+
+        \mathcal{L} = (1-\beta)\,\ell_{LS(\alpha)}(y, s) + \beta\,T^2\,
+        \mathrm{KL}\big(\mathrm{softmax}(t/T)\,\|\,\mathrm{softmax}(s/T)\big).
+
+    The tokens are processed ``chunk_size`` rows at a time: each chunk's logits
+    are computed (matmul in the input dtype, softmax in float32), its loss and
+    the gradients with respect to ``student_hidden``, ``student_weight`` and
+    ``student_bias`` are accumulated, and the chunk's logits are dropped. Peak
+    extra memory is one chunk's temporaries (bounded by 64 MiB with
+    ``chunk_size=None``) plus the gradients themselves, instead of two or more
+    N×V logits tensors. Tokens whose target is ``ignore_index`` are dropped
+    before the matmuls. The teacher receives no gradient.
+
+    Every autograd mode of :func:`kd_loss` works: ``create_graph=True``,
+    ``torch.func`` transforms, forward mode and ``torch.compile`` run the
+    unfused formula (correct, but with the unfused memory). Under autocast the
+    matmuls run in the autocast dtype. With a ``target`` holding
+    ``ignore_index``, selecting the kept tokens reads the mask on the host (one
+    synchronisation on accelerators).
+
+    Args:
+        student_hidden: ``(N, H)`` or ``(B, L, H)`` inputs of the student's head.
+        student_weight: the student's head weight ``(V, H)``.
+        teacher_hidden: ``(N, H_t)`` or ``(B, L, H_t)``; the teacher may be wider.
+        teacher_weight: ``(V, H_t)``.
+        temperature: :math:`T > 0`.
+        student_bias: optional ``(V,)``.
+        teacher_bias: optional ``(V,)``.
+        target: optional class indices ``(N,)`` or ``(B, L)``.
+        beta: weight of the distillation term in ``[0, 1]``.
+        alpha: label smoothing of the hard term in ``[0, 1]``.
+        t2_scaling: multiply the KL term by :math:`T^2`.
+        ignore_index: target value marking tokens to skip.
+        reduction: ``"batchmean"``, ``"sum"`` or ``"none"`` (one value per token).
+        chunk_size: tokens per chunk; ``None`` picks the largest chunk whose
+            temporaries fit in 64 MiB.
+
+    Returns:
+        The loss, float32 (float64 for float64 inputs).
+
+    Example:
+        >>> import torch
+        >>> from lsdiffusion import fused_linear_kd_loss, kd_loss
+        >>> g = torch.Generator().manual_seed(0)
+        >>> h_s, w_s = torch.randn(6, 4, generator=g), torch.randn(10, 4, generator=g)
+        >>> h_t, w_t = torch.randn(6, 8, generator=g), torch.randn(10, 8, generator=g)
+        >>> loss = fused_linear_kd_loss(h_s, w_s, h_t, w_t, 2.0, chunk_size=4)
+        >>> bool(torch.isclose(loss, kd_loss(h_s @ w_s.T, h_t @ w_t.T, 2.0)))
+        True
+    """
+    from lsdiffusion._kernels.autograd import use_composite
+    from lsdiffusion._kernels.chunked.fused_linear import (
+        FusedLinearSpec,
+        chunk_rows,
+        fused_linear_kd,
+    )
+
+    check_finite_positive("temperature", temperature)
+    check_in_unit_interval("beta", beta)
+    check_in_unit_interval("alpha", alpha)
+    _check_kd_reduction(reduction)
+    check_bool("t2_scaling", t2_scaling)
+    check_ignore_index(ignore_index)
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    h_s = _check_hidden("student_hidden", student_hidden)
+    h_t = _check_hidden("teacher_hidden", teacher_hidden)
+    if h_t.shape[:-1] != h_s.shape[:-1]:
+        raise ValueError(
+            "teacher_hidden must have the student's token dims "
+            f"{tuple(h_s.shape[:-1])} (+ its own hidden size), got {tuple(h_t.shape)}"
+        )
+    if h_t.device != h_s.device:
+        raise ValueError(f"teacher_hidden is on {h_t.device} but student_hidden is on {h_s.device}")
+    _check_head("student_weight", student_weight, student_bias, h_s, "student_bias")
+    _check_head("teacher_weight", teacher_weight, teacher_bias, h_t, "teacher_bias")
+    if teacher_weight.shape[0] != student_weight.shape[0]:
+        raise ValueError(
+            "student_weight and teacher_weight must have the same vocabulary V, got "
+            f"{student_weight.shape[0]} and {teacher_weight.shape[0]}"
+        )
+    vocab = student_weight.shape[0]
+    token_shape = h_s.shape[:-1]
+    h = h_s.reshape(-1, h_s.shape[-1])
+    ht = h_t.detach().reshape(-1, h_t.shape[-1])
+    w_t = teacher_weight.detach()
+    b_t = None if teacher_bias is None else teacher_bias.detach()
+
+    keep: Tensor | None = None
+    y: Tensor | None = None
+    valid: Tensor | None = None
+    if target is None:
+        if beta < 1.0:
+            raise ValueError(
+                f"beta={beta} < 1 mixes in a hard-label term, which needs target; "
+                "pass target=... or use beta=1.0 for pure distillation"
+            )
+    else:
+        if not isinstance(target, Tensor) or target.is_floating_point():
+            got = f"dtype {target.dtype}" if isinstance(target, Tensor) else type(target).__name__
+            raise TypeError(f"target must be an integer tensor of class indices, got {got}")
+        if target.shape != token_shape:
+            raise ValueError(
+                f"target must have the token shape {tuple(token_shape)}, got {tuple(target.shape)}"
+            )
+        if target.device != h.device:
+            raise ValueError(
+                f"target is on {target.device} but the hidden states are on {h.device}"
+            )
+        flat, may_ignore = _check_range(target.reshape(-1).long(), vocab, ignore_index, "target")
+        y = flat
+        if may_ignore:
+            valid = flat != ignore_index
+    reduce = reduction != "none"
+    chunk = chunk_size or chunk_rows(vocab, h.dtype)
+    if use_composite(h):  # transforms, tracing, compile, forward AD: the unfused formula
+        spec = FusedLinearSpec(
+            float(temperature), t2_scaling, float(beta), float(alpha), False, 1.0, chunk
+        )
+        if valid is not None and y is not None:
+            y = torch.where(valid, y, 0)
+        rows = fused_linear_kd(
+            spec, h, student_weight, student_bias, ht, w_t, b_t, y, use_composite=True
+        )
+        if valid is not None:
+            rows = torch.where(valid, rows, 0.0)
+        if reduction == "none":
+            return rows.reshape(token_shape)
+        if reduction == "sum":
+            return rows.sum()
+        count = rows.new_tensor(rows.shape[0]) if valid is None else valid.sum()
+        return rows.sum() / count.clamp_min(1)
+    if valid is not None and y is not None and not bool(valid.all()):
+        keep = valid.nonzero().squeeze(1)  # drop ignored tokens before the matmul
+        h = h.index_select(0, keep)
+        ht = ht.index_select(0, keep)
+        y = y.index_select(0, keep)
+    n = h.shape[0]
+    scale = 1.0 / n if reduction == "batchmean" and n > 0 else 1.0
+    spec = FusedLinearSpec(
+        float(temperature), t2_scaling, float(beta), float(alpha), reduce, scale, chunk
+    )
+    out = fused_linear_kd(spec, h, student_weight, student_bias, ht, w_t, b_t, y, False)
+    if reduce:
+        return out
+    if keep is not None:
+        out = out.new_zeros(token_shape.numel()).index_copy(0, keep, out)
+    return out.reshape(token_shape)

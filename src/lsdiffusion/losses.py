@@ -28,11 +28,12 @@ from lsdiffusion.functional import (
     KDTerms,
     LSReduction,
     _check_kd_reduction,
+    fused_linear_kd_loss,
     kd_loss_terms,
     label_smoothing_loss,
 )
 
-__all__ = ["KDLoss", "LabelSmoothingLoss"]
+__all__ = ["FusedLinearKDLoss", "KDLoss", "LabelSmoothingLoss"]
 
 
 def _check_dim(dim: object) -> None:
@@ -209,3 +210,97 @@ class KDLoss(nn.Module):
     def __prepare_scriptable__(self) -> NoReturn:
         """Refuse TorchScript with an error that says what to use instead."""
         _no_torchscript(type(self).__name__)
+
+
+class FusedLinearKDLoss(nn.Module):
+    """KD through the output heads, never holding the logits.
+
+    See :func:`~lsdiffusion.fused_linear_kd_loss` for the math and the memory bound.
+
+    Args:
+        temperature: ``T > 0``.
+        beta: weight of the distillation term; ``beta < 1`` needs a target.
+        alpha: label smoothing of the hard term (the LS-teacher recipe).
+        t2_scaling: multiply the KL term by ``T²``.
+        ignore_index: target value marking tokens to skip (before the matmul).
+        reduction: ``"batchmean"``, ``"sum"`` or ``"none"``.
+        chunk_size: tokens per chunk; ``None`` bounds the temporaries to 64 MiB.
+
+    Example:
+        >>> import torch
+        >>> from lsdiffusion import FusedLinearKDLoss
+        >>> criterion = FusedLinearKDLoss(temperature=1.0, beta=0.5, alpha=0.1)
+        >>> h_s = torch.randn(2, 3, 4, requires_grad=True)  # (B, L, H) student states
+        >>> w_s = torch.randn(10, 4, requires_grad=True)  # student head (V, H)
+        >>> h_t, w_t = torch.randn(2, 3, 8), torch.randn(10, 8)  # a wider teacher
+        >>> target = torch.tensor([[1, 2, -100], [3, -100, -100]])  # padding masked
+        >>> criterion(h_s, w_s, h_t, w_t, target).backward()
+        >>> w_s.grad.shape
+        torch.Size([10, 4])
+    """
+
+    def __init__(
+        self,
+        temperature: float,
+        *,
+        beta: float = 1.0,
+        alpha: float = 0.0,
+        t2_scaling: bool = True,
+        ignore_index: int = -100,
+        reduction: KDReduction = "batchmean",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        check_finite_positive("temperature", temperature)
+        check_in_unit_interval("beta", beta)
+        check_in_unit_interval("alpha", alpha)
+        _check_kd_reduction(reduction)
+        check_bool("t2_scaling", t2_scaling)
+        check_ignore_index(ignore_index)
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        self.temperature = float(temperature)
+        self.beta = float(beta)
+        self.alpha = float(alpha)
+        self.t2_scaling = t2_scaling
+        self.ignore_index = ignore_index
+        self.reduction: KDReduction = reduction
+        self.chunk_size = chunk_size
+
+    def forward(
+        self,
+        student_hidden: Tensor,
+        student_weight: Tensor,
+        teacher_hidden: Tensor,
+        teacher_weight: Tensor,
+        target: Tensor | None = None,
+        student_bias: Tensor | None = None,
+        teacher_bias: Tensor | None = None,
+    ) -> Tensor:
+        """Return the distillation loss of the two heads (see the function)."""
+        return fused_linear_kd_loss(
+            student_hidden,
+            student_weight,
+            teacher_hidden,
+            teacher_weight,
+            self.temperature,
+            student_bias=student_bias,
+            teacher_bias=teacher_bias,
+            target=target,
+            beta=self.beta,
+            alpha=self.alpha,
+            t2_scaling=self.t2_scaling,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            chunk_size=self.chunk_size,
+        )
+
+    def extra_repr(self) -> str:
+        """Summarise the configuration for ``repr``."""
+        return (
+            f"temperature={self.temperature}, beta={self.beta}, alpha={self.alpha}, "
+            f"t2_scaling={self.t2_scaling}, ignore_index={self.ignore_index}, "
+            f"reduction={self.reduction!r}, chunk_size={self.chunk_size}"
+        )

@@ -47,8 +47,13 @@ def kd_rows(
     beta: float,
     target: Tensor | None,
     need_hard: bool,
+    alpha: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-row ``(total, hard, soft)`` KD terms of ``(rows, C)`` student/teacher logits."""
+    """Per-row ``(total, hard, soft)`` KD terms of ``(rows, C)`` student/teacher logits.
+
+    The hard term is the cross-entropy with the labels at T = 1, label-smoothed
+    by ``alpha`` (:func:`ls_rows`).
+    """
     lp_s = torch.log_softmax(s / temperature, 1)
     lp_t = torch.log_softmax(t.to(s.dtype) / temperature, 1)
     terms = torch.where(t == _NEG_INF, 0.0, lp_t.exp() * (lp_t - lp_s))
@@ -59,6 +64,6 @@ def kd_rows(
     if target is None or not (need_hard or beta < 1.0):
         hard = torch.zeros_like(soft)
     else:
-        hard = -torch.log_softmax(s, 1).gather(1, target[:, None]).squeeze(1)
+        hard = ls_rows(s, target, False, alpha, None)
     total = soft if beta == 1.0 else (1.0 - beta) * hard + beta * soft
     return total, hard, soft

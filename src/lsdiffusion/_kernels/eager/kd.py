@@ -48,6 +48,7 @@ class KDKernel(LossKernel):
         need_terms: bool,
         scale: Tensor,
         valid: Tensor | None,
+        alpha: float = 0.0,
     ) -> None:
         self.teacher = teacher
         self.temperature = temperature
@@ -56,6 +57,7 @@ class KDKernel(LossKernel):
         self.target = target
         # need_terms: return (total, hard, soft); otherwise (total,) alone
         self.need_terms = need_terms
+        self.alpha = alpha  # label smoothing of the hard term (0: plain cross-entropy)
         self.scale = scale
         self.valid = valid
 
@@ -71,7 +73,14 @@ class KDKernel(LossKernel):
         """Differentiable plain-PyTorch evaluation."""
         s = x.to(compute_dtype(x))
         total, hard, soft = composite.kd_rows(
-            s, self.teacher, self.temperature, self.t2, self.beta, self.target, self.need_terms
+            s,
+            self.teacher,
+            self.temperature,
+            self.t2,
+            self.beta,
+            self.target,
+            self.need_terms,
+            self.alpha,
         )
         outs = (total, hard, soft) if self.need_terms else (total,)
         return tuple(where_valid(self.valid, o * self.scale) for o in outs)
@@ -158,7 +167,10 @@ class KDKernel(LossKernel):
                     e_t.addcmul_(e_1, gh.div(s_1).unsqueeze(1))
             if g is not None:
                 if y is not None and beta < 1.0:
-                    e_t.scatter_add_(1, y.unsqueeze(1), gh.neg().unsqueeze(1))
+                    # d hard / d s = p_s - (1 - alpha) onehot(y) - alpha / K
+                    e_t.scatter_add_(1, y.unsqueeze(1), gh.mul(self.alpha - 1.0).unsqueeze(1))
+                    if self.alpha:
+                        e_t.sub_(gh.mul(self.alpha / e_t.shape[1]).unsqueeze(1))
                 if e_t is not g:
                     g.copy_(e_t)
 
@@ -181,6 +193,9 @@ class KDKernel(LossKernel):
         else:
             # -log p_y = log s - (s_y - max s), on shifted logits (exact with large offsets)
             hard = lse1 - (x.gather(1, target[:, None]).to(cdtype) - max_s).squeeze(1)
+            if self.alpha:  # label-smoothed: (1 - a) CE + a * mean_k (lse - s_k)
+                mean_s = x.sum(1, dtype=cdtype) / x.shape[1] - max_s.squeeze(1)
+                hard = (1.0 - self.alpha) * hard + self.alpha * (lse1 - mean_s)
         total = soft if beta == 1.0 else (1.0 - beta) * hard + beta * soft
         if not self.need_terms:
             return (where_valid(valid, total * scale),), grad

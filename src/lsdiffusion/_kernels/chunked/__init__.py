@@ -1,0 +1,1 @@
+"""Chunked losses over a linear head: the logits are never held whole."""

@@ -1,0 +1,239 @@
+"""fused_linear_kd_loss against the unfused loss on materialised logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lsdiffusion import FusedLinearKDLoss, fused_linear_kd_loss, kd_loss, label_smoothing_loss
+from lsdiffusion._kernels.chunked import fused_linear as fl
+
+T = 2.0
+
+
+def make(dtype=torch.float64, shape=(23,), h=6, ht=9, v=11, bias=True, seed=0, ignore=True):
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*s):
+        return torch.randn(*s, generator=g, dtype=torch.float64).to(dtype)
+
+    hs = rand(*shape, h).requires_grad_()
+    ws = rand(v, h).requires_grad_()
+    bs = rand(v).requires_grad_() if bias else None
+    h_t, w_t = rand(*shape, ht), rand(v, ht)
+    b_t = rand(v) if bias else None
+    y = torch.randint(0, v, shape, generator=g)
+    if ignore:
+        y.view(-1)[::4] = -100
+    return hs, ws, bs, h_t, w_t, b_t, y
+
+
+def unfused(hs, ws, bs, h_t, w_t, b_t, y, beta, alpha, reduction, t2=True):
+    s = hs @ ws.T if bs is None else hs @ ws.T + bs
+    t = h_t @ w_t.T if b_t is None else h_t @ w_t.T + b_t
+    rows = beta * kd_loss(s, t, T, target=y, t2_scaling=t2, reduction="none", dim=-1)
+    if beta < 1:
+        rows = rows + (1 - beta) * label_smoothing_loss(s, y, alpha, reduction="none", dim=-1)
+    if reduction == "none":
+        return rows
+    if reduction == "sum":
+        return rows.sum()
+    return rows.sum() / (y != -100).sum().clamp_min(1)
+
+
+def grads(out, params, upstream):
+    params = [p for p in params if p is not None]
+    return torch.autograd.grad(out, params, upstream)
+
+
+@pytest.mark.parametrize("reduction", ["batchmean", "sum", "none"])
+@pytest.mark.parametrize(("beta", "alpha"), [(1.0, 0.0), (0.3, 0.0), (0.3, 0.2), (0.0, 0.1)])
+@pytest.mark.parametrize("chunk_size", [1, 5, None])
+@pytest.mark.parametrize("shape", [(23,), (3, 7)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_matches_unfused_in_float64(reduction, beta, alpha, chunk_size, shape, bias):
+    hs, ws, bs, h_t, w_t, b_t, y = make(shape=shape, bias=bias)
+    ours = fused_linear_kd_loss(
+        hs, ws, h_t, w_t, T, student_bias=bs, teacher_bias=b_t, target=y,
+        beta=beta, alpha=alpha, reduction=reduction, chunk_size=chunk_size,
+    )  # fmt: skip
+    ref = unfused(hs, ws, bs, h_t, w_t, b_t, y, beta, alpha, reduction)
+    assert ours.shape == ref.shape
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    upstream = torch.rand_like(ref) + 0.5
+    for a, b in zip(
+        grads(ours, (hs, ws, bs), upstream), grads(ref, (hs, ws, bs), upstream), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_matches_unfused_in_float32():
+    hs, ws, bs, h_t, w_t, b_t, y = make(torch.float32, shape=(64,), h=16, ht=24, v=50)
+    for t2 in (True, False):
+        ours = fused_linear_kd_loss(
+            hs, ws, h_t, w_t, T, student_bias=bs, teacher_bias=b_t, target=y, beta=0.5,
+            alpha=0.1, t2_scaling=t2, chunk_size=7,
+        )  # fmt: skip
+        ref = unfused(hs, ws, bs, h_t, w_t, b_t, y, 0.5, 0.1, "batchmean", t2=t2)
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+        for a, b in zip(
+            grads(ours, (hs, ws, bs), None), grads(ref, (hs, ws, bs), None), strict=True
+        ):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_without_target_and_teacher_gets_no_gradient():
+    hs, ws, _bs, h_t, w_t, _b_t, _ = make()
+    w_t.requires_grad_()
+    h_t.requires_grad_()
+    loss = fused_linear_kd_loss(hs, ws, h_t, w_t, T, chunk_size=4)
+    torch.testing.assert_close(loss, kd_loss(hs @ ws.T, h_t @ w_t.T, T), rtol=1e-10, atol=1e-10)
+    loss.backward()
+    assert w_t.grad is None
+    assert h_t.grad is None
+    assert hs.grad is not None
+
+
+def test_ignored_tokens_never_reach_the_matmul(monkeypatch):
+    rows = []
+    original = fl._logits
+
+    def spy(h, w, b):
+        rows.append(h.shape[0])
+        return original(h, w, b)
+
+    monkeypatch.setattr(fl, "_logits", spy)
+    hs, ws, _bs, h_t, w_t, _b_t, y = make()
+    fused_linear_kd_loss(hs, ws, h_t, w_t, T, target=y, chunk_size=4).backward()
+    n_valid = int((y != -100).sum())
+    assert sum(rows) == 2 * n_valid  # student and teacher logits of the kept tokens only
+
+
+def test_all_ignored_gives_zero_and_zero_gradients():
+    hs, ws, bs, h_t, w_t, _b_t, y = make()
+    y.fill_(-100)
+    loss = fused_linear_kd_loss(hs, ws, h_t, w_t, T, student_bias=bs, target=y, beta=0.5)
+    loss.backward()
+    assert loss.item() == 0.0
+    for p in (hs, ws, bs):
+        assert p.grad is not None
+        assert torch.count_nonzero(p.grad) == 0
+
+
+def test_default_chunk_bounds_the_temporaries():
+    for vocab in (1000, 32000, 128000):
+        for dtype in (torch.float32, torch.bfloat16):
+            rows = fl.chunk_rows(vocab, dtype)
+            item = torch.empty((), dtype=dtype).element_size()
+            logits_rows = rows * vocab * (3 * item + 4)  # two logits blocks, the gradient, scratch
+            assert rows >= 1
+            assert logits_rows <= fl.DEFAULT_BUDGET_BYTES
+    assert fl.chunk_rows(32000, torch.float32) >= 64  # still a large matmul
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_hidden_states_and_weights(dtype):
+    hs, ws, bs, h_t, w_t, _b_t, y = make(dtype, shape=(40,), h=16, ht=16, v=30)
+    loss = fused_linear_kd_loss(
+        hs, ws, h_t, w_t, T, student_bias=bs, target=y, beta=0.5, chunk_size=9
+    )
+    assert loss.dtype == torch.float32
+    ref = unfused(hs, ws, bs, h_t, w_t, None, y, 0.5, 0.0, "batchmean")
+    torch.testing.assert_close(loss, ref, rtol=2e-2, atol=2e-2)
+    g_ours = grads(loss, (hs, ws, bs), None)
+    g_ref = grads(ref, (hs, ws, bs), None)
+    for a, b in zip(g_ours, g_ref, strict=True):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.float(), b.float(), rtol=5e-2, atol=5e-3)
+
+
+def test_float16_gradient_survives_a_grad_scaler_scale():
+    hs, ws, _bs, h_t, w_t, _b_t, y = make(torch.float16, shape=(200,), h=8, ht=8, v=20)
+    loss = fused_linear_kd_loss(hs, ws, h_t, w_t, T, target=y)
+    (g,) = torch.autograd.grad(loss * 65536.0, ws)
+    w64 = ws.detach().double().requires_grad_()
+    ref = unfused(
+        hs.double(), w64, None, h_t.double(), w_t.double(), None, y, 1.0, 0.0, "batchmean"
+    )
+    (g_ref,) = torch.autograd.grad(ref * 65536.0, w64)
+    assert torch.isfinite(g).all()
+    torch.testing.assert_close(g.double(), g_ref, rtol=2e-2, atol=2.0)
+
+
+def test_autocast_matches_unfused_under_autocast():
+    hs, ws, bs, h_t, w_t, b_t, y = make(torch.float32, shape=(32,), h=16, ht=16, v=24)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = fused_linear_kd_loss(
+            hs, ws, h_t, w_t, T, student_bias=bs, teacher_bias=b_t, target=y
+        )
+        ref = kd_loss(hs @ ws.T + bs, h_t @ w_t.T + b_t, T, target=y)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, ref, rtol=2e-2, atol=2e-2)
+    loss.backward()
+    assert ws.grad is not None
+    assert ws.grad.dtype == torch.float32
+
+
+def test_higher_order_modes():
+    hs, ws, _bs, h_t, w_t, _b_t, y = make(shape=(9,), h=4, ht=5, v=6)
+
+    def fused(h, w):
+        return fused_linear_kd_loss(h, w, h_t, w_t, T, target=y, beta=0.5, alpha=0.1, chunk_size=4)
+
+    def ref(h, w):
+        return unfused(h, w, None, h_t, w_t, None, y, 0.5, 0.1, "batchmean")
+
+    assert torch.autograd.gradgradcheck(fused, (hs, ws))
+    h0, w0 = hs.detach(), ws.detach()
+    torch.testing.assert_close(
+        torch.func.grad(fused, argnums=(0, 1))(h0, w0),
+        torch.func.grad(ref, argnums=(0, 1))(h0, w0),
+        rtol=1e-10,
+        atol=1e-10,
+    )
+    compiled = torch.compile(fused, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(h0, w0), ref(h0, w0), rtol=1e-10, atol=1e-10)
+
+
+def test_module_equals_function():
+    hs, ws, bs, h_t, w_t, b_t, y = make(shape=(2, 5))
+    module = FusedLinearKDLoss(T, beta=0.4, alpha=0.1, reduction="sum", chunk_size=3)
+    torch.testing.assert_close(
+        module(hs, ws, h_t, w_t, y, student_bias=bs, teacher_bias=b_t),
+        fused_linear_kd_loss(
+            hs, ws, h_t, w_t, T, student_bias=bs, teacher_bias=b_t, target=y, beta=0.4,
+            alpha=0.1, reduction="sum", chunk_size=3,
+        ),
+    )  # fmt: skip
+    for part in ("temperature=2.0", "alpha=0.1", "chunk_size=3", "reduction='sum'"):
+        assert part in repr(module)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"beta": 0.5}, ValueError, "needs target"),
+        ({"chunk_size": 0}, ValueError, "chunk_size must be a positive int"),
+        ({"reduction": "mean"}, ValueError, "batchmean"),
+        ({"alpha": 2.0}, ValueError, "alpha must be in"),
+        ({"student_bias": torch.zeros(3)}, ValueError, r"student_bias must be a \(11,\) tensor"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    hs, ws, _, h_t, w_t, _, _ = make(bias=False)
+    with pytest.raises(error, match=match):
+        fused_linear_kd_loss(hs, ws, h_t, w_t, T, **kwargs)
+
+
+def test_bad_shapes():
+    hs, ws, _, h_t, w_t, _, y = make(bias=False)
+    with pytest.raises(ValueError, match="same vocabulary"):
+        fused_linear_kd_loss(hs, ws, h_t, w_t[:5], T)
+    with pytest.raises(ValueError, match=r"H = 6 \(the hidden size\)"):
+        fused_linear_kd_loss(hs, ws[:, :4], h_t, w_t, T)
+    with pytest.raises(ValueError, match="token dims"):
+        fused_linear_kd_loss(hs, ws, h_t[:3], w_t, T)
+    with pytest.raises(ValueError, match="token shape"):
+        fused_linear_kd_loss(hs, ws, h_t, w_t, T, target=y[:3])
+    with pytest.raises(ValueError, match="class index 11, outside"):
+        fused_linear_kd_loss(hs, ws, h_t, w_t, T, target=torch.full_like(y, 11))
