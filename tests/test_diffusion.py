@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -433,3 +434,166 @@ def test_square_mask_with_permuted_targets_is_ambiguous():
     assert len(ordered.similar) == 4
     with pytest.raises(ValueError, match="could be aligned with targets or indexed"):
         diffusion_indices(c0, c1, [1, 0, 3, 2], sim, dis)
+
+
+# ---------------------------------------------------------------------------
+# significance
+# ---------------------------------------------------------------------------
+
+
+def _table_from_centroids(dtype: torch.dtype, seed: int = 0, shrink: float = 0.8):
+    """A table of 24 targets where similar centroids move closer by ``shrink`` at T1."""
+    g = torch.Generator().manual_seed(seed)
+    c = 24
+    base = torch.randn(c, 6, generator=g, dtype=torch.float64) * 3
+    sims = [[t ^ 1] for t in range(c)]  # pairs of siblings
+    diss = [[k for k in range(c) if k // 2 != t // 2][:10] for t in range(c)]
+    moved = base.clone()
+    for t in range(0, c, 2):  # siblings drift towards their midpoint
+        mid = (base[t] + base[t + 1]) / 2
+        moved[t] = mid + shrink * (base[t] - mid)
+        moved[t + 1] = mid + shrink * (base[t + 1] - mid)
+    moved += 0.05 * torch.randn(c, 6, generator=g, dtype=torch.float64)
+    return diffusion_indices(base.to(dtype), moved.to(dtype), range(c), sims, diss)
+
+
+def _exact_signed_rank_p(x: np.ndarray, alternative: str) -> float:
+    """Exact one-sided Wilcoxon p-value by enumerating all 2^n sign patterns (no ties)."""
+    x = x[x != 0]
+    ranks = np.argsort(np.argsort(np.abs(x))) + 1
+    observed = ranks[x > 0].sum()
+    n = len(x)
+    signs = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
+    stats_all = (signs * ranks).sum(axis=1)
+    if alternative == "less":
+        return float(np.mean(stats_all <= observed))
+    return float(np.mean(stats_all >= observed))
+
+
+def test_significance_equals_scipy_called_directly(dtype):
+    stats = pytest.importorskip("scipy.stats")
+    tab = _table_from_centroids(dtype)
+    sig = tab.significance(confidence=0.9, n_resamples=2000, seed=7)
+    a, b = tab.similar, tab.dissimilar
+    assert sig.n == len(tab) == 24
+    assert sig.p_similar_negative == stats.wilcoxon(a, alternative="less").pvalue
+    assert sig.p_dissimilar_positive == stats.wilcoxon(b, alternative="greater").pvalue
+    assert sig.p_similar_below_dissimilar == stats.wilcoxon(a, b, alternative="less").pvalue
+    for values, got in ((a, sig.ci_similar), (b, sig.ci_dissimilar)):
+        want = stats.bootstrap(
+            (values,),
+            np.mean,
+            confidence_level=0.9,
+            n_resamples=2000,
+            rng=np.random.default_rng(7),
+        ).confidence_interval
+        assert got == (want.low, want.high)
+        assert got[0] <= float(np.mean(values)) <= got[1]
+    assert sig.mean_similar == tab.mean_similar
+    assert sig.mean_dissimilar == tab.mean_dissimilar
+    assert sig.confidence == 0.9
+    assert sig.n_resamples == 2000
+    # the diffusion built into the table is detected
+    assert sig.mean_similar < 0 < sig.mean_dissimilar
+    assert sig.systematic()
+    assert sig.ci_similar[1] < 0 < sig.ci_dissimilar[0]
+
+
+def test_signed_rank_p_values_match_exact_enumeration():
+    rng = np.random.default_rng(3)
+    sim = rng.normal(-0.8, 1.0, size=12)
+    dis = rng.normal(0.3, 1.0, size=12)
+    tab = DiffusionIndexTable(np.arange(12), sim, dis)
+    sig = tab.significance(n_resamples=100)
+    assert sig.p_similar_negative == pytest.approx(_exact_signed_rank_p(sim, "less"), abs=1e-12)
+    assert sig.p_dissimilar_positive == pytest.approx(
+        _exact_signed_rank_p(dis, "greater"), abs=1e-12
+    )
+    assert sig.p_similar_below_dissimilar == pytest.approx(
+        _exact_signed_rank_p(sim - dis, "less"), abs=1e-12
+    )
+
+
+def test_significance_is_seeded_and_invariant_to_row_order():
+    tab = _table_from_centroids(torch.float64, seed=1)
+    a = tab.significance(n_resamples=500)
+    assert a == tab.significance(n_resamples=500)
+    perm = np.random.default_rng(0).permutation(len(tab))
+    shuffled = DiffusionIndexTable(tab.targets[perm], tab.similar[perm], tab.dissimilar[perm])
+    b = shuffled.significance(n_resamples=500)
+    assert b.p_similar_negative == a.p_similar_negative
+    assert b.p_dissimilar_positive == a.p_dissimilar_positive
+    assert b.p_similar_below_dissimilar == a.p_similar_below_dissimilar
+
+
+def test_no_diffusion_is_not_systematic():
+    rng = np.random.default_rng(5)
+    tab = DiffusionIndexTable(np.arange(40), rng.normal(0, 1, 40), rng.normal(0, 1, 40))
+    sig = tab.significance(n_resamples=500)
+    assert not sig.systematic()
+    # the opposite effect gives large one-sided p-values
+    flipped = DiffusionIndexTable(np.arange(40), rng.normal(5, 1, 40), rng.normal(-5, 1, 40))
+    sig = flipped.significance(n_resamples=500)
+    assert sig.p_similar_negative > 0.99
+    assert sig.p_dissimilar_positive > 0.99
+    assert sig.p_similar_below_dissimilar > 0.99
+
+
+def test_significance_outputs():
+    sig = _table_from_centroids(torch.float64).significance(n_resamples=300)
+    data = sig.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert data["systematic"] is True
+    assert len(data["ci_similar"]) == 2
+    lines = str(sig).splitlines()
+    assert lines[0].startswith("n = 24 targets; one-sided Wilcoxon")
+    assert "95% CI [" in lines[1]
+    assert "p(α_sim < 0) = " in lines[1]
+    assert "p(α_dissim > 0) = " in lines[2]
+    assert lines[3].startswith("paired")
+    assert lines[3].index("p(") == lines[1].index("p(")
+    assert sig.systematic(level=1e-30) is False
+    with pytest.raises(ValueError, match=r"level must be in \(0, 1\), got 1.5"):
+        sig.systematic(level=1.5)
+
+
+def test_concat_pools_seeds():
+    a = _table_from_centroids(torch.float64, seed=0)
+    b = _table_from_centroids(torch.float64, seed=1)
+    pooled = DiffusionIndexTable.concat([a, b])
+    assert len(pooled) == len(a) + len(b)
+    np.testing.assert_array_equal(pooled.similar, np.concatenate([a.similar, b.similar]))
+    np.testing.assert_array_equal(pooled.targets, np.concatenate([a.targets, b.targets]))
+    assert pooled.significance(n_resamples=200).n == 48
+    other = DiffusionIndexTable(a.targets, a.similar, a.dissimilar, reference="all")
+    with pytest.raises(ValueError, match="one reference set"):
+        DiffusionIndexTable.concat([a, other])
+    with pytest.raises(ValueError, match="tables is empty"):
+        DiffusionIndexTable.concat([])
+    with pytest.raises(TypeError, match=r"tables\[1\] must be a DiffusionIndexTable, got tuple"):
+        DiffusionIndexTable.concat([a, (1, 2)])  # type: ignore[list-item]
+
+
+def test_significance_errors():
+    tab = _table_from_centroids(torch.float64)
+    one = DiffusionIndexTable(np.array([3]), np.array([-1.0]), np.array([1.0]))
+    with pytest.raises(ValueError, match="at least 2 targets, got 1"):
+        one.significance()
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\), got 1.0"):
+        tab.significance(confidence=1.0)
+    with pytest.raises(TypeError, match="confidence must be a float"):
+        tab.significance(confidence=True)
+    with pytest.raises(ValueError, match="n_resamples must be >= 1, got 0"):
+        tab.significance(n_resamples=0)
+    with pytest.raises(TypeError, match="n_resamples must be an int, got float"):
+        tab.significance(n_resamples=1e4)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        tab.significance(seed=-1)
+
+
+def test_geometry_module_keeps_the_old_import_path():
+    import lsdiffusion
+    from lsdiffusion import geometry
+
+    for name in geometry.__all__:
+        assert getattr(geometry, name) is getattr(lsdiffusion, name), name

@@ -2,7 +2,8 @@
 
 * :mod:`lsdiffusion.centroids`: :class:`ClassCentroids`, :func:`class_centroids`;
 * :mod:`lsdiffusion.diffusion`: :func:`relative_distances`,
-  :func:`diffusion_index`, :func:`diffusion_indices`, :class:`DiffusionIndexTable`;
+  :func:`diffusion_index`, :func:`diffusion_indices`, :class:`DiffusionIndexTable`,
+  :class:`DiffusionSignificance`;
 * :mod:`lsdiffusion.projection`: :func:`muller_projection`,
   :func:`templates_from_linear`, :class:`Projection`, :class:`Templates`.
 
@@ -16,6 +17,7 @@ from lsdiffusion.centroids import ClassCentroids, EmptyClassWarning, class_centr
 from lsdiffusion.diffusion import (
     DiffusionIndex,
     DiffusionIndexTable,
+    DiffusionSignificance,
     diffusion_index,
     diffusion_indices,
     relative_distances,
@@ -31,6 +33,7 @@ __all__ = [
     "ClassCentroids",
     "DiffusionIndex",
     "DiffusionIndexTable",
+    "DiffusionSignificance",
     "EmptyClassWarning",
     "Projection",
     "Templates",
