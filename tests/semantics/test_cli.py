@@ -72,15 +72,60 @@ def test_misspelled_name_exits_nonzero_with_suggestions(capsys: pytest.CaptureFi
     [
         (["crane"], "ambiguous"),
         (["1000"], "[0, 999]"),
-        (["207", "--min-size", "0"], "min_size must be an int >= 1"),
-        (["207", "--dissimilar-depth", "-1"], "dissimilar_depth must be an int >= 0"),
-        (["207", "--sample", "-1"], "--sample must be >= 0"),
-        (["207", "--hierarchy", "/nonexistent/file.tsv"], "No such file"),
+        (["207", "--min-size", "0"], "--min-size must be >= 1, got 0"),
+        (["207", "--min-size", "1000"], "--min-size must be <= 999 (the other classes), got 1000"),
+        (["207", "--dissimilar-depth", "-1"], "--dissimilar-depth must be >= 0, got -1"),
+        (["207", "--sample", "-1"], "--sample must be >= 0, got -1"),
+        (["207", "--hierarchy", "/nonexistent/file.tsv"], "--hierarchy /nonexistent/file.tsv: "),
+        (["207", "--classes", "/nonexistent/c.txt"], "--classes /nonexistent/c.txt: cannot read"),
+        (["-1"], "target index must be in [0, 999], got -1"),
+        (["9999"], "target index must be in [0, 999], got 9999"),
+        (["²"], "target name '²' matches no class"),
+        (["٣"], "target name '٣' matches no class"),  # Arabic-Indic 3: a name, not index 3
+        (["207", "golden"], "target name 'golden' matches no class"),
     ],
 )
-def test_bad_input_exits_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]):
+def test_bad_input_exits_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+):
     assert run(argv) == 2
-    assert message in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("lsdiffusion classes: error: ")
+    assert message in captured.err
+    assert captured.err.count("\n") == 1
+    assert "Traceback" not in captured.err
+
+
+def test_several_targets(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["207", "208", "--sample", "1"]) == 0
+    out = capsys.readouterr().out
+    blocks = out.split("=" * 72)
+    assert len(blocks) == 2
+    assert "207  n02099601  golden retriever  (golden_retriever.n.01)" in blocks[0]
+    assert "208  n02099712  Labrador retriever  (labrador_retriever.n.01)" in blocks[1]
+    # mixed forms, and a class asked for twice is shown once
+    assert run(["n02099601", "Labrador retriever", "207", "--sample", "1"]) == 0
+    assert capsys.readouterr().out == out
+
+
+def test_words_that_name_a_class_only_together_hint_at_quotes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # "golden" is no class, "retriever" alone is no class either: one unquoted name
+    assert run(["golden", "retriever", "--sample", "1"]) == 0
+    assert capsys.readouterr().out.count("target\n") == 1
+    # but 207 resolves on its own, so "207 golden retriever" is three arguments
+    assert run(["207", "golden", "retriever"]) == 2
+    err = capsys.readouterr().err
+    assert "target name 'golden' matches no class" in err
+
+
+def test_long_input_is_cut_in_the_message(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["x" * 100_000]) == 2
+    err = capsys.readouterr().err
+    assert "(100000 characters)" in err
+    assert len(err) < 500
 
 
 def test_saved_hierarchy_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,11 +142,32 @@ def test_class_list_through_nltk(
     classes.write_text("golden retriever\nLabrador retriever\ndog.n.01\nsubmarine\n\n")
     argv = ["golden_retriever", "--classes", str(classes), "--nltk-data", str(nltk_data)]
     assert run(argv) == 2  # "submarine" is also a sandwich
-    assert "'submarine' has 2 noun senses" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "line 4: 'submarine' has 2 noun senses" in err
+    assert "--first-sense" in err
     assert run([*argv, "--first-sense"]) == 0
     out = capsys.readouterr().out
     assert "1  n02099712  Labrador retriever" in out
     assert "3  n04347754  submarine" in out
+
+
+def test_class_list_reports_every_bad_line_at_once(
+    nltk_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    classes = tmp_path / "classes.txt"
+    classes.write_text("apple\n\ngolden retriever\ncrane\ngoldn retrievr\nsubmarine.n.01\n")
+    argv = ["1", "--classes", str(classes), "--nltk-data", str(nltk_data)]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"--classes {classes}: 3 lines name no WordNet noun or several" in err
+    # line numbers count the blank line; every problem is listed, not just the first
+    assert "line 1: 'apple' has 2 noun senses" in err
+    assert "line 4: 'crane' has 5 noun senses" in err
+    assert "line 5: 'goldn retrievr' is not a WordNet noun" in err
+    assert "--first-sense" in err
+    assert "on_ambiguous" not in err  # the Python argument is not this command's flag
+    assert "line 6" not in err
 
 
 def test_through_the_main_command_line(capsys: pytest.CaptureFixture[str]) -> None:

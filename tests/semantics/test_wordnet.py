@@ -175,7 +175,7 @@ def test_prepare_wordnet_corpus_rejects_a_folder_without_wordnet(tmp_path: Path)
         prepare_wordnet_corpus(tmp_path / "out", tmp_path)
 
 
-INSTALL_HINTS = ('pip install "lsdiffusion[wordnet]"', 'nltk.download("wordnet")', "NLTK_DATA")
+INSTALL_HINTS = ("pip install nltk", 'nltk.download("wordnet")', "NLTK_DATA")
 
 
 def test_missing_nltk_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -216,3 +216,27 @@ def test_missing_corpus_says_how_to_install_and_never_downloads(
 
 def test_shipped_wnids_equal_the_embedded_classes() -> None:
     assert imagenet1k_wnids() == imagenet1k_hierarchy().wnids
+
+
+def test_every_bad_class_of_a_list_is_reported_at_once(nltk_data: Path) -> None:
+    from lsdiffusion.semantics import ClassListError
+
+    classes = ["apple", "dog.n.01", "goldn retrievr", "crane", "x" * 5000]
+    with pytest.raises(ClassListError) as info:
+        wordnet_hierarchy(classes, nltk_data=nltk_data)
+    problems = info.value.problems
+    assert [p.position for p in problems] == [0, 2, 3, 4]
+    assert [p.ref for p in problems] == [classes[i] for i in (0, 2, 3, 4)]
+    assert problems[0].senses == ("apple.n.01", "apple.n.02")
+    assert problems[1].senses == ()
+    assert len(problems[2].senses) == 5
+    assert isinstance(info.value, ClassLookupError)
+    message = str(info.value)
+    assert message.startswith("4 classes of the list: [0] 'apple' has 2 noun senses")
+    assert "(5000 characters)" in message
+    assert len(message) < 2000  # the 5000-character name is cut
+    # with on_ambiguous="first" only the unknown ones remain
+    with pytest.raises(ClassListError) as info:
+        wordnet_hierarchy(classes, on_ambiguous="first", nltk_data=nltk_data)
+    assert [p.position for p in info.value.problems] == [2, 4]
+    assert "on_ambiguous" not in str(info.value)

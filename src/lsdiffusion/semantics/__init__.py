@@ -40,6 +40,8 @@ from lsdiffusion.semantics.hierarchy import (
     wordnet_class_sets,
 )
 from lsdiffusion.semantics.wordnet import (
+    ClassListError,
+    ClassProblem,
     WordNetUnavailableError,
     load_wordnet,
     prepare_wordnet_corpus,
@@ -51,7 +53,9 @@ __all__ = [
     "DEFAULT_MIN_SIZE",
     "PAPER_CLASS_SETS",
     "ClassHierarchy",
+    "ClassListError",
     "ClassLookupError",
+    "ClassProblem",
     "ClassSetMasks",
     "ClassSets",
     "SimilarBasis",

@@ -3,7 +3,7 @@
 Examples::
 
     lsdiffusion classes "golden retriever"
-    lsdiffusion classes 207 --dissimilar-depth 4 --sample 20
+    lsdiffusion classes 207 208 --dissimilar-depth 4 --sample 20
     lsdiffusion classes maple_tree --classes cifar100.txt --first-sense
 
 Module-level imports stay light (argparse only) so ``lsdiffusion --help`` is fast.
@@ -39,7 +39,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "target",
         nargs="+",
-        help='class index, wnid (n02099601) or name ("golden retriever"; words may be unquoted)',
+        help=(
+            'one or more classes: index (207), wnid (n02099601) or name ("golden retriever"; '
+            "a single name may also be typed without quotes)"
+        ),
     )
     parser.add_argument(
         "--min-size", type=int, default=None, help="fallback similar-set size (default 1)"
@@ -86,44 +89,133 @@ def run(args: argparse.Namespace) -> int:
     from lsdiffusion.semantics.hierarchy import (
         DEFAULT_DISSIMILAR_DEPTH,
         DEFAULT_MIN_SIZE,
-        ClassHierarchy,
         imagenet1k_hierarchy,
     )
-    from lsdiffusion.semantics.wordnet import WordNetUnavailableError, wordnet_hierarchy
+    from lsdiffusion.semantics.wordnet import WordNetUnavailableError
 
-    text = " ".join(args.target).strip()
-    target: int | str = int(text) if text.isdigit() else text
     min_size = DEFAULT_MIN_SIZE if args.min_size is None else args.min_size
     depth = DEFAULT_DISSIMILAR_DEPTH if args.dissimilar_depth is None else args.dissimilar_depth
     try:
-        if args.sample < 0:
-            raise ValueError(f"--sample must be >= 0, got {args.sample}")
+        for flag, value, minimum in (
+            ("--min-size", min_size, 1),
+            ("--dissimilar-depth", depth, 0),
+            ("--sample", args.sample, 0),
+        ):
+            if value < minimum:
+                raise ValueError(f"{flag} must be >= {minimum}, got {value}")
         hierarchy: ClassHierarchy
         if args.classes is not None:
-            refs = [ln.strip() for ln in args.classes.read_text().splitlines() if ln.strip()]
-            hierarchy = wordnet_hierarchy(
-                refs,
-                on_ambiguous="first" if args.first_sense else "raise",
-                nltk_data=args.nltk_data,
-            )
+            hierarchy = _hierarchy_from_list(args.classes, args.first_sense, args.nltk_data)
         elif args.hierarchy is not None:
-            hierarchy = ClassHierarchy.load(args.hierarchy)
+            hierarchy = _load_hierarchy(args.hierarchy)
         else:
             hierarchy = imagenet1k_hierarchy()
-        i = hierarchy.index(target)
-        similar, dissimilar = hierarchy.class_sets(i, min_size=min_size, dissimilar_depth=depth)
-        basis = hierarchy.similar_basis(i, min_size=min_size)
+        if min_size > hierarchy.num_classes - 1:
+            others = hierarchy.num_classes - 1
+            raise ValueError(f"--min-size must be <= {others} (the other classes), got {min_size}")
+        targets = _targets(hierarchy, args.target)
+        found = [
+            (
+                i,
+                *hierarchy.class_sets(i, min_size=min_size, dissimilar_depth=depth),
+                hierarchy.similar_basis(i, min_size=min_size),
+            )
+            for i in targets
+        ]
     except (ValueError, TypeError, OSError, WordNetUnavailableError) as exc:
         print(f"lsdiffusion classes: error: {exc}", file=sys.stderr)
         return 2
 
     try:
-        _print_sets(hierarchy, i, similar, dissimilar, basis, depth, args.sample)
+        for n, (i, similar, dissimilar, basis) in enumerate(found):
+            if n:
+                print("\n" + "=" * 72 + "\n")
+            _print_sets(hierarchy, i, similar, dissimilar, basis, depth, args.sample)
     except BrokenPipeError:  # e.g. piped into `head`
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     return 0
+
+
+def _targets(hierarchy: ClassHierarchy, words: list[str]) -> list[int]:
+    """Each argument is one class; a name typed without quotes is taken whole.
+
+    ``classes 207 208`` gives two targets. ``classes golden retriever`` gives one:
+    when no argument names a class on its own but all of them together do.
+    """
+    from lsdiffusion.semantics.hierarchy import ClassLookupError
+
+    found: list[int] = []
+    failed: list[ClassLookupError] = []
+    for word in words:
+        try:
+            found.append(hierarchy.index(word))
+        except ClassLookupError as exc:
+            failed.append(exc)
+    if not failed:
+        return list(dict.fromkeys(found))  # a class asked for twice is shown once
+    if len(words) > 1:
+        try:
+            whole = hierarchy.index(" ".join(words))
+        except ClassLookupError:
+            pass
+        else:
+            if not found:
+                return [whole]
+            raise ValueError(
+                f"{failed[0]}. Together the arguments name class {whole} "
+                f"({hierarchy.names[whole]}): quote a name that has spaces"
+            ) from None
+    raise failed[0]
+
+
+def _load_hierarchy(path: Path) -> ClassHierarchy:
+    from lsdiffusion.semantics.hierarchy import ClassHierarchy
+
+    try:
+        return ClassHierarchy.load(path)
+    except OSError as exc:
+        raise OSError(f"--hierarchy {path}: cannot read it: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"--hierarchy {path}: {exc}") from None
+
+
+def _hierarchy_from_list(path: Path, first_sense: bool, nltk_data: Path | None) -> ClassHierarchy:
+    """The hierarchy of a class-list file; errors name the file's lines and this command's flags."""
+    from lsdiffusion.semantics.wordnet import ClassListError, wordnet_hierarchy
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise OSError(f"--classes {path}: cannot read it: {reason}") from None
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not lines:
+        raise ValueError(f"--classes {path}: the file lists no class (one per line)")
+    try:
+        return wordnet_hierarchy(
+            [ref for _, ref in lines],
+            on_ambiguous="first" if first_sense else "raise",
+            nltk_data=nltk_data,
+        )
+    except ClassListError as exc:
+        problems = "; ".join(f"line {lines[p.position][0]}: {p.reason}" for p in exc.problems)
+        ambiguous = [p for p in exc.problems if p.senses]
+        advice = "write a lemma, a synset name (e.g. maple.n.02) or a wnid on each"
+        if ambiguous:
+            advice += (
+                f"; for the ambiguous line{'s' if len(ambiguous) > 1 else ''}, a synset name "
+                f"(e.g. {ambiguous[0].senses[0]}), or pass --first-sense for the most "
+                "frequent sense"
+            )
+        what = "line names" if len(exc.problems) == 1 else "lines name"
+        raise ValueError(
+            f"--classes {path}: {len(exc.problems)} {what} no WordNet noun or several: "
+            f"{problems}. {advice[0].upper()}{advice[1:]}"
+        ) from None
+    except ValueError as exc:  # duplicates, a WordNet other than 3.0
+        raise ValueError(f"--classes {path}: {exc}") from None
 
 
 def _print_sets(

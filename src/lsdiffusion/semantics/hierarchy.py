@@ -103,7 +103,9 @@ submarine's is every class that is not an artifact.
 _HIERARCHY_FILE = "imagenet1k_hierarchy.tsv.gz"
 _WNIDS_FILE = "imagenet1k_wnids.txt"
 _HEADER = ("wnid", "synset", "class", "parents", "lemmas")
-_WNID_RE = re.compile(r"^[nvasr]\d{8}$")
+_WNID_RE = re.compile(r"^[nvasr][0-9]{8}$")
+_INDEX_RE = re.compile(r"^[+-]?[0-9]+$")  # ASCII digits only: int("²") raises, int("٣") is 3
+_ECHO_LIMIT = 60  # longest user input echoed in full by an error message
 _SYNSET_NAME_RE = re.compile(r"^\S+\.[nvasr]\.\d+$")
 _MASK_LIMIT = 4096  # above this many classes, class_sets works row by row
 
@@ -173,6 +175,18 @@ class SimilarBasis(NamedTuple):
 
     kind: Literal["siblings", "subtree"]
     synsets: tuple[str, ...]
+
+
+def _echo(text: str) -> str:
+    """``repr(text)``, cut to :data:`_ECHO_LIMIT` characters for error messages.
+
+    Example:
+        >>> _echo("a" * 100)
+        "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa…' (100 characters)"
+    """
+    if len(text) <= _ECHO_LIMIT:
+        return repr(text)
+    return f"{text[:_ECHO_LIMIT]!r}"[:-1] + f"…' ({len(text)} characters)"
 
 
 def _normalize_name(name: str) -> str:
@@ -362,7 +376,8 @@ class ClassHierarchy:
     def index(self, target: int | str) -> int:
         """Class index of ``target``: an index, a wnid, a synset name or a lemma name.
 
-        An index may also be given as a string of digits (``"207"``).
+        An index may also be given as a string of ASCII digits (``"207"``, or
+        ``"-1"``, which is out of range); other digits (``"²"``) are names.
 
         Names match any WordNet lemma of a class, ignoring case and treating
         ``_``, ``-`` and spaces alike (``"golden retriever"``,
@@ -379,11 +394,15 @@ class ClassHierarchy:
             >>> h = imagenet1k_hierarchy()
             >>> h.index(207), h.index("n02099601"), h.index("golden_retriever.n.01")
             (207, 207, 207)
+            >>> h.index("-1")  # doctest: +IGNORE_EXCEPTION_DETAIL
+            Traceback (most recent call last):
+            ...
+            ClassLookupError: target index must be in [0, 999], got -1
         """
         c = self._num_classes
         if isinstance(target, str):
             text = target.strip()
-            if text.isdigit():
+            if _INDEX_RE.match(text):
                 return self.index(int(text))
             if _WNID_RE.match(text):
                 return self._index_of_wnid(text)
@@ -404,7 +423,7 @@ class ClassHierarchy:
         node = self._node_of.get(wnid)
         if node is None:
             raise ClassLookupError(
-                f"target wnid {wnid!r} is not one of the {self._num_classes} classes "
+                f"target wnid {_echo(wnid)} is not one of the {self._num_classes} classes "
                 "nor one of their ancestors"
             )
         i = self._class_of_node.get(node)
@@ -412,7 +431,7 @@ class ClassHierarchy:
             rec = self._records[node]
             under = self._members[node]
             raise ClassLookupError(
-                f"target wnid {wnid!r} is {rec.name}, an ancestor of {len(under)} classes, "
+                f"target wnid {_echo(wnid)} is {rec.name}, an ancestor of {len(under)} classes, "
                 f"not a class itself; its classes include: {self._list(under[:5])}"
             )
         return i
@@ -424,14 +443,15 @@ class ClassHierarchy:
             return hits[0]
         if len(hits) > 1:
             raise ClassLookupError(
-                f"target name {name!r} is ambiguous, it names {len(hits)} classes: "
+                f"target name {_echo(name)} is ambiguous, it names {len(hits)} classes: "
                 f"{self._list(hits, detailed=True)}; pass the index or the wnid instead"
             )
-        word = re.compile(rf"\b{re.escape(key)}\b") if key else None
+        # (a name far longer than any class name has no close match: skip the work)
+        word = re.compile(rf"\b{re.escape(key)}\b") if 0 < len(key) <= 200 else None
         close = [k for k in self._by_name if word is not None and word.search(k)][:5]
         close += [
             k
-            for k in difflib.get_close_matches(key, list(self._by_name), n=5, cutoff=0.6)
+            for k in difflib.get_close_matches(key[:200], list(self._by_name), n=5, cutoff=0.6)
             if k not in close
         ]
         if close:
@@ -442,7 +462,7 @@ class ClassHierarchy:
         else:
             hint = ""
         raise ClassLookupError(
-            f"target name {name!r} matches no class{hint}. Look classes up by index "
+            f"target name {_echo(name)} matches no class{hint}. Look classes up by index "
             f"(0-{self._num_classes - 1}), wnid (e.g. {self.wnids[0]!r}) or a WordNet lemma name"
         )
 
@@ -918,5 +938,5 @@ def paper_class_set(name: str) -> tuple[int, ...]:
     """
     key = _normalize_name(name).replace(" ", "")
     if key not in _PAPER_SETS:
-        raise ClassLookupError(f"name must be one of {sorted(_PAPER_SETS)}, got {name!r}")
+        raise ClassLookupError(f"name must be one of {sorted(_PAPER_SETS)}, got {_echo(name)}")
     return _PAPER_SETS[key]

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from lsdiffusion.semantics.hierarchy import (
     _SYNSET_NAME_RE,
@@ -25,9 +25,12 @@ from lsdiffusion.semantics.hierarchy import (
     ClassHierarchy,
     ClassLookupError,
     SynsetRecord,
+    _echo,
 )
 
 __all__ = [
+    "ClassListError",
+    "ClassProblem",
     "WordNetUnavailableError",
     "load_wordnet",
     "prepare_wordnet_corpus",
@@ -36,7 +39,7 @@ __all__ = [
 
 _INSTALL_HELP = """\
 To install WordNet for nltk (lsdiffusion never downloads anything):
-  1. the Python package: pip install "lsdiffusion[wordnet]"   (or: pip install nltk)
+  1. the Python package nltk (a dependency of lsdiffusion): pip install nltk
   2. the WordNet 3.0 corpus, one of:
      - on a machine with network access: python -c 'import nltk; nltk.download("wordnet")'
        (copy the resulting nltk_data folder to offline machines);
@@ -45,6 +48,37 @@ To install WordNet for nltk (lsdiffusion never downloads anything):
        python -c 'from lsdiffusion.semantics import prepare_wordnet_corpus as p; p("DIR")'
        and set NLTK_DATA=DIR.
 The ImageNet-1K hierarchy ships with lsdiffusion and needs none of this."""
+
+
+class ClassProblem(NamedTuple):
+    """One class of a list that :func:`wordnet_hierarchy` could not resolve.
+
+    Attributes:
+        position: its index in the class list.
+        ref: the class reference as given.
+        reason: why, in words (close matches included).
+        senses: for an ambiguous lemma, the synset names of its noun senses,
+            most frequent first; empty otherwise.
+    """
+
+    position: int
+    ref: str
+    reason: str
+    senses: tuple[str, ...] = ()
+
+
+class ClassListError(ClassLookupError):
+    """Every class of a list that names no WordNet synset, or several, reported at once.
+
+    Attributes:
+        problems: one :class:`ClassProblem` per such class, in list order.
+    """
+
+    def __init__(self, problems: Sequence[ClassProblem], advice: str) -> None:
+        self.problems = tuple(problems)
+        lines = "; ".join(f"[{p.position}] {p.reason}" for p in self.problems)
+        what = "class" if len(self.problems) == 1 else "classes"
+        super().__init__(f"{len(self.problems)} {what} of the list: {lines}. {advice}")
 
 
 class WordNetUnavailableError(ImportError):
@@ -179,8 +213,10 @@ def wordnet_hierarchy(
 
     Raises:
         WordNetUnavailableError: nltk or its WordNet corpus is missing.
-        ClassLookupError: a class names no synset (close matches are listed),
-            or an ambiguous lemma with ``on_ambiguous="raise"``.
+        ClassListError: (a :class:`ClassLookupError`) classes that name no
+            synset (close matches are listed), or ambiguous lemmas with
+            ``on_ambiguous="raise"``: every one of them at once, in
+            :attr:`ClassListError.problems`.
         ValueError: duplicate classes; wnids with a WordNet other than 3.0.
     """
     if on_ambiguous not in ("raise", "first"):
@@ -189,13 +225,31 @@ def wordnet_hierarchy(
         raise TypeError("classes must be a sequence of str, got a single str")
     wn = load_wordnet(nltk_data)
     version = str(wn.get_version())
-    synsets = [_resolve(wn, ref, on_ambiguous, version) for ref in classes]
+    synsets = []
+    problems: list[ClassProblem] = []
+    for position, ref in enumerate(classes):
+        found = _resolve(wn, ref, version)
+        if isinstance(found, tuple):  # (reason, senses)
+            reason, senses = found
+            if len(senses) > 1 and on_ambiguous == "first":
+                synsets.append(wn.synset(senses[0]))
+                continue
+            problems.append(ClassProblem(position, ref, reason, senses))
+        else:
+            synsets.append(found)
+    if problems:
+        advice = "Pass a lemma, a synset name (e.g. 'apple.n.01') or a wnid for each" + (
+            "; for the ambiguous ones, on_ambiguous='first' takes the most frequent sense"
+            if any(p.senses for p in problems)
+            else ""
+        )
+        raise ClassListError(problems, advice)
     seen: dict[str, int] = {}
     for i, s in enumerate(synsets):
         if s.name() in seen:
             raise ValueError(
-                f"classes must name distinct synsets: {classes[seen[s.name()]]!r} (index "
-                f"{seen[s.name()]}) and {classes[i]!r} (index {i}) are both {s.name()}"
+                f"classes must name distinct synsets: {_echo(classes[seen[s.name()]])} (index "
+                f"{seen[s.name()]}) and {_echo(classes[i])} (index {i}) are both {s.name()}"
             )
         seen[s.name()] = i
     records: dict[str, SynsetRecord] = {}
@@ -220,7 +274,8 @@ def _wnid(synset: Any) -> str:
     return f"{'a' if pos == 's' else pos}{synset.offset():08d}"
 
 
-def _resolve(wn: Any, ref: str, on_ambiguous: str, version: str) -> Any:
+def _resolve(wn: Any, ref: str, version: str) -> Any:
+    """The synset of ``ref``, or ``(reason, senses)`` when it names none or several."""
     if not isinstance(ref, str):
         raise TypeError(f"classes must be str (wnid, synset name or lemma), got {ref!r}")
     from nltk.corpus.reader.wordnet import WordNetError
@@ -236,16 +291,16 @@ def _resolve(wn: Any, ref: str, on_ambiguous: str, version: str) -> Any:
             with warnings.catch_warnings():  # nltk >= 3.9 warns and returns None
                 warnings.simplefilter("ignore")
                 found = wn.synset_from_pos_and_offset(text[0], int(text[1:]))
-        except (WordNetError, ValueError) as exc:
-            raise ClassLookupError(f"class {ref!r} is not a WordNet {version} wnid") from exc
+        except (WordNetError, ValueError):
+            found = None
         if found is None:
-            raise ClassLookupError(f"class {ref!r} is not a WordNet {version} wnid")
+            return f"{_echo(ref)} is not a WordNet {version} wnid", ()
         return found
     if _SYNSET_NAME_RE.match(text):
         try:
             return wn.synset(text)
-        except (WordNetError, ValueError) as exc:
-            raise ClassLookupError(f"class {ref!r} is not a WordNet synset name") from exc
+        except (WordNetError, ValueError):
+            return f"{_echo(ref)} is not a WordNet synset name", ()
     lemma = "_".join(text.split())
     found = wn.synsets(lemma, pos="n")
     if not found:
@@ -253,15 +308,13 @@ def _resolve(wn: Any, ref: str, on_ambiguous: str, version: str) -> Any:
         hint = f"; close matches: {close}" if close else ""
         words = [w for w in lemma.split("_") if len(lemma.split("_")) > 1 and wn.synsets(w, "n")]
         if words:
-            hint += f"; its words that are nouns: {words}"
-        raise ClassLookupError(
-            f"class {ref!r} is not a WordNet noun{hint}. Pass a lemma, a synset name "
-            "('maple.n.02') or a wnid"
-        )
-    if len(found) > 1 and on_ambiguous == "raise":
+            hint += f"; its words that are nouns: {words[:10]}"
+        return f"{_echo(ref)} is not a WordNet noun{hint}", ()
+    if len(found) > 1:
         senses = "; ".join(f"{s.name()} ({s.definition()})" for s in found[:8])
-        raise ClassLookupError(
-            f"class {ref!r} has {len(found)} noun senses: {senses}. Pass a synset name "
-            "(e.g. 'apple.n.01') or on_ambiguous='first' for the most frequent sense"
+        more = f"; and {len(found) - 8} more" if len(found) > 8 else ""
+        return (
+            f"{_echo(ref)} has {len(found)} noun senses: {senses}{more}",
+            tuple(s.name() for s in found),
         )
     return found[0]
