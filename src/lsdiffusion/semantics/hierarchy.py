@@ -13,6 +13,12 @@ paper's WordNet class sets for a target class π:
   all hypernym paths, π itself included) with ``|classes under v| - 1 >=
   min_size``, take the one with the fewest classes (ties: the deepest, then the
   smallest wnid); :math:`S_{sim}(π)` is every class under it except π.
+  With ``max_size`` set, a fallback set larger than ``max_size`` keeps only
+  its ``max_size`` *closest* classes: deepest lowest common ancestor with π
+  first, ties broken by the smaller class index. Sibling sets are never cut
+  (they are the paper's definition: the retrievers, the snakes); without a
+  cap, 14 of ImageNet's classes fall back to subtrees of over 100 classes
+  (pillow and stage: all 521 artifacts).
 * **Dissimilar**, :math:`S_{dissim}(π)`: the classes ``c != π`` whose lowest
   common ancestor with π sits at depth ``<= dissimilar_depth``, except those
   already in :math:`S_{sim}(π)`: the two sets never overlap. (An overlap needs
@@ -315,7 +321,9 @@ class ClassHierarchy:
         self._by_name = by_name
         self._spelled = spelled
         self._by_synset = {recs[v].name.casefold(): i for i, v in enumerate(self._class_node)}
-        self._mask_cache: dict[tuple[int, int], tuple[ClassSetMasks, npt.NDArray[np.bool_]]] = {}
+        self._mask_cache: dict[
+            tuple[int, int, int | None], tuple[ClassSetMasks, npt.NDArray[np.bool_]]
+        ] = {}
         self._lca: npt.NDArray[np.int64] | None = None
 
     # ------------------------------------------------------------------ basics
@@ -487,6 +495,37 @@ class ClassHierarchy:
             )
         return m, _check_int("dissimilar_depth", dissimilar_depth, 0)
 
+    @staticmethod
+    def _check_max_size(max_size: int | None, min_size: int) -> int | None:
+        if max_size is None:
+            return None
+        cap = _check_int("max_size", max_size, 1)
+        if cap < min_size:
+            raise ValueError(
+                f"max_size must be >= min_size={min_size} (a fallback set holds at least "
+                f"min_size classes), got {cap}"
+            )
+        return cap
+
+    def _lca_row(self, i: int) -> npt.NDArray[np.int64]:
+        """``(C,)`` depth of the lowest common ancestor of class ``i`` with every class."""
+        row = np.full(self._num_classes, -1, dtype=np.int64)
+        anc = self._class_anc[i]
+        for a in anc[np.argsort(self._depth[anc], kind="stable")].tolist():
+            row[self._members[a]] = self._depth[a]  # deeper ancestors write last
+        return row
+
+    def _fallback_members(self, i: int, node: int, cap: int | None) -> npt.NDArray[np.int64]:
+        """Classes under ``node`` except ``i``; the ``cap`` closest to ``i`` when capped."""
+        members = self._members[node]
+        out: npt.NDArray[np.int64] = members[members != i]
+        if cap is None or out.size <= cap:
+            return out
+        depth = self._lca_row(i)[out]
+        keep = np.lexsort((out, -depth))[:cap]  # deepest LCA first, then class index
+        capped: npt.NDArray[np.int64] = np.sort(out[keep])
+        return capped
+
     def _fallback_root(self, i: int, min_size: int) -> int:
         """Node of the smallest ancestor subtree of class ``i`` with >= min_size others."""
         node = self._fallback_root_or_none(i, min_size)
@@ -543,6 +582,7 @@ class ClassHierarchy:
         *,
         min_size: int = DEFAULT_MIN_SIZE,
         dissimilar_depth: int = DEFAULT_DISSIMILAR_DEPTH,
+        max_size: int | None = None,
     ) -> ClassSets:
         """Similar and dissimilar classes of ``target`` (definitions in the module doc).
 
@@ -553,6 +593,10 @@ class ClassHierarchy:
             dissimilar_depth: a class is dissimilar when its lowest common
                 ancestor with the target has depth ``<=`` this (and it is not
                 similar).
+            max_size: cap on a *fallback* similar set: keep its ``max_size``
+                classes with the deepest lowest common ancestor with the target
+                (ties: smaller class index). ``None`` (default): no cap.
+                Sibling sets are never cut. Must be ``>= min_size``.
 
         Returns:
             ``ClassSets(similar, dissimilar)``, ascending class indices, disjoint;
@@ -570,9 +614,10 @@ class ClassHierarchy:
         """
         i = self.index(target)
         m, k = self._check_params(min_size, dissimilar_depth)
+        cap = self._check_max_size(max_size, m)
         if self._num_classes > _MASK_LIMIT:  # masks would be too large: one row only
-            return self._class_sets_direct(i, m, k)
-        masks, failed = self._masks(m, k)
+            return self._class_sets_direct(i, m, k, cap)
+        masks, failed = self._masks(m, k, cap)
         if failed[i]:
             self._fallback_root(i, m)  # raises the explanation
         return ClassSets(
@@ -580,12 +625,11 @@ class ClassHierarchy:
             tuple(np.flatnonzero(masks.dissimilar[i]).tolist()),
         )
 
-    def _class_sets_direct(self, i: int, m: int, k: int) -> ClassSets:
+    def _class_sets_direct(self, i: int, m: int, k: int, cap: int | None) -> ClassSets:
         """:meth:`class_sets` of one class without building the ``(C, C)`` masks."""
         sim = self._siblings(i)
         if sim.size == 0:
-            members = self._members[self._fallback_root(i, m)]
-            sim = members[members != i]
+            sim = self._fallback_members(i, self._fallback_root(i, m), cap)
         anc = self._class_anc[i]
         keep = np.ones(self._num_classes, dtype=bool)
         for a in anc[self._depth[anc] == k + 1]:
@@ -599,12 +643,13 @@ class ClassHierarchy:
         *,
         min_size: int = DEFAULT_MIN_SIZE,
         dissimilar_depth: int = DEFAULT_DISSIMILAR_DEPTH,
+        max_size: int | None = None,
     ) -> ClassSetMasks:
         """Class sets of every class at once, as ``(C, C)`` bool masks.
 
-        Row ``t`` equals :meth:`class_sets` of target ``t``. Results are cached
-        per parameter pair and returned read-only (copy before editing). Memory
-        is ``2 C²`` bytes.
+        Row ``t`` equals :meth:`class_sets` of target ``t`` (same arguments).
+        Results are cached per set of arguments and returned read-only (copy
+        before editing). Memory is ``2 C²`` bytes.
 
         Example:
             >>> from lsdiffusion.semantics import imagenet1k_hierarchy
@@ -613,14 +658,16 @@ class ClassHierarchy:
             ((1000, 1000), 4)
         """
         m, k = self._check_params(min_size, dissimilar_depth)
-        masks, failed = self._masks(m, k)
+        masks, failed = self._masks(m, k, self._check_max_size(max_size, m))
         if failed.any():
             self._fallback_root(int(np.flatnonzero(failed)[0]), m)  # raises the explanation
         return masks
 
-    def _masks(self, m: int, k: int) -> tuple[ClassSetMasks, npt.NDArray[np.bool_]]:
+    def _masks(
+        self, m: int, k: int, cap: int | None
+    ) -> tuple[ClassSetMasks, npt.NDArray[np.bool_]]:
         """Masks for every class and which classes have no fallback subtree (cached)."""
-        cached = self._mask_cache.get((m, k))
+        cached = self._mask_cache.get((m, k, cap))
         if cached is not None:
             return cached
         c = self._num_classes
@@ -637,8 +684,7 @@ class ClassHierarchy:
             if node is None:
                 failed[i] = True
                 continue
-            sim[i, self._members[node]] = True
-            sim[i, i] = False
+            sim[i, self._fallback_members(i, node, cap)] = True
         # Dissimilar: no common ancestor at depth k + 1 (so none deeper either).
         dis = np.ones((c, c), dtype=bool)
         for node in np.flatnonzero(self._depth == k + 1).tolist():
@@ -653,7 +699,7 @@ class ClassHierarchy:
         result = (ClassSetMasks(sim, dis), failed)
         if len(self._mask_cache) >= 8:
             self._mask_cache.pop(next(iter(self._mask_cache)))
-        self._mask_cache[(m, k)] = result
+        self._mask_cache[(m, k, cap)] = result
         return result
 
     def lca_depths(self) -> npt.NDArray[np.int64]:
@@ -875,12 +921,14 @@ def wordnet_class_sets(
     min_size: int = DEFAULT_MIN_SIZE,
     dissimilar_depth: int = DEFAULT_DISSIMILAR_DEPTH,
     hierarchy: ClassHierarchy | None = None,
+    max_size: int | None = None,
 ) -> ClassSets:
     """WordNet similar / dissimilar classes of ``target`` (paper's method 1).
 
     Similar: the target's siblings under its immediate hypernym(s); a class
     with none gets the smallest ancestor subtree holding at least ``min_size``
-    other classes. Dissimilar: the other classes whose lowest common ancestor
+    other classes, cut to its ``max_size`` closest classes when ``max_size``
+    is given. Dissimilar: the other classes whose lowest common ancestor
     with the target has depth ``<= dissimilar_depth`` (root = 0, longest path). Full
     definitions, and how several parents are handled, are in
     :mod:`lsdiffusion.semantics.hierarchy`.
@@ -892,6 +940,10 @@ def wordnet_class_sets(
         hierarchy: defaults to the embedded ImageNet-1K hierarchy (no nltk,
             no network); pass :func:`~lsdiffusion.semantics.wordnet_hierarchy`
             for other class lists.
+        max_size: cap on a fallback similar set (default ``None``, no cap): its
+            ``max_size`` classes with the deepest lowest common ancestor with
+            the target are kept, ties broken by the smaller class index.
+            Sibling sets, such as the retrievers and the snakes, are never cut.
 
     Returns:
         ``ClassSets(similar, dissimilar)`` of ascending class indices.
@@ -901,9 +953,15 @@ def wordnet_class_sets(
         >>> similar, dissimilar = wordnet_class_sets(207)
         >>> similar, len(dissimilar)
         ((205, 206, 208, 209), 590)
+        >>> len(wordnet_class_sets("pillow").similar)  # falls back to every artifact
+        521
+        >>> len(wordnet_class_sets("pillow", max_size=20).similar)
+        20
     """
     h = imagenet1k_hierarchy() if hierarchy is None else hierarchy
-    return h.class_sets(target, min_size=min_size, dissimilar_depth=dissimilar_depth)
+    return h.class_sets(
+        target, min_size=min_size, dissimilar_depth=dissimilar_depth, max_size=max_size
+    )
 
 
 def wordnet_class_masks(
@@ -911,6 +969,7 @@ def wordnet_class_masks(
     min_size: int = DEFAULT_MIN_SIZE,
     dissimilar_depth: int = DEFAULT_DISSIMILAR_DEPTH,
     hierarchy: ClassHierarchy | None = None,
+    max_size: int | None = None,
 ) -> ClassSetMasks:
     """:func:`wordnet_class_sets` of every class at once, as ``(C, C)`` bool masks.
 
@@ -921,7 +980,7 @@ def wordnet_class_masks(
         ((1000, 1000), True)
     """
     h = imagenet1k_hierarchy() if hierarchy is None else hierarchy
-    return h.class_masks(min_size=min_size, dissimilar_depth=dissimilar_depth)
+    return h.class_masks(min_size=min_size, dissimilar_depth=dissimilar_depth, max_size=max_size)
 
 
 def paper_class_set(name: str) -> tuple[int, ...]:
