@@ -2,7 +2,11 @@
 
 Each sub-command lives next to the code it drives and registers itself through
 an ``add_parser(subparsers)`` function; this module only wires them together,
-so ``lsdiffusion --help`` stays fast (heavy imports happen inside the commands).
+so ``lsdiffusion --help`` stays fast: the package imports its modules lazily,
+and torch is imported inside the commands, never to build the parser.
+
+Errors in the arguments are one line, ``lsdiffusion demo: error: ...``, with
+exit status 2 and no traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 __all__ = ["build_parser", "main"]
 
@@ -22,11 +27,18 @@ _COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line (its sub-parsers inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level argument parser with every sub-command registered."""
     from lsdiffusion import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lsdiffusion",
         description="Label smoothing x knowledge distillation: losses, measurements, class sets.",
     )
