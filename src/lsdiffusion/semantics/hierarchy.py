@@ -625,7 +625,7 @@ class ClassHierarchy:
             tuple(np.flatnonzero(masks.dissimilar[i]).tolist()),
         )
 
-    def _class_sets_direct(self, i: int, m: int, k: int, cap: int | None) -> ClassSets:
+    def _class_sets_direct(self, i: int, m: int, k: int, cap: int | None = None) -> ClassSets:
         """:meth:`class_sets` of one class without building the ``(C, C)`` masks."""
         sim = self._siblings(i)
         if sim.size == 0:
