@@ -63,11 +63,17 @@ def _liger_loss() -> Callable[..., torch.Tensor] | None:
         from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss
     except Exception:  # not installed, or no triton
         return None
-    jsd = LigerFusedLinearJSDLoss(beta=0.0, temperature=TEMPERATURE)
+    # beta=0 is its forward KL(teacher || student); soft term only; compiled=False
+    # keeps torch.compile (a CPU C++ build per shape) out of the comparison
+    jsd = LigerFusedLinearJSDLoss(
+        weight_hard_loss=0.0, weight_soft_loss=1.0, beta=0.0, temperature=TEMPERATURE,
+        compiled=False,
+    )  # fmt: skip
 
     def loss(h, w, b, ht, wt, bt) -> torch.Tensor:
-        # Liger's forward KL scales the logits by 1/T with no T^2 factor: add it
-        return jsd(h, w, ht, wt) * TEMPERATURE**2
+        labels = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)  # unused: no hard term
+        # Liger scales the logits by 1/T with no T^2 factor: add it for a like-for-like value
+        return jsd(h, w, ht, wt, labels, b, bt) * TEMPERATURE**2
 
     return loss
 
