@@ -22,6 +22,7 @@ run; a given seed gives the same result every time on the same machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
@@ -30,7 +31,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lsdiffusion.diffusion import DiffusionIndexTable, DiffusionSignificance
 
 __all__ = [
     "DemoConfig",
@@ -242,14 +246,50 @@ class DemoResult:
     teacher_accuracy: dict[float, list[float]] = field(default_factory=dict)
     student_accuracy: dict[tuple[float, float], list[float]] = field(default_factory=dict)
     diffusion: dict[tuple[float, float], list[tuple[float, float]]] = field(default_factory=dict)
+    # per seed, the per-class diffusion indices behind ``diffusion``'s means
+    diffusion_tables: dict[tuple[float, float], list[DiffusionIndexTable]] = field(
+        default_factory=dict, repr=False
+    )
     entropy: dict[tuple[float, float], list[float]] = field(default_factory=dict)
     seconds: float = 0.0
     figure: str | None = None
 
     # -- summaries ---------------------------------------------------------
 
+    SIGNIFICANCE_LEVEL = 0.05
+    """Level of the demo's significance check (both one-sided Wilcoxon p-values below it)."""
+
+    def significance(self, alpha: float, t1: float) -> DiffusionSignificance:
+        """Significance of the diffusion index of teacher ``alpha`` at ``t1``, seeds pooled.
+
+        The per-class tables of every seed are pooled into one table of
+        ``classes x seeds`` targets (:meth:`DiffusionIndexTable.concat`) and
+        tested with :meth:`DiffusionIndexTable.significance` (defaults: 95%
+        intervals, 10 000 bootstrap resamples, seed 0), so the result is the
+        same on every run.
+        """
+        from lsdiffusion.diffusion import DiffusionIndexTable
+
+        if (alpha, t1) not in self.diffusion_tables:
+            raise KeyError(
+                f"no per-class diffusion indices for teacher alpha={alpha:g} at T1={t1:g}; "
+                f"measured: {sorted(self.diffusion_tables)}"
+            )
+        cache = self.__dict__.setdefault("_significance", {})
+        if (alpha, t1) not in cache:
+            pooled = DiffusionIndexTable.concat(self.diffusion_tables[(alpha, t1)])
+            cache[(alpha, t1)] = pooled.significance()
+        sig: DiffusionSignificance = cache[(alpha, t1)]
+        return sig
+
     def checks(self) -> dict[str, bool]:
-        """The paper's four qualitative outcomes, evaluated on this run's means."""
+        """The paper's four qualitative outcomes, as observed in this run.
+
+        The three accuracy outcomes compare means over seeds. The fourth,
+        systematic diffusion, is decided by the significance tests (both
+        one-sided Wilcoxon p-values below :attr:`SIGNIFICANCE_LEVEL`, targets
+        pooled over seeds), not by the signs of the means alone.
+        """
         plain, ls = min(self.config.alphas), max(self.config.alphas)
         t0, t_high = self.config.temperatures[0], max(self.config.temperatures)
         t1 = self.config.diffusion_t1
@@ -265,10 +305,14 @@ class DemoResult:
             f"at T = {t_high:g}, the LS-teacher student falls behind": acc(ls, t_high)
             < acc(plain, t_high),
         }
-        if (ls, t1) in self.diffusion:
-            sim = statistics.fmean(v[0] for v in self.diffusion[(ls, t1)])
-            dis = statistics.fmean(v[1] for v in self.diffusion[(ls, t1)])
-            out[f"LS teacher, T {t0:g} -> {t1:g}: alpha_sim < 0 < alpha_dissim"] = sim < 0 < dis
+        if (ls, t1) in self.diffusion_tables:
+            sig = self.significance(ls, t1)
+            name = (
+                f"LS teacher, T {t0:g} -> {t1:g}: alpha_sim < 0 < alpha_dissim, "
+                f"significant (one-sided Wilcoxon p < {self.SIGNIFICANCE_LEVEL:g} each, "
+                f"n = {sig.n})"
+            )
+            out[name] = sig.systematic(self.SIGNIFICANCE_LEVEL)
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -291,8 +335,20 @@ class DemoResult:
                 key(a, t): {
                     "similar": summary([s for s, _ in v]),
                     "dissimilar": summary([d for _, d in v]),
+                    # one list per seed, by class index: the targets of "significance"
+                    "per_class": {
+                        "similar": [tab.similar.tolist() for tab in self.diffusion_tables[(a, t)]],
+                        "dissimilar": [
+                            tab.dissimilar.tolist() for tab in self.diffusion_tables[(a, t)]
+                        ],
+                    }
+                    if (a, t) in self.diffusion_tables
+                    else None,
                 }
                 for (a, t), v in self.diffusion.items()
+            },
+            "significance": {
+                key(a, t): self.significance(a, t).to_dict() for (a, t) in self.diffusion_tables
             },
             "target_entropy": {key(a, t): summary(v) for (a, t), v in self.entropy.items()},
             "max_entropy": math.log(self.config.num_classes),
@@ -341,6 +397,8 @@ class DemoResult:
                     f"{cell([d for _, d in vals]):>16}"
                 )
 
+        lines += self._significance_lines()
+
         lines += [
             "",
             "Appendix H - teacher target entropy (nats) of softmax(z / T) on the training set, "
@@ -358,6 +416,44 @@ class DemoResult:
         lines += [f"  [{'x' if ok else ' '}] {name}" for name, ok in self.checks().items()]
         return "\n".join(lines)
 
+    def _significance_lines(self) -> list[str]:
+        """The significance of Table 3, one row per (teacher, T1), under the table."""
+        cfg = self.config
+        cells = [
+            (a, t, self.significance(a, t))
+            for a in cfg.alphas
+            for t in cfg.temperatures[1:]
+            if (a, t) in self.diffusion_tables
+        ]
+        if not cells:
+            return []
+        sig0 = cells[0][2]
+        pct = f"{sig0.confidence * 100:g}%"
+
+        def mean_ci(mean: float, ci: tuple[float, float]) -> str:
+            return f"{mean:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+        lines = [
+            "",
+            f"Significance of Table 3 - every class of every seed is one target "
+            f"(n = {cfg.num_classes} x {len(cfg.seeds)} = {sig0.n});",
+            f"one-sided Wilcoxon signed-rank p-values; {pct} BCa bootstrap intervals "
+            f"of the mean ({sig0.n_resamples} resamples)",
+        ]
+        header = (
+            f"{'teacher':<10} {'T1':>5}  {'α_sim [' + pct + ' CI]':<24} {'p(α_sim<0)':>10}  "
+            f"{'α_dissim [' + pct + ' CI]':<24} {'p(α_dissim>0)':>13}  {'p(α_sim<α_dissim)':>17}"
+        )
+        lines += [header, "-" * len(header)]
+        for a, t, sig in cells:
+            lines.append(
+                f"{f'α = {a:g}':<10} {t:>5g}  {mean_ci(sig.mean_similar, sig.ci_similar):<24} "
+                f"{sig.p_similar_negative:>10.2g}  "
+                f"{mean_ci(sig.mean_dissimilar, sig.ci_dissimilar):<24} "
+                f"{sig.p_dissimilar_positive:>13.2g}  {sig.p_similar_below_dissimilar:>17.2g}"
+            )
+        return lines
+
 
 @dataclass
 class _StudyOutput:
@@ -370,6 +466,7 @@ class _StudyOutput:
     student_accuracy: dict[float, float]
     diffusion: dict[float, tuple[float, float]]
     students: dict[float, dict[str, Any]]  # state dicts, first seed only (for the figure)
+    tables: dict[float, Any] = field(default_factory=dict)  # per-class DiffusionIndexTable
 
 
 def _study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> _StudyOutput:
@@ -437,9 +534,11 @@ def _study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> _St
         if keep_students:
             students[t] = {k: v.cpu() for k, v in student.state_dict().items()}
     diffusion = {}
+    tables = {}
     for t in temps[1:]:
         table = diffusion_indices(centroids[temps[0]], centroids[t], classes, similar, dissimilar)
         diffusion[t] = (table.mean_similar, table.mean_dissimilar)
+        tables[t] = table
     return _StudyOutput(
         seed,
         alpha,
@@ -448,6 +547,7 @@ def _study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> _St
         accuracy,
         diffusion,
         students,
+        tables,
     )
 
 
@@ -527,6 +627,7 @@ def run_demo(
             result.entropy.setdefault((o.alpha, t), []).append(o.entropy[t])
             if t in o.diffusion:
                 result.diffusion.setdefault((o.alpha, t), []).append(o.diffusion[t])
+                result.diffusion_tables.setdefault((o.alpha, t), []).append(o.tables[t])
             if t in o.students:
                 students[(o.alpha, t)] = o.students[t]
     result.seconds = time.perf_counter() - start
@@ -547,9 +648,14 @@ def _figure(
     """Figure-1-style projections and the diffusion chart; ``None`` without matplotlib.
 
     Three classes as in the paper's Figure 1 (two poodles and a submarine): two
-    siblings of superclass 0 and one class of superclass 1, projected on the
-    plane of each student's three templates, for both teachers at T0 and at the
-    checked T1. Writes ``figure.png`` and ``diffusion.png``; returns the first.
+    siblings of superclass 0 and one class of superclass 1, for both teachers
+    at T0, at the checked T1 and at the highest T. Each student's features are
+    projected as in the paper's Algorithm 1: QR of its three bias-augmented
+    templates, then a PCA fitted on the *training* features plus their three
+    class centroids; the *test* features and test centroids (stars) are drawn
+    through that fit. Every panel has the same scale. ``diffusion.png`` draws
+    the mean over classes and seeds with the seed spread (one std) as error
+    bars. Writes ``figure.png`` and ``diffusion.png``; returns the first.
     """
     try:
         import matplotlib  # noqa: F401
@@ -557,6 +663,7 @@ def _figure(
         return None
     import torch
 
+    from lsdiffusion.centroids import class_centroids
     from lsdiffusion.plotting import plot_diffusion_index, plot_projections
     from lsdiffusion.projection import muller_projection, templates_from_linear
 
@@ -572,6 +679,8 @@ def _figure(
     ]
     mask = torch.isin(task.test_y, torch.tensor(classes))
     x, y = task.test_x[mask], task.test_y[mask]
+    fit_mask = torch.isin(task.train_y, torch.tensor(classes))
+    fit_x, fit_y = task.train_x[fit_mask], task.train_y[fit_mask]
     panels: dict[str | tuple[str, str], tuple[Any, Any]] = {}
     for alpha in cfg.alphas:
         for t in dict.fromkeys(shown):
@@ -580,28 +689,47 @@ def _figure(
             model.eval()
             with torch.no_grad():
                 features = model[:-1](x)
-            projection = muller_projection(features, templates_from_linear(model[-1], classes))
-            panels[(f"teacher α={alpha:g}", f"student T={t:g}")] = (projection, y)
+                fit_features = model[:-1](fit_x)
+            templates = templates_from_linear(model[-1], classes)
+
+            def centroids_of(f: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+                return class_centroids(f, labels, cfg.num_classes, on_empty="ignore")[classes]
+
+            fitted = muller_projection(
+                fit_features,
+                templates,
+                method="pca",
+                centroids=centroids_of(fit_features, fit_y),
+            )
+            shown_split = dataclasses.replace(  # the test split through the training fit
+                fitted,
+                points=fitted.transform(features),
+                centroids=fitted.transform(centroids_of(features, y)),
+            )
+            panels[(f"teacher α={alpha:g}", f"student T={t:g}")] = (shown_split, y)
     figure = plot_projections(
         panels,
         out / "figure.png",
         class_names=names,
-        title=f"Student penultimate features on the plane of 3 templates (seed {cfg.seeds[0]})",
+        title=(
+            f"Student features, test split (seed {cfg.seeds[0]}): QR of 3 templates + PCA "
+            "fitted on train (paper's Algorithm 1)\none scale per row; stars: class centroids"
+        ),
+        show_templates=False,
     )
-    series = {
+    series = {  # one (similar, dissimilar) pair per seed: the error bars are the seed spread
         f"teacher α={alpha:g}": {
-            t: (
-                statistics.fmean(v[0] for v in result.diffusion[(alpha, t)]),
-                statistics.fmean(v[1] for v in result.diffusion[(alpha, t)]),
-            )
-            for t in cfg.temperatures[1:]
+            t: list(result.diffusion[(alpha, t)]) for t in cfg.temperatures[1:]
         }
         for alpha in cfg.alphas
     }
     plot_diffusion_index(
         series,
         out / "diffusion.png",
-        title="Diffusion index, mean over classes and seeds",
+        title=(
+            f"Diffusion index: mean over classes and {len(cfg.seeds)} seeds\n"
+            "(error bars: ±1 std over seeds)"
+        ),
         t0=cfg.temperatures[0],
     )
     return str(figure)

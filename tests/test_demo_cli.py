@@ -1,0 +1,358 @@
+"""``lsdiffusion demo`` as a command: argument checks before training, output order,
+atomic writes that survive interrupts, the ``[plot]`` hint, ``--help`` defaults."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import lsdiffusion.demo as demo
+from lsdiffusion.cli import build_parser, main
+from lsdiffusion.demo import DemoConfig, run_demo, save_demo
+
+TINY = {
+    "superclasses": 3,
+    "subclasses": 2,
+    "input_dim": 8,
+    "train_per_class": 10,
+    "test_per_class": 10,
+    "teacher_width": 16,
+    "teacher_features": 8,
+    "student_width": 8,
+    "student_features": 4,
+}
+FAST = ["--seeds", "0", "--epochs", "1", "--temperatures", "1", "3", "--workers", "1"]
+
+
+@pytest.fixture
+def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if any study starts: every check must come before training."""
+
+    def trained(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started before the arguments were checked")
+
+    monkeypatch.setattr(demo, "run_demo", trained)
+    monkeypatch.setattr(demo, "_study", trained)
+
+
+@pytest.fixture
+def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line with a tiny task (the defaults of the other fields stay)."""
+    monkeypatch.setattr(demo, "DemoConfig", functools.partial(DemoConfig, **TINY))
+
+
+def _read_only_folder(path: Path) -> Path:
+    path.mkdir()
+    if os.geteuid() == 0:  # root ignores permissions; an immutable folder stops it
+        chattr = shutil.which("chattr")
+        if chattr is None or subprocess.run([chattr, "+i", str(path)], check=False).returncode:
+            pytest.skip("running as root without chattr: cannot make a read-only folder")
+    else:
+        path.chmod(0o555)
+    return path
+
+
+def _writable_again(path: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+    else:
+        path.chmod(0o755)
+
+
+BAD = [
+    (["--seeds", "99999999999999999999999"], "--seeds must be integers in [0, 4294967295]"),
+    (["--seeds", "-1"], "--seeds must be integers in [0, 4294967295] (32-bit), got [-1]"),
+    (["--seeds", "0", "0"], "--seeds must be distinct (each runs one study), got [0, 0]"),
+    (["--temperatures", "1", "1e-300"], "--temperatures must be finite and in [0.01, 1000]"),
+    (["--temperatures", "1", "inf"], "--temperatures must be finite and in [0.01, 1000]"),
+    (["--temperatures", "1", "nan"], "got [1.0, nan]"),
+    (["--temperatures", "3", "1"], "after the first (T0 = 3) must be > T0"),
+    (["--temperatures", "1", "2", "2"], "--temperatures must be distinct"),
+    (["--temperatures", "1"], "--temperatures must hold T0 and at least one T1"),
+    (["--alphas", "0", "0.1", "0.1"], "--alphas must be distinct"),
+    (["--alphas", "0", "1"], "--alphas must be in [0, 1)"),
+    (["--alphas", "0.1"], "at least one alpha > 0"),
+    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["--workers", "0"], "--workers must be >= 1, got 0"),
+    (["--temperatures", "1", "2", "--diffusion-t1", "5"], "--diffusion-t1 5.0 must be one of"),
+    (["--device", "gpu"], "--device must be a torch device such as cpu, cuda or cuda:1, got 'gpu'"),
+    (["--device", "meta"], "--device meta holds no data"),
+    (["--out", ""], "--out must name a folder, got an empty path"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD, ids=[" ".join(a) for a, _ in BAD])
+@pytest.mark.usefixtures("no_training")
+def test_bad_arguments_exit_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("lsdiffusion demo: error: ")
+    assert message in captured.err
+    assert captured.err.count("\n") == 1
+
+
+@pytest.mark.usefixtures("no_training")
+def test_bad_out_paths_exit_2_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("not a folder")
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "missing")
+    cases = {
+        a_file: f"--out {a_file} exists and is not a folder",
+        dangling: f"--out {dangling} is a symbolic link to {tmp_path / 'missing'}, which does not",
+        a_file / "sub": f"--out {a_file / 'sub'}: cannot create the folder: Not a directory",
+    }
+    for out, message in cases.items():
+        assert main(["demo", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err
+        assert err.count("\n") == 1
+    assert not (tmp_path / "missing").exists()
+
+    locked = _read_only_folder(tmp_path / "locked")
+    try:
+        assert main(["demo", "--out", str(locked)]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {locked}: cannot write into the folder: " in err
+        assert main(["demo", "--out", str(locked / "sub")]) == 2
+        assert "cannot create the folder" in capsys.readouterr().err
+    finally:
+        _writable_again(locked)
+    assert list(locked.iterdir()) == []  # the write probe left nothing behind
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_on_a_cpu_torch_is_one_line_without_traceback() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "lsdiffusion", "demo", "--device", "cuda"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("lsdiffusion demo: error: --device cuda is not available here")
+    assert proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_library_checks_out_and_device_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def trained(*args: object) -> None:
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(demo, "_study", trained)
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    cfg = DemoConfig(**TINY, seeds=(0,), temperatures=(1.0, 3.0), epochs=1)
+    with pytest.raises(ValueError, match="^out .* exists and is not a folder$"):
+        run_demo(cfg, out=a_file, workers=1)
+    with pytest.raises(ValueError, match="^config.device must be a torch device"):
+        run_demo(DemoConfig(**TINY, device="gpu"), workers=1)
+
+
+def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    d = DemoConfig()
+    for shown in (
+        f"(default: {d.device})",
+        "(default: " + " ".join(f"{s:g}" for s in d.seeds) + ")",
+        "(default: " + " ".join(f"{t:g}" for t in d.temperatures) + ")",
+        "(default: " + " ".join(f"{a:g}" for a in d.alphas) + ")",
+        f"(default: {d.epochs})",
+        "(default: lsdiffusion-demo)",
+        "(default: shown)",
+        "(default: 3 if among the temperatures",
+        "(default: one per core",
+    ):
+        assert shown in text, shown
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["demo"]  # type: ignore[attr-defined]
+    for action in sub._actions:
+        if action.dest != "help":
+            assert "default" in (action.help or ""), action.dest
+
+
+@pytest.mark.usefixtures("tiny")
+def test_tables_are_printed_before_any_file_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[pytest.CaptureResult[str]] = []
+    real = demo.save_demo
+
+    def save(result: demo.DemoResult, out: Path) -> list[Path]:
+        seen.append(capsys.readouterr())  # what was printed before the first write
+        assert not (tmp_path / "run" / "results.json").exists()
+        return real(result, out)
+
+    monkeypatch.setattr(demo, "save_demo", save)
+    assert main(["demo", *FAST, "--out", str(tmp_path / "run")]) == 0
+    assert "Table 2" in seen[0].out
+    assert "Table 3" in seen[0].out
+    assert "teacher + students: 2/2 studies" in seen[0].err  # progress is on in the command line
+    out = capsys.readouterr().out
+    run = tmp_path / "run"
+    assert f"wrote {run / 'diffusion.png'}, {run / 'figure.png'}, {run / 'results.json'}" in out
+
+
+@pytest.mark.usefixtures("tiny")
+def test_a_failed_write_still_shows_the_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def full(result: demo.DemoResult, out: Path) -> list[Path]:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(demo, "save_demo", full)
+    assert main(["demo", *FAST, "--no-progress", "--out", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "Table 2" in captured.out
+    assert captured.err == (
+        f"lsdiffusion demo: error: writing {tmp_path} failed: [Errno 28] No space left on device\n"
+    )
+
+
+@pytest.mark.usefixtures("tiny")
+def test_without_matplotlib_the_plot_extra_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an older run left figures; the new set has none, so they go with the old set
+    (tmp_path / "figure.png").write_bytes(b"old")
+    (tmp_path / "diffusion.png").write_bytes(b"old")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    assert main(["demo", *FAST, "--no-progress", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-3] == f"wrote {tmp_path / 'results.json'}"
+    assert out[-2] == (
+        "figures skipped: matplotlib is not installed; install the [plot] extra "
+        '(pip install "lsdiffusion[plot]", or ".[plot]" from a clone)'
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+    assert json.loads((tmp_path / "results.json").read_text())["figure"] is None
+
+
+@pytest.mark.usefixtures("tiny")
+def test_ctrl_c_during_training_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "run_demo", interrupted)
+    assert main(["demo", *FAST, "--out", str(tmp_path / "run")]) == 130
+    captured = capsys.readouterr()
+    assert captured.err == "lsdiffusion demo: interrupted; nothing was written\n"
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+# --------------------------------------------------------------------------- atomic outputs
+
+
+@pytest.fixture(scope="module")
+def result_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny finished run, pickled for the subprocesses that write it."""
+    cfg = DemoConfig(**TINY, seeds=(0,), temperatures=(1.0, 3.0), epochs=1)
+    result = run_demo(cfg, workers=1)
+    path = tmp_path_factory.mktemp("result") / "result.pkl"
+    path.write_bytes(pickle.dumps(result))
+    return path
+
+
+# Writes the pickled result into OUT, interrupted at a chosen point.
+WRITER = textwrap.dedent(
+    """
+    import os, pickle, signal, sys
+    import lsdiffusion.demo as demo
+
+    result_file, out, when, how = sys.argv[1:]
+    result = pickle.loads(open(result_file, "rb").read())
+    result.seconds = 12345.0  # tells this run's results.json from the old one
+    sig = {"kill": signal.SIGKILL, "int": signal.SIGINT}[how]
+    if when == "staged":  # after the figures are written, before results.json
+        real = demo._figure
+        def figure(*args):
+            path = real(*args)
+            os.kill(os.getpid(), sig)
+            return path
+        demo._figure = figure
+    elif when == "commit":  # between the renames that put the new files in place
+        real = os.replace
+        calls = []
+        def replace(src, dst):
+            calls.append(dst)
+            real(src, dst)
+            if len(calls) == 1:
+                os.kill(os.getpid(), sig)
+        os.replace = replace
+    try:
+        demo.save_demo(result, out)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    """
+)
+
+
+def _write(result_file: Path, out: Path, when: str, how: str) -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", WRITER, str(result_file), str(out), when, how],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode
+
+
+def _snapshot(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("how", ["kill", "int"])
+def test_interrupt_between_files_leaves_the_old_set(
+    result_file: Path, tmp_path: Path, how: str
+) -> None:
+    out = tmp_path / "run"
+    written = save_demo(pickle.loads(result_file.read_bytes()), out)
+    assert [p.name for p in written] == ["diffusion.png", "figure.png", "results.json"]
+    old = _snapshot(out)
+    assert old["figure.png"][:8] == b"\x89PNG\r\n\x1a\n"
+
+    rc = _write(result_file, out, "staged", how)
+    assert rc == (-signal.SIGKILL if how == "kill" else 130)
+    assert _snapshot(out) == old  # the complete old set, byte for byte
+    staging = [p for p in out.iterdir() if p.is_dir()]
+    assert len(staging) == (1 if how == "kill" else 0)  # a killed run cannot clean up
+
+    # the next run removes the dead run's staging folder and writes a complete new set
+    save_demo(pickle.loads(result_file.read_bytes()), out)
+    assert sorted(p.name for p in out.iterdir()) == ["diffusion.png", "figure.png", "results.json"]
+
+
+def test_ctrl_c_during_the_renames_completes_the_new_set(result_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    save_demo(pickle.loads(result_file.read_bytes()), out)
+    assert _write(result_file, out, "commit", "int") == 130  # the interrupt came after the commit
+    data = json.loads((out / "results.json").read_text())
+    assert data["seconds"] == 12345.0
+    assert data["figure"] == str(out / "figure.png")
+    assert sorted(p.name for p in out.iterdir()) == ["diffusion.png", "figure.png", "results.json"]
