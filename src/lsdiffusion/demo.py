@@ -22,13 +22,19 @@ run; a given seed gives the same result every time on the same machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
+import os
+import shutil
+import signal
 import statistics
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +49,21 @@ __all__ = [
     "add_parser",
     "make_hierarchical_task",
     "run_demo",
+    "save_demo",
 ]
+
+MIN_TEMPERATURE = 0.01
+"""Lowest temperature the demo accepts (float32 ``z / T`` stays far from overflow)."""
+MAX_TEMPERATURE = 1000.0
+"""Highest temperature the demo accepts (float32 ``T² · KL`` keeps its digits)."""
+MAX_SEED = 2**32 - 1
+"""Seeds are 32-bit: ``0 <= seed <= MAX_SEED``."""
+
+
+def _listed(values: Sequence[float]) -> str:
+    """``[1.0, 2.0]``, cut after 8 values for error messages."""
+    shown = ", ".join(repr(v) for v in values[:8])
+    return f"[{shown}, ... ({len(values)} values)]" if len(values) > 8 else f"[{shown}]"
 
 
 @dataclass(frozen=True)
@@ -108,14 +128,37 @@ class DemoConfig:
             raise ValueError(
                 f"temperatures must hold T0 and at least one T1, got {list(self.temperatures)}"
             )
-        if any(not (math.isfinite(t) and t > 0) for t in self.temperatures):
-            raise ValueError(f"temperatures must be finite and > 0, got {list(self.temperatures)}")
+        if any(not MIN_TEMPERATURE <= t <= MAX_TEMPERATURE for t in self.temperatures):
+            raise ValueError(
+                f"temperatures must be finite and in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}] "
+                "(beyond, float32 logits / T or T² · KL lose their digits), "
+                f"got {_listed(self.temperatures)}"
+            )
         if len(set(self.temperatures)) != len(self.temperatures):
-            raise ValueError(f"temperatures must be distinct, got {list(self.temperatures)}")
+            raise ValueError(f"temperatures must be distinct, got {_listed(self.temperatures)}")
+        t0 = self.temperatures[0]
+        if any(t <= t0 for t in self.temperatures[1:]):
+            raise ValueError(
+                f"temperatures after the first (T0 = {t0:g}) must be > T0, since the diffusion "
+                f"index measures T0 -> T1 > T0, got {_listed(self.temperatures)}"
+            )
         if not self.seeds:
             raise ValueError("seeds must not be empty")
+        if any(
+            isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED
+            for s in self.seeds
+        ):
+            raise ValueError(
+                f"seeds must be integers in [0, {MAX_SEED}] (32-bit), got {_listed(self.seeds)}"
+            )
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(
+                f"seeds must be distinct (each runs one study), got {_listed(self.seeds)}"
+            )
         if any(not 0.0 <= a < 1.0 for a in self.alphas) or not self.alphas:
-            raise ValueError(f"alphas must be in [0, 1), got {list(self.alphas)}")
+            raise ValueError(f"alphas must be in [0, 1), got {_listed(self.alphas)}")
+        if len(set(self.alphas)) != len(self.alphas):
+            raise ValueError(f"alphas must be distinct, got {_listed(self.alphas)}")
         if 0.0 not in self.alphas or max(self.alphas) <= 0.0:
             raise ValueError(
                 "alphas must hold 0 (the plain teacher) and at least one alpha > 0 "
@@ -253,6 +296,8 @@ class DemoResult:
     entropy: dict[tuple[float, float], list[float]] = field(default_factory=dict)
     seconds: float = 0.0
     figure: str | None = None
+    # The first seed's students by (alpha, T), as state dicts: what the figures show.
+    students: dict[tuple[float, float], dict[str, Any]] = field(default_factory=dict, repr=False)
 
     # -- summaries ---------------------------------------------------------
 
@@ -551,6 +596,11 @@ def _study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> _St
     )
 
 
+def _ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C is the parent's to handle (no traceback from each worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _study_in_worker(args: tuple[DemoConfig, int, float, bool]) -> _StudyOutput:
     import torch
 
@@ -561,15 +611,17 @@ def _study_in_worker(args: tuple[DemoConfig, int, float, bool]) -> _StudyOutput:
 def run_demo(
     config: DemoConfig | None = None,
     *,
-    progress: bool = True,
+    progress: bool = False,
     out: str | Path | None = None,
     workers: int | None = None,
 ) -> DemoResult:
-    """Run the study; optionally write ``results.json`` and a figure into ``out``.
+    """Run the study; optionally write its outputs into ``out`` (see :func:`save_demo`).
 
     Each (seed, teacher) study is independent and seeded, so on the CPU they run
     in parallel worker processes (``workers``, default: up to the number of
-    cores) with identical results to a sequential run.
+    cores) with identical results to a sequential run. ``progress=True`` shows
+    a progress line on stderr. The device and ``out`` are checked before any
+    training (``ValueError`` naming the problem).
 
     Example:
         >>> from lsdiffusion.demo import DemoConfig, run_demo
@@ -583,9 +635,12 @@ def run_demo(
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from tqdm.auto import tqdm
+    from lsdiffusion._progress import Progress
 
     cfg = config or DemoConfig()
+    _check_device(cfg.device, flag="config.device")
+    if out is not None:
+        _prepare_out(out)
     jobs = [(cfg, seed, alpha, seed == cfg.seeds[0]) for seed in cfg.seeds for alpha in cfg.alphas]
     if workers is None:
         workers = 1 if cfg.device != "cpu" else min(len(jobs), os.cpu_count() or 1)
@@ -593,13 +648,7 @@ def run_demo(
         raise ValueError(f"workers must be >= 1, got {workers}")
     result = DemoResult(cfg)
     start = time.perf_counter()
-    bar = tqdm(
-        total=len(jobs),
-        disable=not progress,
-        desc="teacher + students",
-        unit="study",
-        file=sys.stderr,
-    )
+    bar = Progress(len(jobs), "teacher + students", "studies", enabled=progress)
     outputs: list[_StudyOutput] = []
     if workers == 1:
         import torch
@@ -613,13 +662,22 @@ def run_demo(
         finally:
             torch.set_num_threads(threads)
     else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(
+            workers, mp_context=get_context("spawn"), initializer=_ignore_sigint
+        )
+        try:
             for output in pool.map(_study_in_worker, jobs):
                 outputs.append(output)
                 bar.update()
+        except BaseException:  # Ctrl-C included: stop the workers now, not after their study
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     bar.close()
 
-    students: dict[tuple[float, float], dict[str, Any]] = {}
+    students = result.students
     for o in outputs:  # in job order: deterministic whatever the scheduling
         result.teacher_accuracy.setdefault(o.alpha, []).append(o.teacher_accuracy)
         for t in cfg.temperatures:
@@ -633,13 +691,178 @@ def run_demo(
     result.seconds = time.perf_counter() - start
 
     if out is not None:
-        out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        result.figure = _figure(
-            result, students, make_hierarchical_task(cfg, cfg.seeds[0]), out_dir
-        )
-        (out_dir / "results.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        save_demo(result, out)
     return result
+
+
+# ---------------------------------------------------------------------------
+# outputs, written atomically
+# ---------------------------------------------------------------------------
+
+OUTPUT_FILES = ("figure.png", "diffusion.png", "results.json")
+"""The files the demo writes into its folder; ``results.json`` is committed last."""
+_STAGING_PREFIX = ".lsdiffusion-demo-"
+
+
+def _prepare_out(out: str | Path, flag: str = "out") -> Path:
+    """Create the output folder if needed and check that files can be written into it.
+
+    Raises:
+        ValueError: ``out`` is empty, is a file, a dangling symbolic link, or a
+            folder that cannot be created or written into (read-only, immutable).
+            The message names the path and the reason.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = (Path(tmp) / "a-file").write_text("x")
+        ...     _prepare_out(Path(tmp) / "a-file", flag="--out")
+        Traceback (most recent call last):
+        ...
+        ValueError: --out .../a-file exists and is not a folder
+    """
+    if str(out) == "":
+        raise ValueError(f"{flag} must name a folder, got an empty path")
+    path = Path(out)
+    if path.is_symlink() and not path.exists():
+        raise ValueError(
+            f"{flag} {path} is a symbolic link to {os.readlink(path)!s}, which does not exist"
+        )
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: cannot create the folder: {_reason(exc)}") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=_STAGING_PREFIX + "probe-", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: cannot write into the folder: {_reason(exc)}") from None
+    return path
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _check_device(device: str, flag: str = "device") -> None:
+    """Check that ``device`` names a torch device that works here.
+
+    Raises:
+        ValueError: an unknown device string (``"gpu"``), a meta device, or one
+            this machine lacks (``"cuda"`` on a CPU-only torch).
+
+    Example:
+        >>> _check_device("cpu")
+        >>> _check_device("gpu", flag="--device")
+        Traceback (most recent call last):
+        ...
+        ValueError: --device must be a torch device such as cpu, cuda or cuda:1, got 'gpu'
+    """
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(
+            f"{flag} must be a torch device such as cpu, cuda or cuda:1, got {device!r}"
+        ) from None
+    if parsed.type == "meta":
+        raise ValueError(f"{flag} meta holds no data; use cpu or an accelerator such as cuda")
+    try:
+        torch.zeros(1, device=parsed)
+    except (RuntimeError, AssertionError) as exc:  # torch not compiled with CUDA, no such GPU
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{flag} {device} is not available here: {first}") from None
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    saved = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        for signum in received:
+            signal.raise_signal(signum)
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Remove staging folders left by demo runs that were killed (their process is gone)."""
+    for entry in out.glob(_STAGING_PREFIX + "*"):
+        pid = entry.name[len(_STAGING_PREFIX) :].split("-", 1)[0]
+        if not entry.is_dir() or not pid.isascii() or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except OSError:  # alive but not ours (EPERM): leave it
+            pass
+
+
+def save_demo(result: DemoResult, out: str | Path) -> list[Path]:
+    """Write ``results.json`` and the figures (with matplotlib) into ``out``, atomically.
+
+    Everything is first written into a staging folder inside ``out``; then the
+    files are moved into place by renames, ``results.json`` last, with Ctrl-C
+    held off for those few microseconds. An interrupted run therefore leaves
+    the previous complete set of outputs (or none), never a truncated file or a
+    mix of two runs. A figure that this run does not draw (no matplotlib) is
+    removed with the old set, so ``results.json`` describes what is there.
+
+    Returns:
+        The paths written, ``results.json`` last.
+
+    Raises:
+        ValueError: ``out`` is a file, a dangling symbolic link, or a folder
+            that cannot be created or written into.
+        OSError: writing failed (disk full, ...); the previous set is intact.
+    """
+    out_dir = _prepare_out(out)
+    _remove_stale_staging(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=out_dir))
+    try:
+        cfg = result.config
+        figure = None
+        if result.students:
+            figure = _figure(
+                result, result.students, make_hierarchical_task(cfg, cfg.seeds[0]), staging
+            )
+        drawn = sorted(p.name for p in staging.iterdir() if p.is_file())
+        result.figure = str(out_dir / Path(figure).name) if figure is not None else None
+        data = result.to_json()
+        (staging / "results.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        for name in [*drawn, "results.json"]:
+            _fsync(staging / name)
+        with _signals_held():
+            for name in drawn:
+                os.replace(staging / name, out_dir / name)
+            for name in OUTPUT_FILES[:-1]:
+                if name not in drawn:
+                    (out_dir / name).unlink(missing_ok=True)
+            os.replace(staging / "results.json", out_dir / "results.json")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out_dir / name for name in [*drawn, "results.json"]]
 
 
 def _figure(
@@ -744,71 +967,151 @@ def _float_list(values: Iterable[str]) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
+def _words(values: Sequence[float]) -> str:
+    return " ".join(f"{v:g}" for v in values)
+
+
 def add_parser(subparsers: Any) -> None:
     """Register ``lsdiffusion demo``."""
     defaults = DemoConfig()
     p = subparsers.add_parser(
         "demo",
         help="reproduce the LS x KD finding on a synthetic class hierarchy",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description=(
+            (__doc__.splitlines()[0] if __doc__ else "")
+            + " Every argument is checked before training starts; the tables are printed "
+            "before any file is written, and the files are written atomically."
+        ),
     )
-    p.add_argument("--device", default=defaults.device, help="torch device (cpu, cuda, ...)")
+    p.add_argument(
+        "--device",
+        default=defaults.device,
+        help=f"torch device: cpu, cuda, cuda:1, mps, ... (default: {defaults.device})",
+    )
     p.add_argument(
         "--seeds",
         type=int,
         nargs="+",
         default=list(defaults.seeds),
-        help="seeds, one full study each (default: 0 1 2)",
+        metavar="SEED",
+        help=f"distinct seeds in [0, 2^32 - 1], one full study each "
+        f"(default: {_words(defaults.seeds)})",
     )
     p.add_argument(
         "--temperatures",
         type=float,
         nargs="+",
         default=list(defaults.temperatures),
-        help="KD temperatures; the first is T0 of the diffusion index (default: 1 2 3 64)",
+        metavar="T",
+        help=f"KD temperatures in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]; the first is T0 of "
+        f"the diffusion index, the others must be higher (default: "
+        f"{_words(defaults.temperatures)})",
     )
     p.add_argument(
         "--alphas",
         type=float,
         nargs="+",
         default=list(defaults.alphas),
-        help="teachers' label smoothing (default: 0 0.1)",
+        metavar="ALPHA",
+        help=f"teachers' label smoothing in [0, 1): 0 and at least one > 0 "
+        f"(default: {_words(defaults.alphas)})",
     )
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help=f"training epochs of every teacher and student (default: {defaults.epochs})",
+    )
     p.add_argument(
         "--diffusion-t1",
         type=float,
         default=None,
-        help="T1 of the diffusion-index check (default: 3 if given, else the second temperature)",
+        metavar="T1",
+        help="T1 of the diffusion-index check (default: 3 if among the temperatures, "
+        "else the second temperature)",
     )
-    p.add_argument("--out", default="lsdiffusion-demo", help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel worker processes on the CPU (default: one per core, at most one per "
+        "study; 1 on an accelerator)",
+    )
+    p.add_argument(
+        "--out",
+        default="lsdiffusion-demo",
+        metavar="DIR",
+        help="output folder for results.json and the figures; created if missing "
+        "(default: lsdiffusion-demo)",
+    )
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress line on stderr (default: shown)",
+    )
     p.set_defaults(func=_main)
 
 
-def _main(args: argparse.Namespace) -> int:
+def _config_from_args(args: argparse.Namespace) -> DemoConfig:
+    """The :class:`DemoConfig` of parsed ``lsdiffusion demo`` arguments.
+
+    Raises:
+        ValueError: an argument is out of range; the message names its flag.
+    """
     temps = _float_list(args.temperatures)
     t1 = args.diffusion_t1
-    if t1 is None and len(temps) > 1:
-        t1 = 3.0 if 3.0 in temps[1:] else temps[1]
+    if t1 is None:
+        t1 = 3.0 if 3.0 in temps[1:] else (temps[1] if len(temps) > 1 else 3.0)
+    if args.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     try:
-        config = DemoConfig(
+        return DemoConfig(
             seeds=tuple(args.seeds),
             temperatures=temps,
             alphas=_float_list(args.alphas),
             epochs=args.epochs,
-            diffusion_t1=t1 if t1 is not None else 3.0,
+            diffusion_t1=t1,
             device=args.device,
         )
-    except ValueError as exc:
-        print(f"lsdiffusion demo: error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # name the flag: "temperatures must ..." -> "--temperatures must ..."
+        message = str(exc)
+        for name in ("temperatures", "seeds", "alphas", "epochs"):
+            if message.startswith(name + " "):
+                message = f"--{message}"
+        message = message.replace("diffusion_t1=", "--diffusion-t1 ")
+        raise ValueError(message) from None
+
+
+def _main(args: argparse.Namespace) -> int:
+    def fail(message: str) -> int:
+        print(f"lsdiffusion demo: error: {message}", file=sys.stderr)
         return 2
-    result = run_demo(config, progress=not args.no_progress, out=args.out)
+
+    try:  # every check before any training
+        config = _config_from_args(args)
+        _check_device(config.device, flag="--device")
+        out = _prepare_out(args.out, flag="--out")
+    except ValueError as exc:
+        return fail(str(exc))
+    try:
+        result = run_demo(config, progress=not args.no_progress, workers=args.workers)
+    except KeyboardInterrupt:
+        print("lsdiffusion demo: interrupted; nothing was written", file=sys.stderr)
+        return 130
     print(result.tables())
     print()
-    print(
-        f"wrote {Path(args.out) / 'results.json'}"
-        + (f" and {result.figure}" if result.figure else "")
-    )
+    try:
+        written = save_demo(result, out)
+    except (OSError, ValueError) as exc:
+        print(f"lsdiffusion demo: error: writing {out} failed: {exc}", file=sys.stderr)
+        return 1
+    print("wrote " + ", ".join(str(path) for path in written))
+    if result.figure is None:
+        print(
+            "figures skipped: matplotlib is not installed; install the [plot] extra "
+            '(pip install "lsdiffusion[plot]", or ".[plot]" from a clone)'
+        )
     print(f"total time {result.seconds:.1f} s on {config.device}")
     return 0
