@@ -240,3 +240,33 @@ def test_collect_features_model_outputs_and_errors():
         collect_features(HFLike(), [(torch.randn(2, 4), torch.tensor([0]))], progress=False)
     with pytest.raises(ValueError, match="yielded no batch"):
         collect_features(HFLike(), [], progress=False)
+
+
+def test_labels_are_checked_like_class_centroids():
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    x = torch.randn(4, 4)
+    cases = [
+        (torch.tensor([0.0, 1.7, 2.0, 0.0]), TypeError, "labels must have an integer dtype"),
+        ([0.0, 1.7, 2.0, 0.0], TypeError, "labels must have an integer dtype"),  # never truncated
+        (torch.tensor([True, False, True, True]), TypeError, "integer dtype, got torch.bool"),
+        (torch.tensor([0, 1, 3, 0]), ValueError, r"labels must be in \[0, 2\] \(num_classes=3\)"),
+        (torch.tensor([0, -1, 2, 0]), ValueError, r"labels must be in \[0, 2\]"),
+        (torch.zeros(4, 1, dtype=torch.long), ValueError, r"labels must be \(N,\)"),
+    ]
+    for labels, error, match in cases:
+        with pytest.raises(error, match=match):
+            collect_features(net, [(x, labels)])
+        # ClassCentroids rejects the same labels
+        features = torch.randn(4, 6)
+        with pytest.raises((TypeError, ValueError)):
+            ClassCentroids(3).update(features, torch.as_tensor(labels))
+
+
+def test_progress_is_off_unless_asked(capsys):
+    net = TinyResNet()
+    loader, _, _ = _loader()
+    collect_features(net, loader)
+    assert capsys.readouterr().err == ""
+    collect_features(net, loader, progress=True)
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f"features: {len(loader)}/{len(loader)} batches")

@@ -18,6 +18,9 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from typing_extensions import Self
+
+from lsdiffusion._arrays import _check_labels
 
 __all__ = [
     "FeatureBatch",
@@ -140,7 +143,7 @@ class FeatureCapture:
             )
         self.features = value.detach() if self.detach else value
 
-    def __enter__(self) -> FeatureCapture:
+    def __enter__(self) -> Self:
         if self._handle is not None:
             raise RuntimeError("this FeatureCapture is already active (nested use)")
         self.features = None
@@ -242,7 +245,7 @@ def iter_features(
     *,
     layer: str | nn.Module | None = None,
     device: torch.device | str | None = None,
-    progress: bool = True,
+    progress: bool = False,
     desc: str = "features",
     eval_mode: bool = True,
     non_blocking: bool = True,
@@ -262,41 +265,65 @@ def iter_features(
         loader: an iterable of ``(inputs, labels, ...)`` batches (e.g. a ``DataLoader``).
         layer: the layer whose input is recorded (see :func:`find_final_linear`).
         device: where inputs are moved (default: the model's device).
-        progress: show a tqdm progress bar.
-        desc: the progress bar's label.
+        progress: show a progress line on stderr (off by default: library
+            calls stay quiet unless asked).
+        desc: the progress line's label.
         eval_mode: put the model in eval mode while running.
         non_blocking: passed to ``Tensor.to`` when moving inputs.
         max_batches: stop after this many batches.
 
     Yields:
         :class:`FeatureBatch` ``(features, labels, logits)``, labels as int64.
+
+    Raises:
+        TypeError: labels that are not integers (float labels are never truncated).
+        ValueError: labels that are not (N,), or not in [0, C) for (N, C)
+            logits; features, logits and labels of different lengths. The
+            checks are those of :class:`~lsdiffusion.centroids.ClassCentroids`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> data = [(torch.randn(4, 5), torch.tensor([0, 1, 2, 0]))]
+        >>> [tuple(b.features.shape) for b in iter_features(net, data)]
+        [(4, 8)]
+        >>> bad = [(torch.randn(4, 5), torch.tensor([0.0, 1.5, 2.0, 0.0]))]
+        >>> next(iter_features(net, bad))
+        Traceback (most recent call last):
+        ...
+        TypeError: labels must have an integer dtype, got torch.float32
     """
-    from tqdm.auto import tqdm
+    from lsdiffusion._progress import Progress
 
     dev = _model_device(model) if device is None else torch.device(device)
     modes = {m: m.training for m in model.modules()}
     total = len(loader) if isinstance(loader, Sized) else None
     if max_batches is not None:
         total = max_batches if total is None else min(total, max_batches)
-    bar = tqdm(loader, total=total, desc=desc, disable=not progress, unit="batch", leave=False)
+    bar = Progress(total, desc, "batches", enabled=progress)
     try:
         with FeatureCapture(model, layer) as cap:
             if eval_mode:
                 model.eval()
-            for i, batch in enumerate(bar):
+            for i, batch in enumerate(loader):
                 if max_batches is not None and i >= max_batches:
                     break
                 inputs, labels = _split_batch(batch)
                 with torch.no_grad():  # only around the forward: the caller's code keeps grad
                     logits = _logits_of(model(_move(inputs, dev, non_blocking)))
                 feats = cap.pop()
-                if feats.shape[0] != logits.shape[0] or labels.shape[0] != logits.shape[0]:
+                labels = labels.to(logits.device)
+                if labels.dim() != 1 or not feats.shape[0] == logits.shape[0] == labels.shape[0]:
                     raise ValueError(
                         f"batch {i}: features {tuple(feats.shape)}, logits "
                         f"{tuple(logits.shape)} and labels {tuple(labels.shape)} disagree on "
-                        "the number of samples"
+                        "the number of samples (labels must be (N,))"
                     )
-                yield FeatureBatch(feats, labels.to(logits.device).long(), logits.detach())
+                num_classes = int(logits.shape[1]) if logits.dim() == 2 else 0
+                _check_labels(labels, int(feats.shape[0]), num_classes, check_range=num_classes > 0)
+                bar.update()
+                yield FeatureBatch(feats, labels.long(), logits.detach())
     finally:
         bar.close()
         for module, training in modes.items():
@@ -309,7 +336,7 @@ def collect_features(
     *,
     layer: str | nn.Module | None = None,
     device: torch.device | str | None = None,
-    progress: bool = True,
+    progress: bool = False,
     eval_mode: bool = True,
     to_cpu: bool = True,
     max_batches: int | None = None,
@@ -324,7 +351,7 @@ def collect_features(
         loader: an iterable of ``(inputs, labels, ...)`` batches.
         layer: the layer whose input is recorded (see :func:`find_final_linear`).
         device: where inputs are moved (default: the model's device).
-        progress: show a tqdm progress bar.
+        progress: show a progress line on stderr.
         eval_mode: put the model in eval mode while running.
         to_cpu: move each batch's results to CPU as they arrive.
         max_batches: stop after this many batches.
@@ -332,12 +359,16 @@ def collect_features(
     Returns:
         :class:`FeatureBatch` with features (N, D), labels (N,) int64 and logits (N, C).
 
+    Raises:
+        TypeError, ValueError: labels that :class:`~lsdiffusion.centroids.ClassCentroids`
+            would reject (see :func:`iter_features`); a loader with no batch.
+
     Example:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
         >>> data = [(torch.randn(4, 5), torch.tensor([0, 1, 2, 0])) for _ in range(3)]
-        >>> out = collect_features(net, data, progress=False)
+        >>> out = collect_features(net, data)
         >>> tuple(out.features.shape), tuple(out.labels.shape), tuple(out.logits.shape)
         ((12, 8), (12,), (12, 3))
     """
