@@ -117,3 +117,131 @@ def test_missing_matplotlib_names_the_extra(monkeypatch, tmp_path):
         plot_projections({"a": (proj, labels)}, tmp_path / "x.png")
     with pytest.raises(ImportError, match=r"lsdiffusion\[plot\]"):
         plot_diffusion_index({2.0: (-1.0, 1.0)}, tmp_path / "x.png")
+
+
+# ---------------------------------------------------------------------------
+# what a reader sees: stars, one scale, labels, legend, error bars
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The matplotlib figures the plot functions save, in order."""
+    import lsdiffusion.plotting as plotting
+
+    figures = []
+    save = plotting._save
+
+    def keep(fig, path, dpi):
+        figures.append(fig)
+        return save(fig, path, dpi)
+
+    monkeypatch.setattr(plotting, "_save", keep)
+    return figures
+
+
+def _with_centroids(seed: int, scale: float, method: str = "plane"):
+    torch.manual_seed(seed)
+    fc = nn.Linear(6, 10)
+    classes = [2, 5, 9]
+    labels = torch.tensor(classes).repeat_interleave(20)
+    feats = (fc.weight.detach()[labels] + 0.3 * torch.randn(60, 6)) * scale
+    cents = torch.stack([feats[labels == c].mean(0) for c in classes])
+    proj = muller_projection(
+        feats, templates_from_linear(fc, classes), method=method, centroids=cents
+    )
+    return proj, labels
+
+
+def _data_axes(fig):
+    return [ax for ax in fig.axes if ax.axison]
+
+
+def test_projection_panels_share_a_scale_per_row(tmp_path, captured):
+    panels = {
+        (teacher, f"T = {t}"): _with_centroids(i * 3 + j, scale=(1 + j) * (1 + 4 * i))
+        for i, teacher in enumerate(["no LS", "LS"])
+        for j, t in enumerate([1, 3, 64])
+    }
+    plot_projections(panels, tmp_path / "row.png")
+    axes = _data_axes(captured[-1])
+    spans = [(np.ptp(ax.get_xlim()), np.ptp(ax.get_ylim())) for ax in axes]
+    for row in (spans[:3], spans[3:]):
+        assert all(s == pytest.approx(row[0], rel=1e-9) for s in row)
+        assert row[0][0] == pytest.approx(row[0][1])  # square: one unit, one length
+    assert spans[0][0] < spans[3][0]  # the second row's students are 5x wider
+    # every point, template and centroid is inside its panel
+    for ax, (proj, _) in zip(axes, panels.values(), strict=True):
+        drawn = torch.cat([proj.points, proj.templates, proj.centroids]).numpy()
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        assert x0 < drawn[:, 0].min()
+        assert drawn[:, 0].max() < x1
+        assert y0 < drawn[:, 1].min()
+        assert drawn[:, 1].max() < y1
+    plot_projections(panels, tmp_path / "all.png", share_scale="all")
+    spans = [np.ptp(ax.get_xlim()) for ax in _data_axes(captured[-1])]
+    assert all(s == pytest.approx(spans[0]) for s in spans)
+    plot_projections(panels, tmp_path / "none.png", share_scale="none")
+    spans = [np.ptp(ax.get_xlim()) for ax in _data_axes(captured[-1])]
+    assert len({round(s, 6) for s in spans}) > 1
+    with pytest.raises(ValueError, match=r"share_scale must be one of \['row', 'all', 'none'\]"):
+        plot_projections(panels, tmp_path / "bad.png", share_scale=True)  # type: ignore[arg-type]
+
+
+def test_projection_labels_legend_and_stars(tmp_path, captured):
+    names = {2: "miniature poodle", 5: "standard poodle", 9: "submarine"}
+    panels = {("plain", "T = 1"): _with_centroids(0, 1.0), ("plain", "T = 3"): _projection(1)}
+    plot_projections(panels, tmp_path / "p.png", class_names=names)
+    fig = captured[-1]
+    axes = _data_axes(fig)
+    assert axes[0].get_xlabel().startswith("plane axis 1")
+    assert axes[0].get_ylabel() == "plain\nplane axis 2"
+    assert axes[1].get_title() == "T = 3"
+    (legend,) = fig.legends
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert set(names.values()) <= set(texts)
+    assert "other classes" in texts  # panel 2 has 5 points of class 0
+    assert "class centroid (class colour)" in texts
+    assert "template: final-layer weights (class colour)" in texts
+    # no text annotations left in the panels (they used to overlap the tick labels)
+    assert all(not ax.texts for ax in axes)
+    # centroids are stars, templates diamonds
+    markers = [c.get_paths()[0].vertices.shape[0] for c in axes[0].collections]
+    assert len(axes[0].collections) == 3 + 1 + 1  # three classes, templates, centroids
+    assert markers[-1] > markers[-2]  # a star has more vertices than a diamond
+    # the paper's method, centroids only
+    pca = {("LS", "T = 1"): _with_centroids(2, 1.0, method="pca")}
+    plot_projections(pca, tmp_path / "pca.png", show_templates=False)
+    fig = captured[-1]
+    (ax,) = _data_axes(fig)
+    assert ax.get_xlabel() == "PC 1"
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "class centroid (class colour)" in texts
+    assert not any(t.startswith("template") for t in texts)
+
+
+def test_diffusion_chart_error_bars_from_seeds(tmp_path, captured):
+    per_seed = {
+        "LS teacher": {2.0: [(-8.0, 1.0), (-12.0, 2.0), (-10.0, 3.0)], 3.0: [(-20.0, 1.5)] * 3},
+        "plain teacher": {2.0: (3.0, 0.5), 3.0: (4.0, 0.7)},
+    }
+    plot_diffusion_index(per_seed, tmp_path / "d.png", title="seeds")
+    fig = captured[-1]
+    similar, dissimilar = fig.axes[:2]
+    assert "S_{sim}" in similar.get_title()
+    assert "S_{dissim}" in dissimilar.get_title()
+    # the LS series carries error bars: std over seeds (ddof=1) of each temperature
+    bars = [c for c in similar.containers if hasattr(c, "has_yerr") and c.has_yerr]
+    assert len(bars) == 1
+    segments = bars[0].lines[2][0].get_segments()
+    lengths = sorted(round(float(seg[1][1] - seg[0][1]) / 2, 9) for seg in segments)
+    assert lengths == [0.0, pytest.approx(2.0)]  # std(-8, -12, -10) = 2; identical seeds: 0
+    line = bars[0].lines[0]
+    np.testing.assert_allclose(np.asarray(line.get_ydata(), dtype=float), [-10.0, -20.0])
+    # the plain series has no spread: a plain line, no error-bar container
+    plain = [ln for ln in similar.get_lines() if ln.get_label() == "plain teacher"]
+    assert len(plain) == 1
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["LS teacher", "plain teacher"]
+    with pytest.raises(TypeError, match="non-empty list of them"):
+        plot_diffusion_index({2.0: []}, tmp_path / "bad.png")

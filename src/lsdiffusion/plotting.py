@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import torch
@@ -77,6 +77,35 @@ def _grid(keys: Sequence[PanelKey], ncols: int | None) -> tuple[list[str], list[
     return [str(i) for i in range(nrows)], [str(j) for j in range(per_row)], False
 
 
+_AXIS_LABELS = {
+    "plane": ("plane axis 1 (along $w_1 - w_0$)", "plane axis 2"),
+    "pca": ("PC 1", "PC 2"),
+}
+
+
+def _panel_layers(
+    key: PanelKey, value: object, show_templates: bool
+) -> tuple[Projection, np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Validate one panel; return its projection, labels and every point it draws."""
+    if not (isinstance(value, tuple) and len(value) == 2):
+        raise TypeError(f"panels[{key!r}] must be a (projection, labels) pair")
+    proj, labels_like = value
+    if not isinstance(proj, Projection):
+        raise TypeError(f"panels[{key!r}][0] must be a Projection, got {type(proj).__name__}")
+    points = _numpy("points", proj.points)
+    labels = _numpy(f"panels[{key!r}] labels", labels_like).reshape(-1)
+    if labels.shape[0] != points.shape[0]:
+        raise ValueError(
+            f"panels[{key!r}]: {points.shape[0]} projected points but {labels.shape[0]} labels"
+        )
+    drawn = [points]
+    if show_templates:
+        drawn.append(_numpy("templates", proj.templates))
+    if proj.centroids is not None:
+        drawn.append(_numpy("centroids", proj.centroids))
+    return proj, labels, np.concatenate(drawn)
+
+
 def plot_projections(
     panels: Mapping[PanelKey, tuple[Projection, Any]],
     path: str | Path,
@@ -84,16 +113,30 @@ def plot_projections(
     class_names: ClassNames = None,
     ncols: int | None = None,
     title: str | None = None,
+    share_scale: Literal["row", "all", "none"] = "row",
+    show_templates: bool = True,
     point_size: float = 6.0,
     alpha: float = 0.5,
     panel_size: float = 3.2,
     dpi: int = 150,
 ) -> Path:
-    """Draw Müller projections, one panel per (teacher, temperature), and save a PNG.
+    """Draw projections of features, one panel per (teacher, temperature), and save a PNG.
 
     In each panel the features are coloured by class (the three template classes
-    in blue, red and green, any other label in grey) and each template is marked
-    with a star and its class name.
+    in blue, red and green, any other label in grey). Class centroids, when the
+    projection has them (``muller_projection(..., centroids=...)``), are stars
+    in their class colour, as in the paper's Figure 1; the templates are
+    diamonds. Every marker is named in the legend below the panels, and the
+    axes are labelled with the projection's axes (``"plane"``: the plane's
+    orthonormal axes; ``"pca"``: the principal components), in feature units.
+
+    With ``share_scale="row"`` (the default) the panels of one row of a
+    ``(teacher, temperature)`` grid, one student per temperature, span the same
+    range of feature units, each centred on its own points, so spreads can be
+    compared across temperatures: a cluster twice as wide *is* twice as wide.
+    ``"all"`` shares one scale over every panel (different teachers' students
+    may differ in feature scale overall, which the diffusion index ignores);
+    ``"none"`` fits each panel to its data.
 
     Args:
         panels: ``{key: (projection, labels)}`` with ``projection`` from
@@ -105,6 +148,9 @@ def plot_projections(
         class_names: names by global class index (``{266: "miniature poodle"}`` or a list).
         ncols: panels per row for string keys (default: up to 4).
         title: a figure title.
+        share_scale: ``"row"`` (a scale per grid row; for string keys, as ``"all"``),
+            ``"all"`` or ``"none"``.
+        show_templates: draw the templates (the paper's figures show centroids only).
         point_size: marker area of the feature points.
         alpha: opacity of the feature points.
         panel_size: size of one panel in inches.
@@ -114,35 +160,47 @@ def plot_projections(
         The path written.
     """
     figure_cls = _figure_class()
+    from matplotlib.lines import Line2D
+
     if not isinstance(panels, Mapping) or not panels:
         raise ValueError("panels must be a non-empty mapping {key: (projection, labels)}")
+    if share_scale not in ("row", "all", "none"):
+        raise ValueError(f"share_scale must be one of ['row', 'all', 'none'], got {share_scale!r}")
     keys = list(panels.keys())
     rows, cols, is_grid = _grid(keys, ncols)
+    layers = {key: _panel_layers(key, panels[key], show_templates) for key in keys}
     fig = figure_cls(
-        figsize=(panel_size * len(cols), panel_size * len(rows) + (0.4 if title else 0.0)),
+        figsize=(panel_size * len(cols) + 0.3, panel_size * len(rows) + (0.9 if title else 0.6)),
         layout="constrained",
     )
     axes = np.asarray(fig.subplots(len(rows), len(cols), squeeze=False))
     used: set[tuple[int, int]] = set()
     legend_handles: dict[str, Any] = {}
+    has_centroids = has_templates = False
+
+    def dot(colour: str) -> Any:
+        return Line2D([], [], ls="none", marker="o", markersize=5, color=colour, alpha=0.8, lw=0)
+
+    positions: dict[PanelKey, tuple[int, int]] = {}
     for n, key in enumerate(keys):
-        value = panels[key]
-        if not (isinstance(value, tuple) and len(value) == 2):
-            raise TypeError(f"panels[{key!r}] must be a (projection, labels) pair")
-        proj, labels_like = value
-        if not isinstance(proj, Projection):
-            raise TypeError(f"panels[{key!r}][0] must be a Projection, got {type(proj).__name__}")
-        points = _numpy("points", proj.points)
-        labels = _numpy(f"panels[{key!r}] labels", labels_like).reshape(-1)
-        if labels.shape[0] != points.shape[0]:
-            raise ValueError(
-                f"panels[{key!r}]: {points.shape[0]} projected points but {labels.shape[0]} labels"
-            )
         if is_grid:
             assert isinstance(key, tuple)
-            i, j = rows.index(str(key[0])), cols.index(str(key[1]))
+            positions[key] = (rows.index(str(key[0])), cols.index(str(key[1])))
         else:
-            i, j = divmod(n, len(cols))
+            positions[key] = divmod(n, len(cols))
+    last_row = dict.fromkeys(range(len(cols)), 0)  # the lowest panel of each column
+    for i, j in positions.values():
+        last_row[j] = max(last_row[j], i)
+    half_span: dict[int, float] = {}  # by scale group: the grid row, or 0 for all
+    for key, (_, _, drawn) in layers.items():
+        group = positions[key][0] if share_scale == "row" and is_grid else 0
+        finite = drawn[np.isfinite(drawn).all(axis=1)]
+        span = float(np.ptp(finite, axis=0).max()) / 2 if len(finite) else 0.0
+        half_span[group] = max(half_span.get(group, 0.0), span)
+    for key in keys:
+        proj, labels, drawn = layers[key]
+        points = _numpy("points", proj.points)
+        i, j = positions[key]
         used.add((i, j))
         ax = axes[i, j]
         classes = list(proj.classes) if proj.classes is not None else []
@@ -151,61 +209,82 @@ def plot_projections(
             classes = [int(u) for u in uniq[np.argsort(-counts)][:3]]
         other = ~np.isin(labels, classes)
         if other.any():
-            h = ax.scatter(*points[other].T, s=point_size, c=_OTHER_COLOUR, alpha=alpha, lw=0)
-            legend_handles.setdefault("other", h)
+            ax.scatter(*points[other].T, s=point_size, c=_OTHER_COLOUR, alpha=alpha, lw=0)
+            legend_handles.setdefault("other classes", dot(_OTHER_COLOUR))
         for k, cls in enumerate(classes):
             sel = labels == cls
-            colour = _CLASS_COLOURS[k % 3]
             if sel.any():
-                h = ax.scatter(*points[sel].T, s=point_size, c=colour, alpha=alpha, lw=0)
-                legend_handles.setdefault(_name(class_names, cls), h)
-        templates = _numpy("templates", proj.templates)
-        centre = templates.mean(axis=0)
-        for k, (tx, ty) in enumerate(templates):
+                colour = _CLASS_COLOURS[k % 3]
+                ax.scatter(*points[sel].T, s=point_size, c=colour, alpha=alpha, lw=0)
+                legend_handles.setdefault(_name(class_names, cls), dot(colour))
+        colours = [_CLASS_COLOURS[k % 3] for k in range(3)]
+        if show_templates:
+            has_templates = True
             ax.scatter(
-                [tx],
-                [ty],
-                s=160,
-                marker="*",
-                c=_CLASS_COLOURS[k % 3],
+                *_numpy("templates", proj.templates).T,
+                s=42,
+                marker="D",
+                c=colours,
                 edgecolors="k",
                 linewidths=0.8,
                 zorder=5,
             )
-            if k < len(classes):
-                # label outwards, away from the triangle's centre, so labels do not collide
-                dx, dy = tx - centre[0], ty - centre[1]
-                norm = float(np.hypot(dx, dy)) or 1.0
-                dx, dy = dx / norm, dy / norm
-                ax.annotate(
-                    _name(class_names, classes[k]),
-                    (tx, ty),
-                    xytext=(9 * dx, 9 * dy),
-                    textcoords="offset points",
-                    fontsize=7,
-                    ha="left" if dx > 0.3 else "right" if dx < -0.3 else "center",
-                    va="bottom" if dy > 0.3 else "top" if dy < -0.3 else "center",
-                    zorder=6,
-                )
-        ax.margins(0.15)
-        ax.set_aspect("equal", adjustable="datalim")
+        if proj.centroids is not None:
+            has_centroids = True
+            ax.scatter(
+                *_numpy("centroids", proj.centroids).T,
+                s=190,
+                marker="*",
+                c=colours,
+                edgecolors="k",
+                linewidths=0.8,
+                zorder=6,
+            )
+        if share_scale != "none":
+            finite = drawn[np.isfinite(drawn).all(axis=1)]
+            centre = (finite.min(axis=0) + finite.max(axis=0)) / 2 if len(finite) else (0, 0)
+            half = (half_span[i if share_scale == "row" and is_grid else 0] or 1.0) * 1.08
+            ax.set_xlim(centre[0] - half, centre[0] + half)
+            ax.set_ylim(centre[1] - half, centre[1] + half)
+            ax.set_aspect("equal", adjustable="box")
+        else:
+            ax.margins(0.08)
+            ax.set_aspect("equal", adjustable="datalim")
         ax.tick_params(labelsize=6)
+        xlabel, ylabel = _AXIS_LABELS[proj.method]
+        if i == last_row[j]:
+            ax.set_xlabel(xlabel, fontsize=7)
         if is_grid:
             if i == 0:
                 ax.set_title(cols[j], fontsize=9)
             if j == 0:
-                ax.set_ylabel(rows[i], fontsize=9)
+                ax.set_ylabel(f"{rows[i]}\n{ylabel}", fontsize=8)
         else:
             ax.set_title(str(key), fontsize=9)
+            if j == 0:
+                ax.set_ylabel(ylabel, fontsize=7)
     for i in range(len(rows)):
         for j in range(len(cols)):
             if (i, j) not in used:
                 axes[i, j].set_axis_off()
+    marker_style: dict[str, Any] = {
+        "ls": "none",
+        "markerfacecolor": "white",
+        "markeredgecolor": "k",
+    }
+    if has_centroids:
+        legend_handles["class centroid (class colour)"] = Line2D(
+            [], [], marker="*", markersize=11, **marker_style
+        )
+    if has_templates:
+        legend_handles["template: final-layer weights (class colour)"] = Line2D(
+            [], [], marker="D", markersize=5, **marker_style
+        )
     if legend_handles:
         options: dict[str, Any] = {
-            "ncols": min(4, len(legend_handles)),
+            "ncols": min(3, len(legend_handles)),
             "fontsize": 8,
-            "markerscale": 2.0,
+            "markerscale": 1.0,
             "frameon": False,
         }
         handles, names = list(legend_handles.values()), list(legend_handles.keys())
@@ -225,46 +304,66 @@ def _save(fig: Any, path: str | Path, dpi: int) -> Path:
     return out
 
 
+def _is_pair(value: object) -> bool:
+    return (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in value)
+    )
+
+
 def _summary(value: object, where: str) -> tuple[float, float, float, float]:
     """(similar, dissimilar, similar spread, dissimilar spread) of one result."""
     if isinstance(value, DiffusionIndexTable):
-        sd_s = float(np.std(value.similar)) if len(value) > 1 else 0.0
-        sd_d = float(np.std(value.dissimilar)) if len(value) > 1 else 0.0
+        sd_s = float(np.std(value.similar, ddof=1)) if len(value) > 1 else 0.0
+        sd_d = float(np.std(value.dissimilar, ddof=1)) if len(value) > 1 else 0.0
         return value.mean_similar, value.mean_dissimilar, sd_s, sd_d
     if isinstance(value, DiffusionIndex):
         return value.similar, value.dissimilar, 0.0, 0.0
-    if isinstance(value, tuple) and len(value) == 2:
+    if _is_pair(value):
+        assert isinstance(value, tuple)
         return float(value[0]), float(value[1]), 0.0, 0.0
+    if isinstance(value, (list, tuple)) and value:  # one result per seed: their spread
+        means = np.asarray([_summary(v, f"{where}[{k}]")[:2] for k, v in enumerate(value)])
+        sd = np.std(means, axis=0, ddof=1) if len(means) > 1 else np.zeros(2)
+        return float(means[:, 0].mean()), float(means[:, 1].mean()), float(sd[0]), float(sd[1])
     raise TypeError(
-        f"{where} must be a DiffusionIndex, a DiffusionIndexTable or a (similar, dissimilar) "
-        f"pair, got {type(value).__name__}"
+        f"{where} must be a DiffusionIndex, a DiffusionIndexTable, a (similar, dissimilar) "
+        f"pair or a non-empty list of them (one per seed), got {type(value).__name__}"
     )
 
 
 def plot_diffusion_index(
-    results: Mapping[float, DiffusionValue] | Mapping[str, Mapping[float, DiffusionValue]],
+    results: Mapping[float, DiffusionValue | Sequence[DiffusionValue]]
+    | Mapping[str, Mapping[float, DiffusionValue | Sequence[DiffusionValue]]],
     path: str | Path,
     *,
     title: str | None = None,
     t0: float | None = 1.0,
-    figsize: tuple[float, float] = (4.5, 3.2),
+    figsize: tuple[float, float] = (7.5, 3.3),
     dpi: int = 150,
 ) -> Path:
-    """Chart the diffusion index against the distillation temperature and save a PNG.
+    r"""Chart the diffusion index against the distillation temperature and save a PNG.
 
-    For every temperature :math:`T_1` the similar-set index (solid) and the
-    dissimilar-set index (dashed) are plotted; a table's mean is drawn with its
-    standard deviation over targets as error bars. Systematic diffusion shows as
-    the solid line below zero and the dashed one above.
+    Two panels, each with its own y scale and a line at zero: the similar-set
+    index :math:`\alpha(\pi, S_{sim})` on the left, the dissimilar-set index
+    :math:`\alpha(\pi, S_{dissim})` on the right (usually a few percent,
+    which one shared axis would flatten), one line per series. Error bars are
+    one standard deviation (``ddof=1``): across the results when a list is
+    given for a temperature (e.g. one per seed: the seed spread), across
+    targets for a single :class:`~lsdiffusion.diffusion.DiffusionIndexTable`.
+    Series without any spread are drawn without error bars. Systematic
+    diffusion shows as the left line below zero and the right one above.
 
     Args:
         results: ``{T1: result}`` for one series, or ``{series: {T1: result}}`` for
             several (e.g. one per teacher); a result is a
             :class:`~lsdiffusion.diffusion.DiffusionIndex`, a
-            :class:`~lsdiffusion.diffusion.DiffusionIndexTable` or a
-            ``(similar, dissimilar)`` pair in percent.
+            :class:`~lsdiffusion.diffusion.DiffusionIndexTable`, a
+            ``(similar, dissimilar)`` pair in percent, or a list of these (one
+            per seed), drawn as the mean of their means.
         path: where to write the PNG.
-        title: an axes title.
+        title: a figure title.
         t0: the reference temperature, named in the axis label (``None`` to omit).
         figsize: figure size in inches.
         dpi: resolution of the PNG.
@@ -284,40 +383,48 @@ def plot_diffusion_index(
     temps = sorted({float(t) for s in series.values() for t in s})
     xpos = {t: i for i, t in enumerate(temps)}
     fig = figure_cls(figsize=figsize, layout="constrained")
-    ax = fig.subplots()
-    ax.axhline(0.0, color="k", lw=0.8)
+    axes = fig.subplots(1, 2, sharex=True)
+    panel_titles = (
+        "similar classes: $\\alpha(\\pi, S_{sim})$",
+        "dissimilar classes: $\\alpha(\\pi, S_{dissim})$",
+    )
+    for ax, panel_title in zip(axes, panel_titles, strict=True):
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_title(panel_title, fontsize=9)
+    handles: list[Any] = []
     for n, (name, mapping) in enumerate(series.items()):
         if not isinstance(mapping, Mapping):
             raise TypeError(f"results[{name!r}] must be a mapping {{T1: result}}")
         ts = sorted(float(t) for t in mapping)
         vals = [_summary(mapping[t], f"results[{t!r}]") for t in ts]
-        x = np.asarray([xpos[t] for t in ts], dtype=float) + 0.06 * (n - (len(series) - 1) / 2)
-        colour = f"C{n}"
-        prefix = f"{name}: " if name else ""
-        ax.errorbar(
-            x,
-            [v[0] for v in vals],
-            yerr=[v[2] for v in vals],
-            color=colour,
-            marker="o",
-            ls="-",
-            capsize=3,
-            label=f"{prefix}similar",
-        )
-        ax.errorbar(
-            x,
-            [v[1] for v in vals],
-            yerr=[v[3] for v in vals],
-            color=colour,
-            marker="s",
-            ls="--",
-            capsize=3,
-            label=f"{prefix}dissimilar",
-        )
-    ax.set_xticks(range(len(temps)), [f"{t:g}" for t in temps])
-    ax.set_xlabel("distillation temperature $T_1$" + (f" (vs $T_0$ = {t0:g})" if t0 else ""))
-    ax.set_ylabel("diffusion index α (%)")
-    ax.legend(fontsize=7, frameon=False)
+        x = np.asarray([xpos[t] for t in ts], dtype=float) + 0.08 * (n - (len(series) - 1) / 2)
+        style = {"color": f"C{n}", "marker": "os"[n % 2], "ls": "-", "label": name or None}
+        for ax, mean_at, sd_at in ((axes[0], 0, 2), (axes[1], 1, 3)):
+            y = [v[mean_at] for v in vals]
+            err = [v[sd_at] for v in vals]
+            if any(e > 0 for e in err):
+                h = ax.errorbar(x, y, yerr=err, capsize=3, elinewidth=1.0, **style)
+            else:
+                (h,) = ax.plot(x, y, **style)
+        if name:
+            handles.append(h)
+    xlabel = "distillation temperature $T_1$" + (f" (vs $T_0$ = {t0:g})" if t0 else "")
+    for ax in axes:
+        ax.set_xticks(range(len(temps)), [f"{t:g}" for t in temps])
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("diffusion index α (%)", fontsize=8)
+    if handles:
+        try:  # matplotlib >= 3.7 reserves room for an "outside" legend
+            fig.legend(
+                handles=handles,
+                loc="outside lower center",
+                ncols=min(4, len(handles)),
+                fontsize=8,
+                frameon=False,
+            )
+        except ValueError:  # pragma: no cover - older matplotlib
+            fig.legend(handles=handles, loc="lower center", fontsize=8, frameon=False)
     if title:
-        ax.set_title(title, fontsize=10)
+        fig.suptitle(title, fontsize=10)
     return _save(fig, path, dpi)

@@ -1,0 +1,97 @@
+"""The demo's results side: significance under Table 3, results.json, the fourth check."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from lsdiffusion.demo import DemoConfig, run_demo
+from lsdiffusion.diffusion import DiffusionIndexTable
+
+TINY = {
+    "superclasses": 3,
+    "subclasses": 2,
+    "input_dim": 8,
+    "train_per_class": 10,
+    "test_per_class": 10,
+    "teacher_width": 16,
+    "teacher_features": 8,
+    "student_width": 8,
+    "student_features": 4,
+    "epochs": 2,
+    "seeds": (0, 1),
+    "temperatures": (1.0, 3.0),
+    "diffusion_t1": 3.0,
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    result = run_demo(DemoConfig(**TINY), progress=False, workers=1, out=out)
+    return result, json.loads((out / "results.json").read_text())
+
+
+def test_significance_pools_classes_over_seeds(run):
+    result, data = run
+    for key, sig in data["significance"].items():
+        per_class = data["diffusion_index"][key]["per_class"]
+        a = np.concatenate(per_class["similar"])
+        b = np.concatenate(per_class["dissimilar"])
+        assert sig["n"] == len(a) == 6 * 2  # 6 classes x 2 seeds
+        # the per-seed means of Table 3 are the means of these per-class values
+        means = [float(np.mean(v)) for v in per_class["similar"]]
+        assert means == pytest.approx(data["diffusion_index"][key]["similar"]["values"])
+        assert sig["p_similar_negative"] == stats.wilcoxon(a, alternative="less").pvalue
+        assert sig["p_dissimilar_positive"] == stats.wilcoxon(b, alternative="greater").pvalue
+        assert sig["p_similar_below_dissimilar"] == (
+            stats.wilcoxon(a, b, alternative="less").pvalue
+        )
+        ci = stats.bootstrap(
+            (a,), np.mean, confidence_level=0.95, n_resamples=10_000, rng=np.random.default_rng(0)
+        ).confidence_interval
+        assert sig["ci_similar"] == [ci.low, ci.high]
+        alpha, t1 = (float(v) for v in key.split("/"))
+        assert result.significance(alpha, t1).to_dict() == sig
+
+
+def test_fourth_check_comes_from_the_tests(run):
+    result, data = run
+    (name,) = [k for k in data["checks"] if "alpha_sim < 0 < alpha_dissim" in k]
+    assert "Wilcoxon p < 0.05" in name
+    assert "n = 12" in name
+    sig = result.significance(0.1, 3.0)
+    assert data["checks"][name] is (
+        sig.p_similar_negative < 0.05 and sig.p_dissimilar_positive < 0.05
+    )
+    # the signs of the means alone do not decide it
+    pooled = DiffusionIndexTable.concat(result.diffusion_tables[(0.1, 3.0)])
+    assert sig.mean_similar == pytest.approx(pooled.mean_similar)
+
+
+def test_significance_printed_under_table_3(run):
+    result, _ = run
+    text = result.tables()
+    table3 = text.index("Table 3")
+    block = text.index("Significance of Table 3")
+    appendix = text.index("Appendix H")
+    assert table3 < block < appendix
+    lines = text[block:appendix].strip().splitlines()
+    assert "n = 6 x 2 = 12" in lines[0]
+    assert "Wilcoxon" in lines[1]
+    assert "95% BCa bootstrap" in lines[1]
+    assert "p(α_sim<0)" in lines[2]
+    rows = lines[4:]
+    assert len(rows) == 2  # two teachers x one T1
+    sig = result.significance(0.1, 3.0)
+    assert f"{sig.p_similar_negative:.2g}" in rows[1]
+    assert f"[{sig.ci_similar[0]:+.2f}, {sig.ci_similar[1]:+.2f}]" in rows[1]
+
+
+def test_significance_of_an_unmeasured_cell(run):
+    result, _ = run
+    with pytest.raises(KeyError, match=r"no per-class diffusion indices for teacher alpha=0\.5"):
+        result.significance(0.5, 3.0)
