@@ -1,8 +1,13 @@
 """Nox sessions: tests, lint, typecheck, docs, demo.
 
-Every session that needs torch installs the CPU build ``torch==2.13.0`` first
-(override with ``LSDIFFUSION_TORCH_SPEC``) so that the package's ``torch>=2.1``
-requirement is already satisfied and pip never pulls a multi-GB CUDA build.
+Every session that needs torch installs the pinned ``torch==2.13.0`` first
+(override the spec with ``LSDIFFUSION_TORCH_SPEC``), so the package's own
+``torch>=2.1`` requirement is already met when the package is installed.
+Which build the pin resolves to is pip's choice: a wheel in pip's cache or
+``--find-links`` (as on the project's CI machines, where it is the CPU build)
+is used as is; otherwise, on Linux, PyPI's ``torch`` wheel is the CUDA build,
+several GB. For the CPU build from PyTorch's own index, set
+``LSDIFFUSION_TORCH_INDEX=https://download.pytorch.org/whl/cpu``.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = ["3.11"]
 TORCH = os.environ.get("LSDIFFUSION_TORCH_SPEC", "torch==2.13.0")
+TORCH_INDEX = os.environ.get("LSDIFFUSION_TORCH_INDEX")
 
 
 def _install(session: nox.Session, extras: str) -> None:
-    session.install(TORCH)
+    session.install(TORCH, *(["--index-url", TORCH_INDEX] if TORCH_INDEX else []))
     session.install("-e", f".[{extras}]")
 
 

@@ -52,6 +52,7 @@ from common import (
     add_common_args,
     check_classes,
     dataset_classes,
+    finish_args,
     image_folder,
     load_checkpoint,
     make_loader,
@@ -111,7 +112,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="temperatures of the entropy table (default: --temperatures)",
     )
-    args = parser.parse_args(argv)
+    args = finish_args(parser.parse_args(argv), keep_unset=("image_size",))
     if len(args.students) != len(args.temperatures):
         parser.error(
             f"--students has {len(args.students)} checkpoints but --temperatures has "

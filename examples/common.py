@@ -12,6 +12,19 @@ everywhere. ``--loader pil`` forces the Pillow reader.
 Folder layout (torchvision's): ``DATA/train/<class>/*.png`` and
 ``DATA/val/<class>/*.png``; or ``DATA/<class>/*.png`` (then the one split is used
 for training and evaluation). Class indices follow the sorted folder names.
+``make_data.py`` writes a tiny one to try the examples on.
+
+``--quick`` is a CPU-sized preset (32-pixel images, a few epochs, no DataLoader
+workers, one thread) under which the walk-through of docs/examples.md runs in
+about a minute on two cores; options given explicitly override it.
+
+Threads: PyTorch uses one thread per core by default, and each DataLoader
+worker (and every other busy process) competes for the same cores. When they
+outnumber the cores, PyTorch's OpenMP threads wait on each other and small
+operations slow down many times over (the token example took 26 s with two
+threads on a busy 2-core machine, 0.8 s with one). For small models on a CPU,
+use ``--threads 1`` (or ``OMP_NUM_THREADS=1``); in general keep threads +
+workers <= cores.
 """
 
 from __future__ import annotations
@@ -35,6 +48,18 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 ARCHS = ("tiny", "resnet18")
 
+# Defaults of the options that --quick changes ("full" is the ImageNet-style setup).
+PRESETS: dict[str, dict[str, Any]] = {
+    "full": {
+        "image_size": 224,
+        "batch_size": 128,
+        "workers": min(8, os.cpu_count() or 1),
+        "epochs": 30,
+        "threads": None,  # torch's default: one per core
+    },
+    "quick": {"image_size": 32, "batch_size": 32, "workers": 0, "epochs": 3, "threads": 1},
+}
+
 
 # ----------------------------------------------------------------------------- setup
 
@@ -54,12 +79,33 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _preset_help(key: str) -> str:
+    full = PRESETS["full"][key]
+    return (
+        f"(default: {'one per core' if full is None else full}; --quick: {PRESETS['quick'][key]})"
+    )
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """The options every image example shares."""
     parser.add_argument("--data", type=Path, required=True, help="ImageFolder root")
-    parser.add_argument("--image-size", type=int, default=224, help="input side in pixels")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="CPU-sized preset for a first run: 32-pixel images, 3 epochs, batch 32, no "
+        "DataLoader workers, 1 thread; options given explicitly win",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input side in pixels " + _preset_help("image_size"),
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help=_preset_help("batch_size"))
+    parser.add_argument(
+        "--workers", type=int, default=None, help="DataLoader processes " + _preset_help("workers")
+    )
+    add_threads_arg(parser)
     parser.add_argument("--device", default=default_device(), help="default: cuda if available")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -68,6 +114,39 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="dataset reader: torchvision's ImageFolder when importable (auto) or Pillow",
     )
+
+
+def add_threads_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads; keep threads + DataLoader workers <= cores "
+        + _preset_help("threads"),
+    )
+
+
+def finish_args(
+    args: argparse.Namespace, *, keep_unset: tuple[str, ...] = ()
+) -> argparse.Namespace:
+    """Fill unset options from the preset (``--quick`` or the full defaults); apply ``--threads``.
+
+    Options named in ``keep_unset`` stay ``None`` (the script fills them, e.g.
+    ``distill.py`` takes the teacher's image size).
+    """
+    preset = PRESETS["quick" if getattr(args, "quick", False) else "full"]
+    for key, value in preset.items():
+        if key in vars(args) and getattr(args, key) is None and key not in keep_unset:
+            setattr(args, key, value)
+    for key in ("image_size", "batch_size", "epochs", "threads"):
+        value = getattr(args, key, None)
+        if value is not None and value < 1:
+            raise SystemExit(f"--{key.replace('_', '-')} must be >= 1, got {value}")
+    if getattr(args, "workers", None) is not None and args.workers < 0:
+        raise SystemExit(f"--workers must be >= 0, got {args.workers}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    return args
 
 
 def add_amp_args(parser: argparse.ArgumentParser) -> None:
@@ -304,7 +383,9 @@ def save_checkpoint(
     """Save the weights with what is needed to rebuild the model (arch, classes) and ``meta``.
 
     ``meta`` holds plain values (numbers, strings), so ``torch.load(weights_only=True)``
-    reads the file back.
+    reads the file back. The file is written atomically (a temporary file, then a
+    rename): the training scripts save after every epoch, and an interrupt leaves
+    the previous epoch's checkpoint, never a truncated one.
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -316,7 +397,12 @@ def save_checkpoint(
         "state_dict": state,
         "meta": meta,
     }
-    torch.save(ckpt, out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 

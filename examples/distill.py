@@ -2,6 +2,7 @@ r"""Distil a student from a teacher checkpoint at temperature T.
 
     python examples/distill.py --data data/ --teacher teacher_ls.pt --temperature 1 \
         --epochs 30 --out student_T1.pt
+    python examples/distill.py --data data/ --quick --teacher teacher_ls.pt -T 1   # CPU-sized
 
 The loss is Hinton's KD, T² · KL(p_teacher^T ‖ p_student^T) averaged over the
 batch (KDLoss). The paper's finding: with a label-smoothed teacher, distil at a
@@ -10,7 +11,8 @@ towards semantically similar classes (measure it with analyze.py). ``--beta``
 below 1 mixes in the cross-entropy with the labels: (1 - β)·CE + β·KD (the
 paper uses β = 1). The teacher runs in eval mode under ``torch.no_grad()`` on
 the same augmented batch as the student; the hard (label CE) and soft (T²·KL)
-terms are logged from ``KDLoss.terms``.
+terms are logged from ``KDLoss.terms``. The checkpoint is saved after every
+epoch (atomically).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +34,7 @@ from common import (
     check_classes,
     dataset_classes,
     evaluate,
+    finish_args,
     image_folder,
     load_checkpoint,
     make_loader,
@@ -52,13 +56,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--temperature", "-T", type=float, required=True)
     parser.add_argument("--beta", type=float, default=1.0, help="weight of the KD term")
     parser.add_argument("--arch", choices=ARCHS, default="tiny", help="student architecture")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=None, help="(default: 30; --quick: 3)")
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--out", default=None, help="default: student_T<temperature>.pt")
     parser.set_defaults(image_size=None)  # default: the teacher's
-    return parser.parse_args(argv)
+    return finish_args(parser.parse_args(argv), keep_unset=("image_size",))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -102,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 with torch.no_grad():
                     teacher_logits = teacher(images)
                 student_logits = student(images)
-                # With beta < 1 the labels add the hard term (KDTerms.hard is 0 when beta == 1).
+                # hard: the label cross-entropy, reported whenever labels are passed; it
+                # enters the loss with weight 1 - beta (0 for the paper's beta = 1).
                 loss, hard, soft = criterion.terms(student_logits, teacher_logits, labels)
             optimizer.zero_grad(set_to_none=True)
             precision.scaler.scale(loss).backward()
@@ -123,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "val_acc": val_acc,
         }
         history.append(stats)
-        # KDTerms.hard is the label cross-entropy; it is 0 when beta == 1 (not computed).
+        # KDTerms.hard is the label cross-entropy, logged even when beta == 1 (weight 0).
         hard_part = f"hard CE {hard_avg:.4f}, " if hard_avg > 0 else ""
         print(
             f"epoch {epoch:3d}/{args.epochs}  loss {loss_avg:.4f}  "
@@ -132,25 +137,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"({time.perf_counter() - start:.1f} s)",
             flush=True,
         )
+        save_checkpoint(  # every epoch: an interrupted run keeps its last epoch
+            out,
+            student,
+            args.arch,
+            classes,
+            kind="student",
+            temperature=args.temperature,
+            beta=args.beta,
+            teacher=str(args.teacher),
+            teacher_alpha=teacher_ckpt["meta"].get("alpha"),
+            epoch=epoch,
+            epochs=args.epochs,
+            seed=args.seed,
+            image_size=args.image_size,
+            val_acc=val_acc,
+        )
 
     final_acc = history[-1]["val_acc"] if history else float("nan")
-    path = save_checkpoint(
-        out,
-        student,
-        args.arch,
-        classes,
-        kind="student",
-        temperature=args.temperature,
-        beta=args.beta,
-        teacher=str(args.teacher),
-        teacher_alpha=teacher_ckpt["meta"].get("alpha"),
-        epochs=args.epochs,
-        seed=args.seed,
-        image_size=args.image_size,
-        val_acc=final_acc,
-    )
+    path = Path(out)
     print(f"teacher val acc {teacher_acc:.2%}; student val acc {final_acc:.2%}")
-    print(f"saved {path}")
+    print(f"saved {path} (after every epoch)")
     return {"history": history, "teacher_acc": teacher_acc, "checkpoint": str(path)}
 
 

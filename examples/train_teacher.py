@@ -1,6 +1,10 @@
 """Train a teacher with label smoothing on an ImageFolder dataset.
 
     python examples/train_teacher.py --data data/ --alpha 0.1 --epochs 30 --out teacher_ls.pt
+    python examples/train_teacher.py --data data/ --quick --out teacher_ls.pt   # CPU-sized
+
+The checkpoint is saved after every epoch (atomically), so an interrupted run
+keeps its last finished epoch.
 
 LabelSmoothingLoss(alpha) is ``F.cross_entropy(label_smoothing=alpha)``, computed
 by a fused kernel. On CUDA the loop runs in channels_last and, with ``--amp``,
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +32,7 @@ from common import (
     build_model,
     dataset_classes,
     evaluate,
+    finish_args,
     image_folder,
     make_loader,
     save_checkpoint,
@@ -45,12 +51,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_amp_args(parser)
     parser.add_argument("--alpha", type=float, default=0.1, help="label smoothing")
     parser.add_argument("--arch", choices=ARCHS, default="tiny")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=None, help="(default: 30; --quick: 3)")
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--out", default="teacher.pt", help="checkpoint path")
-    return parser.parse_args(argv)
+    parser.add_argument("--out", default="teacher.pt", help="checkpoint path (default: teacher.pt)")
+    return finish_args(parser.parse_args(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -107,20 +113,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"({time.perf_counter() - start:.1f} s)",
             flush=True,
         )
-
-    path = save_checkpoint(
-        args.out,
-        model,
-        args.arch,
-        classes,
-        kind="teacher",
-        alpha=args.alpha,
-        epochs=args.epochs,
-        seed=args.seed,
-        image_size=args.image_size,
-        val_acc=history[-1]["val_acc"] if history else float("nan"),
-    )
-    print(f"saved {path}")
+        path = save_checkpoint(  # every epoch: an interrupted run keeps its last epoch
+            args.out,
+            model,
+            args.arch,
+            classes,
+            kind="teacher",
+            alpha=args.alpha,
+            epoch=epoch,
+            epochs=args.epochs,
+            seed=args.seed,
+            image_size=args.image_size,
+            val_acc=val_acc,
+        )
+    print(f"saved {args.out} (after every epoch)")
+    path = Path(args.out)
     return {"history": history, "checkpoint": str(path), "classes": classes}
 
 

@@ -1,7 +1,7 @@
 """Smoke tests: every script in examples/ runs end to end on the CPU.
 
-The image examples run on a tiny generated ImageFolder (4 classes named by
-ImageNet-1K wnids, 8 train + 4 val PNGs of 16x16 each) with the tiny CNN; the
+The image examples run on a tiny ImageFolder written by ``examples/make_data.py``
+(4 classes named by ImageNet-1K wnids, 8 train + 4 val PNGs of 16x16 each) with the tiny CNN; the
 token example runs a few steps. The scripts are imported by path and their
 ``main(argv)`` called in-process (much faster than a subprocess each).
 """
@@ -44,7 +44,7 @@ def examples() -> Iterator[dict[str, ModuleType]]:
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(EXAMPLES))
         modules = {}
-        for name in ("train_teacher", "distill", "analyze", "distill_tokens"):
+        for name in ("make_data", "train_teacher", "distill", "analyze", "distill_tokens"):
             spec = importlib.util.spec_from_file_location(
                 f"_example_{name}", EXAMPLES / f"{name}.py"
             )
@@ -61,22 +61,6 @@ def examples() -> Iterator[dict[str, ModuleType]]:
     sys.modules.pop("common", None)
     if saved is not None:
         sys.modules["common"] = saved
-
-
-def write_image_folder(root: Path, per_class: dict[str, int], seed: int = 0) -> None:
-    """Class-dependent colour and stripe orientation plus noise, so the classes are learnable."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:16, 0:16]
-    for split, count in per_class.items():
-        for k, wnid in enumerate(WNIDS):
-            folder = root / split / wnid
-            folder.mkdir(parents=True)
-            colour = np.array([(k & 1) * 180 + 40, (k >> 1) * 180 + 40, 120], dtype=np.float64)
-            stripes = ((xx if k % 2 else yy) // 2 % 2)[..., None] * 50.0
-            for i in range(count):
-                pixels = colour + stripes + rng.normal(0, 25, size=(16, 16, 3))
-                image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-                image.save(folder / f"{wnid}_{i}.png")
 
 
 def cli(*flags: str, **options: object) -> list[str]:
@@ -102,7 +86,7 @@ def pipeline(
     """train_teacher -> distill at T=1 and T=3 -> analyze, once for the module."""
     tmp = tmp_path_factory.mktemp("examples")
     data = tmp / "data"
-    write_image_folder(data, {"train": 8, "val": 4})
+    run(examples["make_data"].main, cli(out=data, train=8, val=4, size=16))
     teacher = tmp / "teacher.pt"
     results: dict[str, Any] = {"tmp": tmp, "data": data, "teacher": teacher}
     results["teacher_run"] = run(
@@ -147,6 +131,77 @@ def test_train_teacher_writes_checkpoint(pipeline: dict[str, Any]) -> None:
     ckpt = torch.load(pipeline["teacher"], weights_only=True)
     assert (ckpt["arch"], ckpt["num_classes"], ckpt["classes"]) == ("tiny", 4, list(WNIDS))
     assert ckpt["meta"]["alpha"] == 0.1
+    assert (ckpt["meta"]["epoch"], ckpt["meta"]["epochs"]) == (3, 3)
+    assert ckpt["meta"]["val_acc"] == result["history"][-1]["val_acc"]
+    assert [p.name for p in pipeline["teacher"].parent.glob(".*tmp*")] == []
+
+
+def test_make_data_writes_a_wnid_image_folder(
+    examples: dict[str, ModuleType], pipeline: dict[str, Any], tmp_path: Path
+) -> None:
+    data: Path = pipeline["data"]
+    for split, count in (("train", 8), ("val", 4)):
+        assert sorted(p.name for p in (data / split).iterdir()) == list(WNIDS)
+        for wnid in WNIDS:
+            files = sorted((data / split / wnid).glob("*.png"))
+            assert len(files) == count
+            with Image.open(files[0]) as image:
+                assert image.size == (16, 16)
+    # defaults: the documented walk-through's data
+    result, stdout = run(examples["make_data"].main, cli(out=tmp_path / "d"))
+    assert len(result["files"]) == 4 * (32 + 16)
+    assert "wrote 192 images of 4 classes (32 train + 16 val each, 32x32)" in stdout
+    for argv, message in (
+        (cli(classes=["golden"]), "--classes must be wnids"),
+        (cli(classes=[WNIDS[0], WNIDS[0]]), "--classes must be distinct"),
+        (cli(train=0), "--train must be >= 1"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            examples["make_data"].parse_args(argv)
+        assert info.value.code == 2, message
+
+
+def test_quick_preset_and_threads(examples: dict[str, ModuleType], tmp_path: Path) -> None:
+    parse = examples["train_teacher"].parse_args
+    full = parse(cli(data=tmp_path))
+    assert (full.image_size, full.epochs, full.batch_size, full.threads) == (224, 30, 128, None)
+    quick = parse(cli("--quick", data=tmp_path))
+    assert (quick.image_size, quick.epochs, quick.batch_size, quick.workers) == (32, 3, 32, 0)
+    assert quick.threads == 1
+    assert torch.get_num_threads() == 1
+    mixed = parse(cli("--quick", data=tmp_path, epochs=5, image_size=48))
+    assert (mixed.epochs, mixed.image_size, mixed.batch_size) == (5, 48, 32)
+    # distill and analyze take the teacher's image size unless told
+    distill = examples["distill"].parse_args(
+        cli("--quick", data=tmp_path, teacher="t.pt", temperature=1)
+    )
+    assert distill.image_size is None
+    assert distill.epochs == 3
+    for argv in (cli(data=tmp_path, threads=0), cli(data=tmp_path, epochs=0)):
+        with pytest.raises(SystemExit, match="must be >= 1"):
+            parse(argv)
+    tokens = examples["distill_tokens"].parse_args([])
+    assert (tokens.steps, tokens.eval_batches, tokens.threads) == (600, 20, 1)
+    tokens = examples["distill_tokens"].parse_args(["--quick"])
+    assert (tokens.steps, tokens.eval_batches) == (100, 4)
+
+
+def test_checkpoint_is_saved_after_every_epoch(
+    examples: dict[str, ModuleType], pipeline: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = examples["train_teacher"]
+    saved: list[int] = []
+    real = module.save_checkpoint
+
+    def save(path: Any, *args: Any, **meta: Any) -> Path:
+        out = real(path, *args, **meta)
+        saved.append(torch.load(out, weights_only=True)["meta"]["epoch"])
+        return out
+
+    monkeypatch.setattr(module, "save_checkpoint", save)
+    out = pipeline["tmp"] / "every_epoch.pt"
+    run(module.main, cli(data=pipeline["data"], epochs=2, out=out, **SMALL))
+    assert saved == [1, 2]
 
 
 def test_distill_logs_soft_term_and_saves(pipeline: dict[str, Any]) -> None:
