@@ -25,13 +25,15 @@ from lsdiffusion.semantics.features import (
 from lsdiffusion.semantics.hierarchy import (
     DEFAULT_DISSIMILAR_DEPTH,
     DEFAULT_MIN_SIZE,
-    PAPER_CLASS_SETS,
     ClassHierarchy,
     ClassLookupError,
     ClassSetMasks,
     ClassSets,
     SimilarBasis,
     SynsetRecord,
+)
+from lsdiffusion.semantics.imagenet import (
+    PAPER_CLASS_SETS,
     find_class,
     imagenet1k_hierarchy,
     imagenet1k_wnids,

@@ -86,11 +86,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lsdiffusion classes``; returns the exit code (2 on bad input)."""
-    from lsdiffusion.semantics.hierarchy import (
-        DEFAULT_DISSIMILAR_DEPTH,
-        DEFAULT_MIN_SIZE,
-        imagenet1k_hierarchy,
-    )
+    from lsdiffusion.semantics.hierarchy import DEFAULT_DISSIMILAR_DEPTH, DEFAULT_MIN_SIZE
+    from lsdiffusion.semantics.imagenet import imagenet1k_hierarchy
     from lsdiffusion.semantics.wordnet import WordNetUnavailableError
 
     min_size = DEFAULT_MIN_SIZE if args.min_size is None else args.min_size

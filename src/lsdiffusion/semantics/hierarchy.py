@@ -44,25 +44,23 @@ common ancestor (separate roots) get depth -1. With the minimum-path
 convention ``dog.n.01`` (depth 13 here, 8 by its shortest path through
 ``domestic_animal.n.01``) would sit above some of its own ancestors.
 
-ImageNet-1K's hierarchy ships with the package (WordNet 3.0, 1860 synsets) and
-loads lazily on first use; :func:`lsdiffusion.semantics.wordnet_hierarchy`
-builds one for any class list through nltk.
+ImageNet-1K's hierarchy ships with the package
+(:mod:`lsdiffusion.semantics.imagenet`, loaded on first use);
+:func:`lsdiffusion.semantics.wordnet_hierarchy` builds one for any class list
+through nltk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
 import gc
 import gzip
 import io
 import operator
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from importlib import resources
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -71,19 +69,12 @@ import numpy.typing as npt
 __all__ = [
     "DEFAULT_DISSIMILAR_DEPTH",
     "DEFAULT_MIN_SIZE",
-    "PAPER_CLASS_SETS",
     "ClassHierarchy",
     "ClassLookupError",
     "ClassSetMasks",
     "ClassSets",
     "SimilarBasis",
     "SynsetRecord",
-    "find_class",
-    "imagenet1k_hierarchy",
-    "imagenet1k_wnids",
-    "paper_class_set",
-    "wordnet_class_masks",
-    "wordnet_class_sets",
 ]
 
 DEFAULT_MIN_SIZE = 1
@@ -106,26 +97,12 @@ dissimilar set is every ImageNet class that is not an organism, and a
 submarine's is every class that is not an artifact.
 """
 
-_HIERARCHY_FILE = "imagenet1k_hierarchy.tsv.gz"
-_WNIDS_FILE = "imagenet1k_wnids.txt"
 _HEADER = ("wnid", "synset", "class", "parents", "lemmas")
 _WNID_RE = re.compile(r"^[nvasr][0-9]{8}$")
 _INDEX_RE = re.compile(r"^[+-]?[0-9]+$")  # ASCII digits only: int("²") raises, int("٣") is 3
 _ECHO_LIMIT = 60  # longest user input echoed in full by an error message
 _SYNSET_NAME_RE = re.compile(r"^\S+\.[nvasr]\.\d+$")
 _MASK_LIMIT = 4096  # above this many classes, class_sets works row by row
-
-_PAPER_SETS: dict[str, tuple[int, ...]] = {
-    # Golden retriever and its siblings: flat-coated, curly-coated, golden,
-    # Labrador, Chesapeake Bay.
-    "retrievers": (205, 206, 207, 208, 209),
-    # Thunder, ringneck, hognose, king and water snake.
-    "snakes": (52, 53, 54, 56, 58),
-    # Figure 1: miniature poodle, standard poodle, submarine.
-    "figure1": (266, 267, 833),
-}
-PAPER_CLASS_SETS: Mapping[str, tuple[int, ...]] = MappingProxyType(_PAPER_SETS)
-"""The paper's hand-picked ImageNet-1K class sets, by name (indices, ascending)."""
 
 
 class ClassLookupError(ValueError, LookupError):
@@ -858,144 +835,28 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8")
 
 
-# ---------------------------------------------------------------- ImageNet-1K
-@functools.lru_cache(maxsize=1)
-def imagenet1k_hierarchy() -> ClassHierarchy:
-    """The embedded ImageNet-1K hierarchy (WordNet 3.0), loaded once on first use.
+_MOVED_TO_IMAGENET = frozenset(
+    {
+        "PAPER_CLASS_SETS",
+        "find_class",
+        "imagenet1k_hierarchy",
+        "imagenet1k_wnids",
+        "paper_class_set",
+        "wordnet_class_masks",
+        "wordnet_class_sets",
+    }
+)
 
-    1000 classes in the standard index order plus their 860 hypernym ancestors.
-    Needs neither nltk nor a network.
 
-    Example:
-        >>> from lsdiffusion.semantics import imagenet1k_hierarchy
-        >>> imagenet1k_hierarchy()
-        ClassHierarchy(num_classes=1000, synsets=1860, source='WordNet 3.0')
+def __getattr__(name: str) -> object:
+    """Keep ``from lsdiffusion.semantics.hierarchy import imagenet1k_hierarchy`` working.
+
+    The ImageNet-1K data and the functions that default to it live in
+    :mod:`lsdiffusion.semantics.imagenet`; import them from
+    :mod:`lsdiffusion.semantics`.
     """
-    raw = (resources.files("lsdiffusion.semantics") / "data" / _HIERARCHY_FILE).read_bytes()
-    return ClassHierarchy.from_text(_decode(raw))
+    if name in _MOVED_TO_IMAGENET:
+        from lsdiffusion.semantics import imagenet
 
-
-@functools.lru_cache(maxsize=1)
-def imagenet1k_wnids() -> tuple[str, ...]:
-    """The 1000 ImageNet-1K wnids in class-index order (the shipped list).
-
-    Example:
-        >>> from lsdiffusion.semantics import imagenet1k_wnids
-        >>> wnids = imagenet1k_wnids()
-        >>> len(wnids), wnids[0], wnids[207]
-        (1000, 'n01440764', 'n02099601')
-    """
-    text = (resources.files("lsdiffusion.semantics") / "data" / _WNIDS_FILE).read_text(
-        encoding="utf-8"
-    )
-    return tuple(line.split()[0] for line in text.splitlines() if line.strip())
-
-
-def find_class(target: int | str, *, hierarchy: ClassHierarchy | None = None) -> int:
-    """Class index of ``target`` (index, wnid, synset name or lemma name).
-
-    Args:
-        target: e.g. ``207``, ``"n02099601"``, ``"golden retriever"``.
-        hierarchy: defaults to the embedded ImageNet-1K hierarchy.
-
-    Raises:
-        ClassLookupError: unknown (with close matches) or ambiguous names.
-
-    Example:
-        >>> from lsdiffusion.semantics import find_class
-        >>> find_class("Golden Retriever"), find_class("n01440764")
-        (207, 0)
-        >>> find_class("golden retriver")
-        Traceback (most recent call last):
-        ...
-        lsdiffusion.semantics.hierarchy.ClassLookupError: target name 'golden retriver' matches
-        no class; close matches: 'golden retriever' (207)...
-    """
-    h = imagenet1k_hierarchy() if hierarchy is None else hierarchy
-    return h.index(target)
-
-
-def wordnet_class_sets(
-    target: int | str,
-    *,
-    min_size: int = DEFAULT_MIN_SIZE,
-    dissimilar_depth: int = DEFAULT_DISSIMILAR_DEPTH,
-    hierarchy: ClassHierarchy | None = None,
-    max_size: int | None = None,
-) -> ClassSets:
-    """WordNet similar / dissimilar classes of ``target`` (paper's method 1).
-
-    Similar: the target's siblings under its immediate hypernym(s); a class
-    with none gets the smallest ancestor subtree holding at least ``min_size``
-    other classes, cut to its ``max_size`` closest classes when ``max_size``
-    is given. Dissimilar: the other classes whose lowest common ancestor
-    with the target has depth ``<= dissimilar_depth`` (root = 0, longest path). Full
-    definitions, and how several parents are handled, are in
-    :mod:`lsdiffusion.semantics.hierarchy`.
-
-    Args:
-        target: class index, wnid, synset name or lemma name.
-        min_size: fallback size of the similar set (default 1).
-        dissimilar_depth: depth threshold of the dissimilar set (default 3).
-        hierarchy: defaults to the embedded ImageNet-1K hierarchy (no nltk,
-            no network); pass :func:`~lsdiffusion.semantics.wordnet_hierarchy`
-            for other class lists.
-        max_size: cap on a fallback similar set (default ``None``, no cap): its
-            ``max_size`` classes with the deepest lowest common ancestor with
-            the target are kept, ties broken by the smaller class index.
-            Sibling sets, such as the retrievers and the snakes, are never cut.
-
-    Returns:
-        ``ClassSets(similar, dissimilar)`` of ascending class indices.
-
-    Example:
-        >>> from lsdiffusion.semantics import wordnet_class_sets
-        >>> similar, dissimilar = wordnet_class_sets(207)
-        >>> similar, len(dissimilar)
-        ((205, 206, 208, 209), 590)
-        >>> len(wordnet_class_sets("pillow").similar)  # falls back to every artifact
-        521
-        >>> len(wordnet_class_sets("pillow", max_size=20).similar)
-        20
-    """
-    h = imagenet1k_hierarchy() if hierarchy is None else hierarchy
-    return h.class_sets(
-        target, min_size=min_size, dissimilar_depth=dissimilar_depth, max_size=max_size
-    )
-
-
-def wordnet_class_masks(
-    *,
-    min_size: int = DEFAULT_MIN_SIZE,
-    dissimilar_depth: int = DEFAULT_DISSIMILAR_DEPTH,
-    hierarchy: ClassHierarchy | None = None,
-    max_size: int | None = None,
-) -> ClassSetMasks:
-    """:func:`wordnet_class_sets` of every class at once, as ``(C, C)`` bool masks.
-
-    Example:
-        >>> from lsdiffusion.semantics import wordnet_class_masks
-        >>> masks = wordnet_class_masks()
-        >>> masks.dissimilar.shape, bool(masks.dissimilar[207, 833])
-        ((1000, 1000), True)
-    """
-    h = imagenet1k_hierarchy() if hierarchy is None else hierarchy
-    return h.class_masks(min_size=min_size, dissimilar_depth=dissimilar_depth, max_size=max_size)
-
-
-def paper_class_set(name: str) -> tuple[int, ...]:
-    """One of the paper's hand-picked ImageNet-1K class sets, by name.
-
-    ``"retrievers"`` (205-209), ``"snakes"`` (thunder 52, ringneck 53, hognose
-    54, king 56, water 58) and ``"figure1"`` (miniature poodle 266, standard
-    poodle 267, submarine 833). Case, ``_``, ``-`` and spaces are ignored.
-
-    Example:
-        >>> from lsdiffusion.semantics import paper_class_set
-        >>> paper_class_set("Figure 1")
-        (266, 267, 833)
-    """
-    key = _normalize_name(name).replace(" ", "")
-    if key not in _PAPER_SETS:
-        raise ClassLookupError(f"name must be one of {sorted(_PAPER_SETS)}, got {_echo(name)}")
-    return _PAPER_SETS[key]
+        return getattr(imagenet, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
