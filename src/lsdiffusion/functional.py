@@ -94,6 +94,26 @@ def _unflatten_rows(rows: Tensor, logits: Tensor, dim: int) -> Tensor:
     return rows.reshape(shape)
 
 
+Backend = Literal["auto", "eager", "triton"]
+_BACKENDS = ("auto", "eager", "triton")
+
+
+def _use_triton(backend: str, x: Tensor) -> bool:
+    """Resolve ``backend`` for logits ``x``; raise when ``"triton"`` cannot serve them."""
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {list(_BACKENDS)}, got {backend!r}")
+    if backend == "eager":
+        return False
+    from lsdiffusion._kernels import triton as triton_backend
+
+    if backend == "auto":
+        return x.device.type == "cuda" and triton_backend.available(x)
+    reason = triton_backend.reason_unavailable(x)
+    if reason is not None:
+        raise RuntimeError(f"backend='triton' is unavailable: {reason}; use backend='auto'")
+    return True
+
+
 def _finish(out: Tensor, reduction: str, logits: Tensor, dim: int) -> Tensor:
     return _unflatten_rows(out, logits, dim) if reduction == "none" else out
 
@@ -221,6 +241,7 @@ def label_smoothing_loss(
     ignore_index: int = -100,
     reduction: LSReduction = "mean",
     dim: int = 1,
+    backend: Backend = "auto",
 ) -> Tensor:
     r"""Cross-entropy against label-smoothed targets.
 
@@ -255,6 +276,9 @@ def label_smoothing_loss(
         ignore_index: index targets equal to it are skipped (index targets only).
         reduction: ``"none"`` (one value per element), ``"mean"`` or ``"sum"``.
         dim: the class dimension of ``logits``.
+        backend: ``"auto"`` (the Triton kernel for CUDA tensors when ``triton`` is
+            importable, else the eager engine), ``"eager"`` or ``"triton"`` (CUDA
+            tensors; CPU tensors only under ``TRITON_INTERPRET=1``).
 
     Returns:
         A scalar, or the per-element losses for ``reduction="none"``; float32
@@ -314,7 +338,14 @@ def label_smoothing_loss(
             denominator = w[tgt].sum() if valid is None else torch.where(valid, w[tgt], 0.0).sum()
 
     scale = _row_scale(valid, x, reduction, denominator, cdtype)
-    kernel = LabelSmoothingKernel(tgt, probs, float(alpha), w, scale, valid)
+    if _use_triton(backend, x):
+        from lsdiffusion._kernels.triton.label_smoothing import TritonLabelSmoothingKernel
+
+        kernel: LabelSmoothingKernel = TritonLabelSmoothingKernel(
+            tgt, probs, float(alpha), w, scale, valid
+        )
+    else:
+        kernel = LabelSmoothingKernel(tgt, probs, float(alpha), w, scale, valid)
     (loss,) = apply(x, kernel, reduce=reduction != "none")
     return _finish(loss, reduction, logits, d)
 
@@ -345,6 +376,7 @@ def kd_loss_terms(
     ignore_index: int = -100,
     reduction: KDReduction = "batchmean",
     dim: int = 1,
+    backend: Backend = "auto",
 ) -> KDTerms:
     """Like :func:`kd_loss`, but returns the loss with its hard and soft parts.
 
@@ -367,6 +399,7 @@ def kd_loss_terms(
         reduction=reduction,
         dim=dim,
         need_hard=True,
+        backend=backend,
     )
 
 
@@ -382,6 +415,7 @@ def _kd_terms(
     reduction: str,
     dim: int,
     need_hard: bool,
+    backend: str = "auto",
 ) -> KDTerms:
     """:func:`kd_loss_terms`; ``need_hard=False`` returns the loss alone, in every field.
 
@@ -436,9 +470,13 @@ def _kd_terms(
         flat = idx if valid is None else torch.where(valid, idx, 0)
 
     scale = _row_scale(valid, x, reduction, None, cdtype)
-    kernel = KDKernel(
-        t2d, float(temperature), t2_scaling, float(beta), flat, need_hard, scale, valid
-    )
+    args = (t2d, float(temperature), t2_scaling, float(beta), flat, need_hard, scale, valid)
+    if _use_triton(backend, x):
+        from lsdiffusion._kernels.triton.kd import TritonKDKernel
+
+        kernel: KDKernel = TritonKDKernel(*args)
+    else:
+        kernel = KDKernel(*args)
     outs = apply(x, kernel, reduce=reduction != "none")
     loss = _finish(outs[0], reduction, student_logits, d)
     if not need_hard:  # kd_loss: the loss alone
@@ -461,6 +499,7 @@ def kd_loss(
     ignore_index: int = -100,
     reduction: KDReduction = "batchmean",
     dim: int = 1,
+    backend: Backend = "auto",
 ) -> Tensor:
     r"""Hinton knowledge-distillation loss with the :math:`T^2` factor.
 
@@ -493,6 +532,8 @@ def kd_loss(
         ignore_index: target value marking rows to skip.
         reduction: ``"batchmean"``, ``"sum"`` or ``"none"`` (one value per row/token).
         dim: the class dimension.
+        backend: ``"auto"``, ``"eager"`` or ``"triton"``, as for
+            :func:`label_smoothing_loss`.
 
     Returns:
         The loss, float32 (float64 for float64 logits).
@@ -523,6 +564,7 @@ def kd_loss(
         reduction=reduction,
         dim=dim,
         need_hard=False,
+        backend=backend,
     ).loss
 
 

@@ -24,6 +24,8 @@ from lsdiffusion._validation import (
     check_reduction,
 )
 from lsdiffusion.functional import (
+    _BACKENDS,
+    Backend,
     KDReduction,
     KDTerms,
     LSReduction,
@@ -39,6 +41,12 @@ __all__ = ["FusedLinearKDLoss", "KDLoss", "LabelSmoothingLoss"]
 def _check_dim(dim: object) -> None:
     if isinstance(dim, bool) or not isinstance(dim, int):
         raise TypeError(f"dim must be an int, got {type(dim).__name__} {dim!r}")
+
+
+def _check_backend(backend: object) -> Backend:
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {list(_BACKENDS)}, got {backend!r}")
+    return backend  # type: ignore[return-value]
 
 
 def _no_torchscript(name: str) -> NoReturn:
@@ -58,6 +66,7 @@ class LabelSmoothingLoss(nn.Module):
         ignore_index: index targets equal to it are skipped.
         reduction: ``"none"``, ``"mean"`` or ``"sum"``.
         dim: the class dimension (``-1`` for ``(B, L, V)`` sequence logits).
+        backend: ``"auto"``, ``"eager"`` or ``"triton"`` (see the function).
 
     Example:
         >>> import torch
@@ -80,6 +89,7 @@ class LabelSmoothingLoss(nn.Module):
         ignore_index: int = -100,
         reduction: LSReduction = "mean",
         dim: int = 1,
+        backend: Backend = "auto",
     ) -> None:
         super().__init__()
         check_in_unit_interval("alpha", alpha)
@@ -102,6 +112,7 @@ class LabelSmoothingLoss(nn.Module):
         self.ignore_index = ignore_index
         self.reduction: LSReduction = reduction
         self.dim = dim
+        self.backend: Backend = _check_backend(backend)
         self.register_buffer("weight", weight)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -114,13 +125,14 @@ class LabelSmoothingLoss(nn.Module):
             ignore_index=self.ignore_index,
             reduction=self.reduction,
             dim=self.dim,
+            backend=self.backend,
         )
 
     def extra_repr(self) -> str:
         """Summarise the configuration for ``repr``."""
         return (
             f"alpha={self.alpha}, ignore_index={self.ignore_index}, "
-            f"reduction={self.reduction!r}, dim={self.dim}"
+            f"reduction={self.reduction!r}, dim={self.dim}, backend={self.backend!r}"
         )
 
     def __prepare_scriptable__(self) -> NoReturn:
@@ -141,6 +153,7 @@ class KDLoss(nn.Module):
         ignore_index: target value marking rows/tokens to skip.
         reduction: ``"batchmean"``, ``"sum"`` or ``"none"``.
         dim: the class dimension.
+        backend: ``"auto"``, ``"eager"`` or ``"triton"`` (see the function).
 
     Example:
         >>> import torch
@@ -162,6 +175,7 @@ class KDLoss(nn.Module):
         ignore_index: int = -100,
         reduction: KDReduction = "batchmean",
         dim: int = 1,
+        backend: Backend = "auto",
     ) -> None:
         super().__init__()
         check_finite_positive("temperature", temperature)
@@ -170,6 +184,7 @@ class KDLoss(nn.Module):
         check_bool("t2_scaling", t2_scaling)
         check_ignore_index(ignore_index)
         _check_dim(dim)
+        self.backend: Backend = _check_backend(backend)
         self.temperature = float(temperature)
         self.beta = float(beta)
         self.t2_scaling = t2_scaling
@@ -191,6 +206,7 @@ class KDLoss(nn.Module):
             ignore_index=self.ignore_index,
             reduction=self.reduction,
             dim=self.dim,
+            backend=self.backend,
         )
 
     def forward(
@@ -204,7 +220,7 @@ class KDLoss(nn.Module):
         return (
             f"temperature={self.temperature}, beta={self.beta}, "
             f"t2_scaling={self.t2_scaling}, ignore_index={self.ignore_index}, "
-            f"reduction={self.reduction!r}, dim={self.dim}"
+            f"reduction={self.reduction!r}, dim={self.dim}, backend={self.backend!r}"
         )
 
     def __prepare_scriptable__(self) -> NoReturn:

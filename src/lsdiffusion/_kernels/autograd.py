@@ -58,7 +58,7 @@ def _is_dual(x: Tensor) -> bool:
 
 
 def use_composite(x: Tensor) -> bool:
-    """Whether this call must take the composite (plain differentiable ops) path."""
+    """Whether an eager (host-reading) kernel must give way to the composite path."""
     return x.device.type != "cpu" or tracing_or_transforming() or _is_dual(x)
 
 
@@ -93,10 +93,7 @@ class FusedLoss(torch.autograd.Function):
             _, grad = kernel.run(x, need_grad=True)
             return (grad, *nones)
         if ctx.reduce:
-            # Skip the multiply for the common unit upstream gradient on the CPU, where
-            # reading the scalar costs nothing.
-            if not (grad_out.device.type == "cpu" and float(grad_out) == 1.0):
-                grad.mul_(grad_out.to(grad.dtype))
+            ctx.kernel.scale_grad(grad, grad_out)
         else:
             grad.mul_(grad_out.to(grad.dtype)[:, None])
         return (grad, *nones)
@@ -114,7 +111,11 @@ def _composite_grad(kernel: LossKernel, x: Tensor, grad_out: Tensor, reduce: boo
 
 def apply(x2d: Tensor, kernel: LossKernel, reduce: bool) -> tuple[Tensor, ...]:
     """Evaluate ``kernel`` on ``(rows, C)`` logits by the right path; sum if ``reduce``."""
-    if use_composite(x2d):
+    if (
+        tracing_or_transforming()
+        or _is_dual(x2d)
+        or (x2d.device.type != "cpu" and not kernel.accelerated)
+    ):
         outs = kernel.composite(x2d)
         outs = (outs[0], *(o.detach() for o in outs[1:]))
     elif torch.is_grad_enabled() and x2d.requires_grad:

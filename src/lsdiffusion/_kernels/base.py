@@ -47,6 +47,9 @@ class LossKernel:
 
     scale: Tensor
     valid: Tensor | None  # None: no ignored rows
+    # whether ``run`` serves accelerator tensors without host reads (Triton kernels);
+    # eager kernels read values on the host and are used on the CPU only
+    accelerated: bool = False
 
     def user_tensors(self) -> tuple[Tensor, ...]:
         """The caller's tensors this kernel reads (saved for backward)."""
@@ -61,6 +64,12 @@ class LossKernel:
         scaled = copy.copy(self)
         scaled.scale = self.scale * upstream.to(self.scale.dtype)
         return scaled
+
+    def scale_grad(self, grad: Tensor, upstream: Tensor) -> None:
+        """``grad *= upstream`` (a scalar) in place; skipped for a unit upstream on the CPU."""
+        if grad.device.type == "cpu" and float(upstream) == 1.0:
+            return  # reading the scalar costs nothing on the CPU
+        grad.mul_(upstream.to(grad.dtype))
 
     def run(
         self, x: Tensor, need_grad: bool

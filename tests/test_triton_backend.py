@@ -1,0 +1,230 @@
+"""The Triton kernels against the eager engine and PyTorch.
+
+Without a GPU they run on CPU tensors under Triton's interpreter
+(``TRITON_INTERPRET=1``, set in conftest.py); with CUDA, on the GPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("triton", reason="triton is not installed (pip install triton)")
+
+from lsdiffusion import KDLoss, LabelSmoothingLoss, kd_loss, kd_loss_terms, label_smoothing_loss
+from lsdiffusion._kernels import triton as triton_backend
+from lsdiffusion._kernels.triton import launch
+
+# the interpreter evaluates masked-out lanes too (exp(-inf - -inf) and the like)
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {
+    torch.float64: {"rtol": 1e-10, "atol": 1e-12},
+    torch.float32: {"rtol": 1e-5, "atol": 1e-6},
+    torch.bfloat16: {"rtol": 2e-2, "atol": 2e-2},
+    torch.float16: {"rtol": 5e-3, "atol": 5e-3},
+}
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+@pytest.fixture(params=["one_block", "many_blocks"])
+def blocks(request, monkeypatch):
+    """Rows in one block, or split into blocks of 16 (the online softmax across blocks)."""
+    if request.param == "many_blocks":
+        monkeypatch.setattr(launch, "MAX_BLOCK", 16)
+    return request.param
+
+
+def _data(dtype, shape=(5, 37), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(*shape, generator=g, dtype=torch.float64) * 2
+    t = torch.randn(*shape, generator=g, dtype=torch.float64) * 2
+    y = torch.randint(0, shape[-1], shape[:-1], generator=g)
+    return s.to(DEVICE, dtype), t.to(DEVICE, dtype), y.to(DEVICE)
+
+
+def _both(fn, x, upstream=None):
+    """(value, grad) of fn(x, backend) for the Triton and the eager backend."""
+    out = []
+    for backend in ("triton", "eager"):
+        xx = x.detach().clone().requires_grad_()
+        v = fn(xx, backend)
+        (g,) = torch.autograd.grad(v, xx, upstream)
+        out.append((v.detach(), g))
+    return out
+
+
+def _close(a, b, dtype):
+    if a.dtype != b.dtype:
+        a, b = a.double(), b.double()
+    torch.testing.assert_close(a, b, **TOL[dtype], equal_nan=True)
+
+
+def _ls_case(dtype, reduction, weighted):
+    s, _, y = _data(dtype)
+    y[1] = -100
+    w = torch.rand(37, dtype=torch.float64).to(DEVICE, dtype) if weighted else None
+    up = torch.rand(5, device=DEVICE) + 0.5 if reduction == "none" else None
+    (v1, g1), (v2, g2) = _both(
+        lambda x, b: label_smoothing_loss(x, y, 0.15, weight=w, reduction=reduction, backend=b),
+        s,
+        up,
+    )
+    assert v1.dtype == v2.dtype
+    assert g1.dtype == dtype
+    _close(v1, v2, dtype)
+    _close(g1, g2, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_ls_matches_eager(dtype, weighted, blocks):
+    _ls_case(dtype, "none", weighted)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_ls_reductions(reduction, blocks):
+    _ls_case(torch.float32, reduction, True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ls_probability_targets_and_sequence_layout(dtype, blocks):
+    s, _, _ = _data(dtype, shape=(2, 3, 37))
+    probs = torch.softmax(torch.randn(2, 3, 37, dtype=dtype, device=DEVICE), -1)
+    w = torch.rand(37, dtype=dtype, device=DEVICE)
+    (v1, g1), (v2, g2) = _both(
+        lambda x, b: label_smoothing_loss(x, probs, 0.2, weight=w, dim=-1, backend=b), s
+    )
+    _close(v1, v2, dtype)
+    _close(g1, g2, dtype)
+    ref = F.cross_entropy(s.movedim(-1, 1), probs.movedim(-1, 1), weight=w, label_smoothing=0.2)
+    _close(v1, ref, dtype)
+
+
+KD_CASES = [(1.0, 1.0, False), (3.0, 1.0, True), (3.0, 0.4, True), (1.0, 0.4, True)]
+
+
+def _kd_case(dtype, temperature, beta, with_target, reduction):
+    s, t, y = _data(dtype)
+    y[2] = -100
+    target = y if with_target else None
+    up = torch.rand(5, device=DEVICE) + 0.5 if reduction == "none" else None
+    (v1, g1), (v2, g2) = _both(
+        lambda x, b: kd_loss(
+            x, t, temperature, target=target, beta=beta, reduction=reduction, backend=b
+        ),
+        s,
+        up,
+    )
+    _close(v1, v2, dtype)
+    _close(g1, g2, dtype)
+    terms_t = kd_loss_terms(s, t, temperature, target=target, beta=beta, backend="triton")
+    terms_e = kd_loss_terms(s, t, temperature, target=target, beta=beta, backend="eager")
+    for a, b in zip(terms_t, terms_e, strict=True):
+        _close(a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("temperature", "beta", "with_target"), KD_CASES)
+def test_kd_matches_eager(dtype, temperature, beta, with_target, blocks):
+    _kd_case(dtype, temperature, beta, with_target, "none")
+
+
+@pytest.mark.parametrize("reduction", ["batchmean", "sum"])
+def test_kd_reductions(reduction, blocks):
+    _kd_case(torch.float32, 3.0, 0.4, True, reduction)
+
+
+def test_kd_without_t2_scaling_and_float64_teacher():
+    s, t, _ = _data(torch.float32)
+    for t2 in (True, False):
+        got = kd_loss(s, t.double(), 4.0, t2_scaling=t2, backend="triton")
+        want = kd_loss(s, t.double(), 4.0, t2_scaling=t2, backend="eager")
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_masked_and_empty_rows_follow_the_eager_conventions(blocks):
+    s, t, y = _data(torch.float64)
+    s[0, [3, 5]] = float("-inf")  # masked vocabulary entries (both models)
+    t[0, [3, 5]] = float("-inf")
+    y[0] = 4
+    s[1, y[1]] = float("-inf")  # target class masked: LS +inf
+    t[2] = float("-inf")  # no teacher distribution: KD NaN
+    s[3] = float("-inf")  # no student distribution: NaN for both
+    y[4] = -100
+    s[4] = float("nan")  # ignored row with NaN logits: zero loss, zero gradient
+    t[4] = float("nan")
+    for fn in (
+        lambda x, b: label_smoothing_loss(x, y, 0.1, reduction="none", backend=b),
+        lambda x, b: kd_loss(x, t, 2.0, target=y, beta=0.5, reduction="none", backend=b),
+    ):
+        up = torch.ones(5, dtype=torch.float64, device=DEVICE)
+        (v1, g1), (v2, g2) = _both(fn, s, up)
+        torch.testing.assert_close(v1, v2, equal_nan=True)
+        torch.testing.assert_close(g1, g2, equal_nan=True)
+        assert v1[4] == 0
+        assert torch.count_nonzero(g1[4]) == 0
+        assert torch.isnan(v1[3])
+
+
+def test_retain_graph_upstream_and_half_grad_scaler(blocks):
+    s, t, y = _data(torch.float32)
+    x = s.clone().requires_grad_()
+    loss = kd_loss(x, t, 2.0, target=y, beta=0.5, backend="triton")
+    loss.backward(torch.tensor(2.5, device=DEVICE), retain_graph=True)  # the scale kernel
+    first = x.grad.clone()
+    x.grad = None
+    loss.backward(torch.tensor(-0.5, device=DEVICE))  # the second backward recomputes
+    torch.testing.assert_close(x.grad, first * -0.2, rtol=1e-5, atol=1e-7)
+    ((_, g_eager),) = [_both(lambda z, b: kd_loss(z, t, 2.0, target=y, beta=0.5, backend=b), s)[1]]
+    torch.testing.assert_close(first, g_eager * 2.5, rtol=1e-5, atol=1e-7)
+    # half logits under a GradScaler-sized upstream: the gradient is formed in float32
+    for dtype in (torch.float16, torch.bfloat16):
+        h = s.to(dtype)
+        grads = []
+        for backend in ("triton", "eager"):
+            hh = h.clone().requires_grad_()
+            loss = label_smoothing_loss(hh, y, backend=backend) * 65536.0
+            (g,) = torch.autograd.grad(loss, hh)
+            grads.append(g)
+        assert torch.isfinite(grads[0]).all()
+        torch.testing.assert_close(grads[0].float(), grads[1].float(), **TOL[dtype])
+
+
+def test_double_backward_and_mutation_on_the_triton_path():
+    s, t, _ = _data(torch.float64)
+    h1 = torch.autograd.functional.hessian(lambda x: kd_loss(x, t, 2.0, backend="triton"), s)
+    h2 = torch.autograd.functional.hessian(lambda x: kd_loss(x, t, 2.0, backend="eager"), s)
+    torch.testing.assert_close(h1, h2)
+    x = s.half().requires_grad_()
+    t32 = t.float()  # a float32 teacher is read in place (a float64 one would be copied)
+    loss = kd_loss(x, t32, 2.0, backend="triton")
+    t32.mul_(3)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_modules_take_the_backend():
+    s, t, y = _data(torch.float32)
+    torch.testing.assert_close(
+        LabelSmoothingLoss(0.1, backend="triton")(s, y),
+        LabelSmoothingLoss(0.1, backend="eager")(s, y),
+    )
+    torch.testing.assert_close(
+        KDLoss(2.0, backend="triton")(s, t, y), KDLoss(2.0, backend="eager")(s, t, y)
+    )
+    assert "backend='triton'" in repr(KDLoss(2.0, backend="triton"))
+
+
+def test_backend_errors(monkeypatch):
+    s, t, y = _data(torch.float32)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        label_smoothing_loss(s, y, backend="cuda")
+    if DEVICE == "cpu":
+        monkeypatch.setattr(triton_backend, "interpreting", lambda: False)
+        with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+            kd_loss(s, t, 2.0, backend="triton")
+        # "auto" never picks Triton for CPU tensors
+        kd_loss(s, t, 2.0, backend="auto")
