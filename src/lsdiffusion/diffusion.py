@@ -403,16 +403,11 @@ class DiffusionSignificance:
 
     def to_text(self, decimals: int = 2) -> str:
         """Three aligned lines: each mean with its interval and p-value, then the paired test."""
+        f = f"{{:+.{decimals}f}}"
         pct = f"{self.confidence * 100:g}%"
-
-        def row(name: str, mean: float, ci: tuple[float, float], test: str, p: float) -> str:
-            f = f"{{:+.{decimals}f}}"
-            interval = f"{pct} CI [{f.format(ci[0])}, {f.format(ci[1])}]"
-            return f"{name:<9} mean {f.format(mean)} %  {interval}  p({test}) = {p:.2g}"
-
-        lines = [
-            row("α_sim", self.mean_similar, self.ci_similar, "α_sim < 0", self.p_similar_negative),
-            row(
+        rows = [
+            ("α_sim", self.mean_similar, self.ci_similar, "α_sim < 0", self.p_similar_negative),
+            (
                 "α_dissim",
                 self.mean_dissimilar,
                 self.ci_dissimilar,
@@ -420,9 +415,20 @@ class DiffusionSignificance:
                 self.p_dissimilar_positive,
             ),
         ]
-        width = lines[0].index("p(")
-        paired = f"{'paired':<{width}}p(α_sim < α_dissim) = {self.p_similar_below_dissimilar:.2g}"
-        return "\n".join([*lines, paired])
+        cells = [
+            (
+                f"{name:<9} mean {f.format(mean)} %",
+                f"{pct} CI [{f.format(ci[0])}, {f.format(ci[1])}]",
+                f"p({test}) = {p:.2g}",
+            )
+            for name, mean, ci, test, p in rows
+        ]
+        w0 = max(len(c[0]) for c in cells)
+        w1 = max(len(c[1]) for c in cells)
+        lines = [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in cells]
+        paired = f"p(α_sim < α_dissim) = {self.p_similar_below_dissimilar:.2g}"
+        lines.append(f"{'paired':<{w0 + w1 + 4}}{paired}")
+        return "\n".join(lines)
 
     def __str__(self) -> str:
         return (
