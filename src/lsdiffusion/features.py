@@ -286,7 +286,8 @@ def iter_features(
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
         >>> data = [(torch.randn(4, 5), torch.tensor([0, 1, 2, 0]))]
-        >>> [tuple(b.features.shape) for b in iter_features(net, data)]
+        >>> shapes = [tuple(b.features.shape) for b in iter_features(net, data)]
+        >>> shapes
         [(4, 8)]
         >>> bad = [(torch.randn(4, 5), torch.tensor([0.0, 1.5, 2.0, 0.0]))]
         >>> next(iter_features(net, bad))
