@@ -163,9 +163,9 @@ def test_library_checks_out_and_device_before_training(
     a_file = tmp_path / "f"
     a_file.write_text("x")
     cfg = DemoConfig(**TINY, seeds=(0,), temperatures=(1.0, 3.0), epochs=1)
-    with pytest.raises(ValueError, match="^out .* exists and is not a folder$"):
+    with pytest.raises(ValueError, match=r"^out .* exists and is not a folder$"):
         run_demo(cfg, out=a_file, workers=1)
-    with pytest.raises(ValueError, match="^config.device must be a torch device"):
+    with pytest.raises(ValueError, match=r"^config\.device must be a torch device"):
         run_demo(DemoConfig(**TINY, device="gpu"), workers=1)
 
 
