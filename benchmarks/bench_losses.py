@@ -27,8 +27,19 @@ the one-liner with 1.0 tensor of extra memory; LS <= 1.0x and KD <= 0.75x
 ``torch.compile`` at 2048x32000 and (8, 512, 32000); at 256x1000 LS <= 1.0x and
 KD <= 0.6x torch over >= 30 rounds; with contention, ours <= torch.
 
+``--device cuda`` prints the GPU table instead (issue 9): for each size and
+dtype, ours with the eager engine and with the Triton kernels, PyTorch,
+``torch.compile`` and, where ``liger_kernel`` imports, Liger's
+``LigerCrossEntropyLoss`` / ``LigerKLDIVLoss``; time, extra peak memory from
+``torch.cuda.max_memory_allocated`` (in logits tensors) and the ratio to the
+HBM floor: the bytes the loss must touch (read the logits, and the teacher's
+for KD, write the gradient) over the bandwidth of a large device copy measured
+in the same run. ``--gpu-table --device cpu`` runs the same code on CPU
+tensors (Triton through its interpreter, tiny sizes): a dry run.
+
 Usage: ``python benchmarks/bench_losses.py [--device cpu|cuda] [--repeat N]
-[--quick] [--contention] [--no-compile]``
+[--quick] [--contention] [--no-compile] [--gpu-table] [--sizes 256x1000,...]
+[--dtypes bfloat16,float32]``
 """
 
 from __future__ import annotations
@@ -193,6 +204,177 @@ def _busy_process() -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
+# ---------------------------------------------------------------------------
+# the GPU table
+# ---------------------------------------------------------------------------
+
+GPU_SIZES = "256x1000,4096x32000,16384x128000"
+
+
+def _liger() -> tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]] | None:
+    try:
+        from liger_kernel.transformers import LigerCrossEntropyLoss, LigerKLDIVLoss
+    except Exception:  # not installed, or no triton
+        return None
+    ce = LigerCrossEntropyLoss(label_smoothing=ALPHA)
+    kl = LigerKLDIVLoss(reduction="batchmean")
+    temp = TEMPERATURE
+
+    def liger_ls(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ce(s, y)
+
+    def liger_kd(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # Liger's KL takes log-probabilities and probabilities, and has no T^2 factor
+        return kl(F.log_softmax(s / temp, 1), F.softmax(t / temp, 1)) * temp * temp
+
+    return liger_ls, liger_kd
+
+
+def copy_bandwidth(device: torch.device) -> float:
+    """Bytes per second of a large device-to-device copy (read + write counted)."""
+    n = (1 << 28) if device.type == "cuda" else (1 << 22)
+    src = torch.empty(n, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    _sync(device)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        dst.copy_(src)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n * 4 / best
+
+
+def _gpu_time(fn: Step, device: torch.device, repeat: int) -> float:
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _gpu_peak(fn: Step, device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    gc.collect()
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return float(torch.cuda.max_memory_allocated(device) - before)
+
+
+def _gpu_rows(
+    n: int,
+    c: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    args: argparse.Namespace,
+    bandwidth: float,
+    liger: tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]] | None,
+) -> None:
+    """The GPU table's rows for one size and dtype."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(n, c, generator=g).to(device, dtype).requires_grad_()
+    t = torch.randn(n, c, generator=g).to(device, dtype)
+    y = torch.randint(0, c, (n,), generator=g).to(device)
+    tensor_bytes = n * c * x.element_size()
+    temp = TEMPERATURE
+
+    def run(loss_fn: Callable[[], torch.Tensor]) -> Step:
+        def step() -> None:
+            x.grad = None
+            loss_fn().backward()
+            x.grad = None
+
+        return step
+
+    ls_impls: dict[str, Step] = {
+        "torch": run(lambda: F.cross_entropy(x, y, label_smoothing=ALPHA)),
+        "eager": run(lambda: label_smoothing_loss(x, y, ALPHA, backend="eager")),
+        "triton": run(lambda: label_smoothing_loss(x, y, ALPHA, backend="triton")),
+    }
+    kd_impls: dict[str, Step] = {
+        "torch": run(lambda: plain_kd(x, t, 1)),
+        "eager": run(lambda: kd_loss(x, t, temp, backend="eager")),
+        "triton": run(lambda: kd_loss(x, t, temp, backend="triton")),
+    }
+    if not args.no_compile:
+        ls_impls["compile"] = run(lambda: compiled("ls")(x, y, 1))
+        kd_impls["compile"] = run(lambda: compiled("kd")(x, t, 1))
+    if liger is not None:
+        liger_ls, liger_kd = liger
+        ls_impls["liger"] = run(lambda: liger_ls(x, y))
+        kd_impls["liger"] = run(lambda: liger_kd(x, t))
+    label = f"{n}x{c}"
+    dname = str(dtype).removeprefix("torch.")
+    for loss, impls, touched in (("ls", ls_impls, 2), ("kd", kd_impls, 3)):
+        floor = touched * tensor_bytes / bandwidth
+        base = None
+        for impl, fn in impls.items():
+            try:
+                elapsed = _gpu_time(fn, device, args.repeat)
+                peak = _gpu_peak(fn, device)
+            except torch.OutOfMemoryError:
+                print(f"{loss:<4} {label:>14} {dname:>9} {impl:>8}  OOM", flush=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            except Exception as exc:  # a baseline that cannot run here: say so, go on
+                message = f"{type(exc).__name__}: {exc}".splitlines()[0][:80]
+                print(f"{loss:<4} {label:>14} {dname:>9} {impl:>8}  failed ({message})")
+                continue
+            if impl == "torch":
+                base = elapsed
+            vs_torch = f"{elapsed / base:.2f}x" if base else "-"
+            extra = "-" if peak is None else f"{peak / tensor_bytes:.2f}"
+            over = f"{(elapsed - base) * 1e6:+.0f}us" if base else "-"
+            print(
+                f"{loss:<4} {label:>14} {dname:>9} {impl:>8} {elapsed * 1e3:>9.3f} "
+                f"{elapsed / floor:>8.2f}x {vs_torch:>9} {over:>9} {extra:>14}",
+                flush=True,
+            )
+
+
+def gpu_table(args: argparse.Namespace) -> None:
+    """Time, memory and HBM-floor ratio of every implementation on one device."""
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (dry run)"
+    bandwidth = copy_bandwidth(device)
+    liger = _liger()
+    print(
+        f"device: {name}, torch {torch.__version__}, copy bandwidth "
+        f"{bandwidth / 1e9:.0f} GB/s (read + write), liger: "
+        f"{'yes' if liger else 'not importable'}"
+    )
+    header = (
+        f"{'loss':<4} {'size':>14} {'dtype':>9} {'impl':>8} {'time ms':>9} "
+        f"{'vs floor':>9} {'vs torch':>9} {'- torch':>9} {'extra tensors':>14}"
+    )
+    print(header)
+    print("-" * len(header))
+    sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
+    dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
+    for n, c in sizes:
+        for dtype in dtypes:
+            _gpu_rows(n, c, dtype, device, args, bandwidth, liger)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    print(
+        "vs floor = time / (bytes the loss must touch / copy bandwidth): LS reads the logits "
+        "and writes the gradient, KD also reads the teacher. extra tensors = peak memory "
+        "beyond the inputs in logits tensors (the gradient is 1.0). Targets at "
+        "16384x128000 bf16: triton <= 1.3x the floor, <= 0.9x liger, ahead of compile, "
+        "<= 1.05 tensors; at 256x1000 <= 20 us over torch."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -203,8 +385,16 @@ def main() -> None:
     )
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory columns")
+    parser.add_argument(
+        "--gpu-table", action="store_true", help="the GPU table (default with --device cuda)"
+    )
+    parser.add_argument("--sizes", default=GPU_SIZES, help="GPU table: NxC sizes")
+    parser.add_argument("--dtypes", default="bfloat16,float32", help="GPU table: dtypes")
     parser.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.gpu_table or (args.device.startswith("cuda") and not args.memory_child):
+        gpu_table(args)
+        return
     if args.memory_child:
         loss, impl, dims, dev = args.memory_child
         device = torch.device(dev)
