@@ -49,11 +49,11 @@ def chunk_rows(vocab: int, dtype: torch.dtype, budget: int = DEFAULT_BUDGET_BYTE
     """Rows per chunk so that a chunk's temporaries stay within ``budget`` bytes.
 
     A chunk row holds the student and teacher logits and the gradient in the
-    input dtype, plus up to two float32 rows of kernel scratch (and float32
-    copies of half-precision logits).
+    input dtype, plus one float32 row of kernel scratch (two for half inputs,
+    whose exponentials cannot live in the gradient buffer).
     """
     item = torch.empty((), dtype=dtype).element_size()
-    per_row = vocab * (3 * item + 2 * 4 + (2 * 4 if item < 4 else 0))
+    per_row = vocab * (3 * item + (2 * 4 if item < 4 else 4))
     return max(1, budget // max(1, per_row))
 
 
@@ -120,6 +120,7 @@ def _run(
             None,
             spec.alpha,
         )
+        kernel.one_block = True  # the chunk is the block: its scratch is in the budget
         (out,), g = kernel.run(s_c, need_grad=any_grad)
         del s_c, t_c
         if rows is not None:  # unreduced: the scale is 1

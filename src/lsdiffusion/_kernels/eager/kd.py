@@ -58,6 +58,7 @@ class KDKernel(LossKernel):
         # need_terms: return (total, hard, soft); otherwise (total,) alone
         self.need_terms = need_terms
         self.alpha = alpha  # label smoothing of the hard term (0: plain cross-entropy)
+        self.one_block = False
         self.scale = scale
         self.valid = valid
 
@@ -99,7 +100,8 @@ class KDKernel(LossKernel):
         # temporaries: one for the scaled logits (teacher, then student), and
         # exp(teacher) unless the gradient block can hold it
         n_scratch = 1 + (0 if need_grad and same else 1)
-        blocks = row_blocks(x, n_scratch)
+        # one block when the caller already bounds the rows (the fused linear chunks)
+        blocks = [(0, n)] if self.one_block else row_blocks(x, n_scratch)
         spare = scratch(x, blocks, n_scratch)
 
         sums_t = x.new_empty(n, dtype=cdtype)  # sum_k exp(b)
