@@ -1,11 +1,13 @@
 """The autograd function around a kernel, and the choice of path per call.
 
-First order on the CPU (the fast path): float32 / float64 inputs get their
-gradient written during the forward pass, into the only logits-sized buffer,
-and backward scales it in place. Half-precision inputs get the gradient in
-backward, with the upstream gradient applied in float32 before the cast (a
-half gradient multiplied afterwards by a ``GradScaler`` scale of 65536 would
-overflow). A second backward (``retain_graph=True``) recomputes.
+First order (the fast path, on the CPU or through a Triton kernel): float32,
+float64 and bfloat16 inputs get their gradient written during the forward
+pass, into the only logits-sized buffer, and backward scales it in place
+(bfloat16 has float32's exponent range, so a ``GradScaler`` scale cannot
+overflow it). float16 inputs get the gradient in backward, with the upstream
+gradient applied in float32 before the cast: a float16 gradient multiplied
+afterwards by a scale of 65536 would overflow or, unscaled, flush to zero.
+A second backward (``retain_graph=True``) recomputes.
 
 Every other mode goes through the kernel's composite formula, which ordinary
 autograd differentiates to any order:
@@ -34,7 +36,6 @@ from torch import Tensor
 from torch.autograd import forward_ad
 
 from lsdiffusion._kernels.base import LossKernel
-from lsdiffusion._kernels.eager.blocks import compute_dtype
 
 __all__ = ["apply", "tracing_or_transforming", "use_composite"]
 
@@ -69,7 +70,8 @@ class FusedLoss(torch.autograd.Function):
     def forward(
         ctx: Any, x: Tensor, kernel: LossKernel, reduce: bool, *saved: Tensor
     ) -> tuple[Tensor, ...]:
-        outs, grad = kernel.run(x, need_grad=x.dtype == compute_dtype(x))
+        # float16 gradients are formed in backward, after the upstream scale (below)
+        outs, grad = kernel.run(x, need_grad=x.dtype != torch.float16)
         ctx.kernel = kernel
         ctx.reduce = reduce
         ctx.grad = grad
