@@ -68,7 +68,7 @@ def _listed(values: Sequence[float]) -> str:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Everything that defines a demo run (the defaults take about 30 s on 2 CPU cores).
+    """Everything that defines a demo run (the defaults: 1-2 minutes on 2 shared CPU cores).
 
     Attributes:
         superclasses: number of superclasses.
