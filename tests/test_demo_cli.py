@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -356,3 +357,30 @@ def test_ctrl_c_during_the_renames_completes_the_new_set(result_file: Path, tmp_
     assert data["seconds"] == 12345.0
     assert data["figure"] == str(out / "figure.png")
     assert sorted(p.name for p in out.iterdir()) == ["diffusion.png", "figure.png", "results.json"]
+
+
+def test_ctrl_c_stops_the_workers_at_once_without_tracebacks(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = ["demo", "--seeds", "0", "--workers", "2", "--no-progress", "--out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lsdiffusion", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not out.is_dir():  # the folder exists once every argument has been checked
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(5)  # the two studies are training now (each takes far longer)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)  # workers terminated, not awaited
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert stdout == ""
+    assert stderr == "lsdiffusion demo: interrupted; nothing was written\n"
+    assert list(out.iterdir()) == []
