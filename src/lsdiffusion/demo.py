@@ -838,6 +838,19 @@ def save_demo(result: DemoResult, out: str | Path) -> list[Path]:
         ValueError: ``out`` is a file, a dangling symbolic link, or a folder
             that cannot be created or written into.
         OSError: writing failed (disk full, ...); the previous set is intact.
+
+    Example:
+        >>> import tempfile
+        >>> from lsdiffusion.demo import DemoConfig, run_demo, save_demo
+        >>> cfg = DemoConfig(superclasses=2, subclasses=2, train_per_class=8,
+        ...                  test_per_class=8, epochs=1, seeds=(0,), temperatures=(1.0, 3.0))
+        >>> result = run_demo(cfg, workers=1)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     written = save_demo(result, tmp)
+        ...     sorted(p.name for p in Path(tmp).iterdir()) == sorted(p.name for p in written)
+        True
+        >>> written[-1].name  # committed last
+        'results.json'
     """
     out_dir = _prepare_out(out)
     _remove_stale_staging(out_dir)
