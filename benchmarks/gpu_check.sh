@@ -9,7 +9,10 @@
 #
 # It installs nothing from the network: the GPU image has torch, triton, pytest,
 # hypothesis, numpy, scipy and matplotlib; the package runs from src/ via PYTHONPATH.
-# Optional wheels (liger-kernel, nltk) carried in .whl/ are installed if present.
+# Optional wheels carried in .whl/ are installed if present: for the Liger columns,
+#   echo /.whl/ >> .git/info/exclude
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl liger-kernel
+# and name .whl in the device tool's carry (nltk too, if the GPU image lacks it).
 # It stops at the first failing step and says where it got to.
 set -uo pipefail
 cd "$(dirname "$0")/.."
