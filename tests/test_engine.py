@@ -449,3 +449,32 @@ def test_numpy_integer_ignore_index_is_accepted():
     y[0] = 3
     got = label_smoothing_loss(s, y, 0.1, ignore_index=np.int64(3))
     torch.testing.assert_close(got, F.cross_entropy(s, y, label_smoothing=0.1, ignore_index=3))
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_class_weights_summing_to_zero(reduction):
+    s, _, y = _data(torch.float64)
+    for w in (
+        torch.zeros(5, dtype=torch.float64),
+        torch.tensor([1.0, -1.0, 0.5, -0.5, 0.0], dtype=torch.float64),
+    ):
+        (v1, g1), (v2, g2) = (
+            _grad_of(
+                lambda z, w=w: label_smoothing_loss(z, y, 0.1, weight=w, reduction=reduction), s
+            ),
+            _grad_of(
+                lambda z, w=w: F.cross_entropy(
+                    z, y, weight=w, label_smoothing=0.1, reduction=reduction
+                ),
+                s,
+            ),
+        )
+        torch.testing.assert_close(v1, v2)
+        torch.testing.assert_close(g1, g2)
+
+
+def _grad_of(fn, x):
+    x = x.detach().clone().requires_grad_()
+    out = fn(x)
+    (g,) = torch.autograd.grad(out, x, torch.ones_like(out))
+    return out.detach(), g

@@ -182,7 +182,10 @@ class LabelSmoothingKernel(LossKernel):
         lse = xy - lpy
         hard, wsum = self._totals(y, wy, k)
         # rows = hard * (lse - xy) + a/K * (wsum * lse - lin)
-        rows = torch.sub(lse, lin, alpha=1.0 / wsum).mul_(a * wsum / k).sub_(lpy * hard)
+        if wsum != 0.0:
+            rows = torch.sub(lse, lin, alpha=1.0 / wsum).mul_(a * wsum / k).sub_(lpy * hard)
+        else:  # class weights summing to zero: the same formula, unfactored
+            rows = (lse * wsum - lin).mul_(a / k).sub_(lpy * hard)
         # Host reads decide: |lse| within the offset limit and p_y a normal number
         # (log p_y >= log tiny; NaN fails both), and the rows finite.
         limit = _OFFSET_LIMIT[x.dtype]
