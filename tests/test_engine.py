@@ -478,3 +478,71 @@ def _grad_of(fn, x):
     out = fn(x)
     (g,) = torch.autograd.grad(out, x, torch.ones_like(out))
     return out.detach(), g
+
+
+# ---------------------------------------------------------------------------
+# found in review: vmap(grad) with batched targets, ignored bad rows off the
+# fast path, KD precision with large logit offsets
+# ---------------------------------------------------------------------------
+
+
+def test_vmap_of_grad_with_batched_targets(dtype, tol):
+    s, t, y = _data(dtype)
+    got = torch.func.vmap(torch.func.grad(lambda z, yy: label_smoothing_loss(z[None], yy[None])))(
+        s, y
+    )
+    want = torch.stack(
+        [
+            torch.func.grad(
+                lambda z, yy=yy: F.cross_entropy(z[None], yy[None], label_smoothing=0.1)
+            )(z)
+            for z, yy in zip(s, y, strict=True)
+        ]
+    )
+    torch.testing.assert_close(got, want, **tol)
+    got = torch.func.vmap(
+        torch.func.grad(lambda z, tt, yy: kd_loss(z[None], tt[None], T, target=yy[None], beta=0.4))
+    )(s, t, y)
+    want = torch.stack(
+        [
+            torch.func.grad(
+                lambda z, tt=tt, yy=yy: kd_ref(z[None], tt[None], target=yy[None], beta=0.4)
+            )(z)
+            for z, tt, yy in zip(s, t, y, strict=True)
+        ]
+    )
+    torch.testing.assert_close(got, want, **tol)
+
+
+def test_ignored_bad_rows_get_zero_gradient_on_every_path():
+    s, t, y = _data(torch.float64)
+    y[0] = -100
+    s[0, 1] = float("nan")  # an ignored row with NaN logits (padding)
+    t[0] = float("-inf")  # and no teacher distribution there
+    for fn in (
+        lambda z: label_smoothing_loss(z, y, 0.1),
+        lambda z: kd_loss(z, t, T, target=y, beta=0.5),
+    ):
+        x = s.clone().requires_grad_()
+        (g_fast,) = torch.autograd.grad(fn(x), x)
+        x = s.clone().requires_grad_()
+        (g_graph,) = torch.autograd.grad(fn(x), x, create_graph=True)
+        g_func = torch.func.grad(fn)(s)
+        g_compiled = torch.func.grad(torch.compile(fn, backend="eager", fullgraph=True))(s)
+        for g in (g_fast, g_graph, g_func, g_compiled):
+            assert torch.count_nonzero(g[0]) == 0
+            assert torch.isfinite(g[1:]).all()
+            torch.testing.assert_close(g.detach(), g_fast)
+
+
+@pytest.mark.parametrize(
+    ("student_offset", "teacher_offset"), [(1e4, 0.0), (0.0, 1e3), (1e4, -1e4)]
+)
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_kd_keeps_its_digits_with_large_logit_offsets(student_offset, teacher_offset, temperature):
+    g = torch.Generator().manual_seed(3)
+    s = torch.randn(16, 100, generator=g) + student_offset
+    t = torch.randn(16, 100, generator=g) + teacher_offset
+    ref = kd_ref(s.double(), t.double(), temperature)
+    got = kd_loss(s, t, temperature)
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-6)

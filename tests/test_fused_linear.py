@@ -125,7 +125,7 @@ def test_default_chunk_bounds_the_temporaries():
         for dtype in (torch.float32, torch.bfloat16):
             rows = fl.chunk_rows(vocab, dtype)
             item = torch.empty((), dtype=dtype).element_size()
-            logits_rows = rows * vocab * (3 * item + 4)  # two logits blocks, the gradient, scratch
+            logits_rows = rows * vocab * (3 * item + 8)  # two logits, the gradient, 2 scratch
             assert rows >= 1
             assert logits_rows <= fl.DEFAULT_BUDGET_BYTES
     assert fl.chunk_rows(32000, torch.float32) >= 64  # still a large matmul
@@ -237,3 +237,31 @@ def test_bad_shapes():
         fused_linear_kd_loss(hs, ws, h_t, w_t, T, target=y[:3])
     with pytest.raises(ValueError, match="class index 11, outside"):
         fused_linear_kd_loss(hs, ws, h_t, w_t, T, target=torch.full_like(y, 11))
+
+
+def test_head_dtypes_and_bool_targets_are_checked():
+    hs, ws, bs, h_t, w_t, _, y = make()
+    with pytest.raises(TypeError, match="student_weight must have the hidden states' dtype"):
+        fused_linear_kd_loss(hs, ws.float(), h_t, w_t, T)
+    with pytest.raises(TypeError, match="student_bias must have the hidden states' dtype"):
+        fused_linear_kd_loss(hs, ws, h_t, w_t, T, student_bias=bs.float())
+    with pytest.raises(TypeError, match="target must be an integer tensor"):
+        fused_linear_kd_loss(hs, ws, h_t, w_t, T, target=y > 3)
+
+
+def test_ignored_nan_states_get_zero_gradient_under_transforms():
+    hs, ws, _, h_t, w_t, _, y = make(shape=(9,), h=4, ht=5, v=6)
+    h0 = hs.detach().clone()
+    h0[0] = float("nan")
+    y[0] = -100
+
+    def fused(h, w):
+        return fused_linear_kd_loss(h, w, h_t, w_t, T, target=y, beta=0.5)
+
+    for g_h, g_w in (
+        torch.func.grad(fused, argnums=(0, 1))(h0, ws.detach()),
+        torch.autograd.grad(fused(h0.requires_grad_(), ws), (h0, ws)),
+    ):
+        assert torch.count_nonzero(g_h[0]) == 0
+        assert torch.isfinite(g_h).all()
+        assert torch.isfinite(g_w).all()

@@ -228,3 +228,20 @@ def test_backend_errors(monkeypatch):
             kd_loss(s, t, 2.0, backend="triton")
         # "auto" never picks Triton for CPU tensors
         kd_loss(s, t, 2.0, backend="auto")
+
+
+def test_kd_keeps_its_digits_with_large_logit_offsets():
+    g = torch.Generator().manual_seed(3)
+    for so, to, temperature in ((1e4, 0.0, 1.0), (0.0, 1e3, 2.0), (1e4, -1e4, 2.0)):
+        s = (torch.randn(4, 40, generator=g) + so).to(DEVICE)
+        t = (torch.randn(4, 40, generator=g) + to).to(DEVICE)
+        ref = (
+            F.kl_div(
+                F.log_softmax(s.double() / temperature, 1),
+                F.softmax(t.double() / temperature, 1),
+                reduction="batchmean",
+            )
+            * temperature**2
+        )
+        got = kd_loss(s, t, temperature, backend="triton")
+        torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-6)

@@ -595,11 +595,20 @@ def _check_head(name: str, weight: object, bias: object, hidden: Tensor, bias_na
         raise ValueError(
             f"{name} is on {weight.device} but the hidden states are on {hidden.device}"
         )
+    if weight.dtype != hidden.dtype:
+        raise TypeError(
+            f"{name} must have the hidden states' dtype {hidden.dtype} (the matmul runs in it), "
+            f"got {weight.dtype}"
+        )
     if bias is None:
         return
     if not isinstance(bias, Tensor) or bias.shape != (weight.shape[0],):
         got = f"shape {tuple(bias.shape)}" if isinstance(bias, Tensor) else type(bias).__name__
         raise ValueError(f"{bias_name} must be a ({weight.shape[0]},) tensor or None, got {got}")
+    if bias.dtype != hidden.dtype:
+        raise TypeError(
+            f"{bias_name} must have the hidden states' dtype {hidden.dtype}, got {bias.dtype}"
+        )
 
 
 def fused_linear_kd_loss(
@@ -728,7 +737,11 @@ def fused_linear_kd_loss(
                 "pass target=... or use beta=1.0 for pure distillation"
             )
     else:
-        if not isinstance(target, Tensor) or target.is_floating_point():
+        if (
+            not isinstance(target, Tensor)
+            or target.is_floating_point()
+            or target.dtype == torch.bool
+        ):
             got = f"dtype {target.dtype}" if isinstance(target, Tensor) else type(target).__name__
             raise TypeError(f"target must be an integer tensor of class indices, got {got}")
         if target.shape != token_shape:
@@ -751,6 +764,9 @@ def fused_linear_kd_loss(
         )
         if valid is not None and y is not None:
             y = torch.where(valid, y, 0)
+            # ignored tokens' states are zeroed, so NaN padding cannot reach the gradients
+            h = torch.where(valid[:, None], h, 0.0)
+            ht = torch.where(valid[:, None], ht, 0.0)
         rows = fused_linear_kd(
             spec, h, student_weight, student_bias, ht, w_t, b_t, y, use_composite=True
         )

@@ -8,7 +8,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["LossKernel", "host_any", "where_valid", "zero_rows"]
+__all__ = ["LossKernel", "host_any", "where_valid", "zero_invalid", "zero_rows"]
 
 K = TypeVar("K", bound="LossKernel")
 
@@ -27,6 +27,15 @@ def zero_rows(grad: Tensor | None, rows: Tensor) -> None:
 def where_valid(valid: Tensor | None, rows: Tensor) -> Tensor:
     """``rows`` with ignored rows set to 0 (``valid=None``: every row counts)."""
     return rows if valid is None else torch.where(valid, rows, 0.0)
+
+
+def zero_invalid(valid: Tensor | None, x: Tensor) -> Tensor:
+    """``(rows, C)`` logits with ignored rows replaced by zeros, before any softmax.
+
+    Masking only the output is not enough for autograd: an ignored row of NaN or
+    ``-inf`` logits would still send ``0 * NaN`` back through the softmax.
+    """
+    return x if valid is None else torch.where(valid[:, None], x, 0.0)
 
 
 class LossKernel:

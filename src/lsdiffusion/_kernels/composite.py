@@ -34,7 +34,9 @@ def ls_rows(x: Tensor, target: Tensor, probs: bool, alpha: float, weight: Tensor
     if probs:
         hard = target.to(x.dtype) * ((1.0 - alpha) * w)
     else:
-        hard = torch.nn.functional.one_hot(target, k).to(x.dtype) * ((1.0 - alpha) * w)
+        # a comparison, not one_hot: one_hot reads values, which vmap(grad(...)) forbids
+        onehot = torch.arange(k, device=x.device) == target[:, None]
+        hard = onehot.to(x.dtype) * ((1.0 - alpha) * w)
     c = smooth + hard
     return -torch.where(c == 0, 0.0, c * lp).sum(1)
 

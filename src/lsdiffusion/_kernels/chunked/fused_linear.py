@@ -49,11 +49,11 @@ def chunk_rows(vocab: int, dtype: torch.dtype, budget: int = DEFAULT_BUDGET_BYTE
     """Rows per chunk so that a chunk's temporaries stay within ``budget`` bytes.
 
     A chunk row holds the student and teacher logits and the gradient in the
-    input dtype, plus one float32 row of kernel scratch (two for half inputs,
+    input dtype, plus two float32 rows of kernel scratch (three for half inputs,
     whose exponentials cannot live in the gradient buffer).
     """
     item = torch.empty((), dtype=dtype).element_size()
-    per_row = vocab * (3 * item + (2 * 4 if item < 4 else 4))
+    per_row = vocab * (3 * item + (3 * 4 if item < 4 else 2 * 4))
     return max(1, budget // max(1, per_row))
 
 
@@ -251,11 +251,16 @@ def fused_linear_kd(
     the chunked function then runs with autocast off (its own dtype rules).
     """
     device_type = h.device.type
-    if torch.is_autocast_enabled(device_type):
+    if torch.is_autocast_enabled(device_type) and h.dtype == torch.float32:
+        # autocast lowers float32 matmuls (and leaves float64 ones alone)
         dtype = torch.get_autocast_dtype(device_type)
-        h, w, h_t, w_t = (t.to(dtype) for t in (h, w, h_t, w_t))
-        b = None if b is None else b.to(dtype)
-        b_t = None if b_t is None else b_t.to(dtype)
+
+        def cast(t: Tensor) -> Tensor:
+            return t.to(dtype) if t.dtype == torch.float32 else t
+
+        h, w, h_t, w_t = (cast(t) for t in (h, w, h_t, w_t))
+        b = None if b is None else cast(b)
+        b_t = None if b_t is None else cast(b_t)
         with torch.autocast(device_type, enabled=False):
             return fused_linear_kd(spec, h, w, b, h_t, w_t, b_t, y, use_composite)
     if use_composite:

@@ -28,6 +28,7 @@ from lsdiffusion._kernels.base import (
     host_any,
     replace_tensors,
     where_valid,
+    zero_invalid,
     zero_rows,
 )
 from lsdiffusion._kernels.eager.blocks import compute_dtype, row_blocks, scratch, split
@@ -72,10 +73,11 @@ class KDKernel(LossKernel):
 
     def composite(self, x: Tensor) -> tuple[Tensor, ...]:
         """Differentiable plain-PyTorch evaluation."""
-        s = x.to(compute_dtype(x))
+        s = zero_invalid(self.valid, x.to(compute_dtype(x)))
+        teacher = zero_invalid(self.valid, self.teacher)
         total, hard, soft = composite.kd_rows(
             s,
-            self.teacher,
+            teacher,
             self.temperature,
             self.t2,
             self.beta,
@@ -99,7 +101,10 @@ class KDKernel(LossKernel):
         same = x.dtype == cdtype
         # temporaries: one for the scaled logits (teacher, then student), and
         # exp(teacher) unless the gradient block can hold it
-        n_scratch = 1 + (0 if need_grad and same else 1)
+        # temporaries: the scaled teacher logits, the scaled student logits (kept apart so
+        # that b - a is formed from two shifted, small values), and exp(teacher) unless
+        # the gradient block can hold it
+        n_scratch = 2 + (0 if need_grad and same else 1)
         # one block when the caller already bounds the rows (the fused linear chunks)
         blocks = [(0, n)] if self.one_block else row_blocks(x, n_scratch)
         spare = scratch(x, blocks, n_scratch)
@@ -145,15 +150,15 @@ class KDKernel(LossKernel):
         for s_raw, ms, shift_s, shift_t, t_raw, g, st, ss, dt, l1, gs, gss, gh, y in views:
             r = s_raw.shape[0]
             buf = spare[0][:r]
-            e_t = g if g is not None and same else spare[1][:r]
+            buf_a = spare[1][:r]
+            e_t = g if g is not None and same else spare[2][:r]
             b = torch.add(shift_t, t_raw, alpha=t_inv, out=buf)
             torch.exp(b, out=e_t)
             torch.sum(e_t, 1, out=st)
-            # sum_k e^b (b - a) with a = s / T + shift_s, in place in the scratch
-            # block (no product temporary): (b - s / T) * e^b, summed, less shift_s * st
-            torch.sum(b.sub_(s_raw, alpha=t_inv).mul_(e_t), 1, out=dt)
-            dt.sub_(shift_s.squeeze(1) * st)
-            a = torch.add(shift_s, s_raw, alpha=t_inv, out=buf)
+            a = torch.add(shift_s, s_raw, alpha=t_inv, out=buf_a)
+            # sum_k e^b (b - a), in place in the teacher's block (no product temporary);
+            # both are max-shifted, so the difference keeps its digits at any offset
+            torch.sum(b.sub_(a).mul_(e_t), 1, out=dt)
             e_s = a.exp_()
             torch.sum(e_s, 1, out=ss)
             if l1 is not None and unit_t:

@@ -35,6 +35,7 @@ from lsdiffusion._kernels.base import (
     host_any,
     replace_tensors,
     where_valid,
+    zero_invalid,
     zero_rows,
 )
 from lsdiffusion._kernels.eager.blocks import SCRATCH_BLOCKS, SMALL_ELEMS, compute_dtype
@@ -82,9 +83,8 @@ class LabelSmoothingKernel(LossKernel):
 
     def composite(self, x: Tensor) -> tuple[Tensor, ...]:
         """Differentiable plain-PyTorch evaluation."""
-        rows = composite.ls_rows(
-            x.to(compute_dtype(x)), self.target, self.probs, self.alpha, self.weight
-        )
+        xc = zero_invalid(self.valid, x.to(compute_dtype(x)))
+        rows = composite.ls_rows(xc, self.target, self.probs, self.alpha, self.weight)
         return (where_valid(self.valid, rows * self.scale),)
 
     # -- fast path ---------------------------------------------------------

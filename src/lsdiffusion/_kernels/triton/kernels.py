@@ -41,6 +41,12 @@ def _lse(m, s):
 
 
 @triton.jit
+def _lse_from(m, s, ref):
+    """log-sum-exp minus ``ref`` (a value near the row's), NaN when no logit was finite."""
+    return tl.where(m == float("-inf"), float("nan"), (m - ref) + tl.log(s))
+
+
+@triton.jit
 def ls_kernel(
     x_ptr,
     x_stride,
@@ -197,7 +203,13 @@ def kd_kernel(
     z_a = tl.zeros((), ACC)
     m_b = tl.full((), float("-inf"), ACC)
     z_b = tl.zeros((), ACC)
-    d = tl.zeros((), ACC)  # sum e^(b - m_b) (b - a), rescaled as m_b grows
+    # sums of differences are taken against fixed references near the row's values
+    # (its first finite logits), so a large common offset of either model costs no digits
+    s0 = tl.load(s_row).to(ACC) * inv_t
+    t0 = tl.load(t_row).to(ACC) * inv_t
+    ref_a = tl.where(s0 == float("-inf"), 0.0, s0)
+    ref_b = tl.where(t0 == float("-inf"), 0.0, t0)
+    d = tl.zeros((), ACC)  # sum e^(b - m_b) ((b - ref_b) - (a - ref_a)), rescaled as m_b grows
     m_1 = tl.full((), float("-inf"), ACC)
     z_1 = tl.zeros((), ACC)
     for off in range(0, K, BLOCK):
@@ -213,13 +225,14 @@ def kd_kernel(
         rescale = tl.exp(m_b - m_b_safe)
         e_b = tl.exp(b - m_b_safe)
         z_b = z_b * rescale + tl.sum(e_b, 0)
-        d = d * rescale + tl.sum(tl.where(t == float("-inf"), 0.0, e_b * (b - a)), 0)
+        diff = (b - ref_b) - (a - ref_a)
+        d = d * rescale + tl.sum(tl.where(t == float("-inf"), 0.0, e_b * diff), 0)
         m_b = m_b_new
         if NEED_HARD:
             if not UNIT_T:
                 m_1, z_1 = _online(m_1, z_1, s)
 
-    kl = d / z_b - _lse(m_b, z_b) + _lse(m_a, z_a)
+    kl = d / z_b - _lse_from(m_b, z_b, ref_b) + _lse_from(m_a, z_a, ref_a)
     soft = factor * kl
     hard = tl.zeros((), ACC)
     if NEED_HARD:
