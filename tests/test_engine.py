@@ -546,3 +546,23 @@ def test_kd_keeps_its_digits_with_large_logit_offsets(student_offset, teacher_of
     ref = kd_ref(s.double(), t.double(), temperature)
     got = kd_loss(s, t, temperature)
     torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_pooled_scratch_never_leaks_into_results():
+    """Small scratch blocks are reused across calls: earlier results must not change."""
+    from lsdiffusion._kernels.eager import blocks
+
+    outs = []
+    for shift in (0.0, 1.0, 2.0):
+        s, t, y = _data(torch.float64)
+        s = (s + shift).requires_grad_()
+        live = kd_loss_terms(s, t, T, target=y, beta=0.5, reduction="none")
+        (live_grad,) = torch.autograd.grad(live.loss.sum(), s)
+        outs.append((s.detach(), t, y, live, live_grad, [v.clone() for v in live]))
+    assert getattr(blocks._cache, "pool", None)  # the pool was used
+    for s, t, y, live, live_grad, values in outs:
+        for a, b in zip(values, live, strict=True):
+            torch.testing.assert_close(b.detach(), a)  # unchanged by the later calls
+        x = s.clone().requires_grad_()
+        (want,) = torch.autograd.grad(kd_ref(x, t, target=y, beta=0.5) * (y != -100).sum(), x)
+        torch.testing.assert_close(live_grad, want)

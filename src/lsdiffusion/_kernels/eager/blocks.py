@@ -9,6 +9,8 @@ temporary) splits the rows into at most :data:`MAX_BLOCKS` blocks.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import Tensor
 
@@ -50,12 +52,34 @@ def row_blocks(x: Tensor, scratch_count: int) -> list[tuple[int, int]]:
     return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
 
 
+# Scratch blocks up to this many bytes are kept per thread and reused across calls:
+# a fresh block costs its page faults on every call, which at 1 MB is a sizeable
+# share of a small loss. Larger scratch (the fused-linear chunks) is allocated anew.
+_CACHED_SCRATCH_BYTES = 1 << 22
+_cache = threading.local()
+
+
 def scratch(x: Tensor, blocks: list[tuple[int, int]], count: int) -> list[Tensor]:
-    """``count`` compute-dtype buffers of the largest block's shape, reused by every block."""
+    """``count`` compute-dtype buffers of the largest block's shape, reused by every block.
+
+    Small CPU buffers come from a per-thread pool (they never leave the kernel,
+    and a kernel call does not nest another on the same thread).
+    """
     rows = max((hi - lo for lo, hi in blocks), default=0)
-    return [
-        torch.empty(rows, x.shape[1], dtype=compute_dtype(x), device=x.device) for _ in range(count)
-    ]
+    cols = x.shape[1]
+    dtype = compute_dtype(x)
+    numel = rows * cols
+    if x.device.type != "cpu" or numel * torch.finfo(dtype).bits // 8 > _CACHED_SCRATCH_BYTES:
+        return [torch.empty(rows, cols, dtype=dtype, device=x.device) for _ in range(count)]
+    pool: dict[torch.dtype, list[Tensor]] = getattr(_cache, "pool", None) or {}
+    _cache.pool = pool
+    flat = pool.setdefault(dtype, [])
+    for i in range(count):
+        if i == len(flat):
+            flat.append(torch.empty(numel, dtype=dtype))
+        elif flat[i].numel() < numel:
+            flat[i] = torch.empty(numel, dtype=dtype)
+    return [buf[:numel].view(rows, cols) for buf in flat[:count]]
 
 
 def split(t: Tensor, sizes: list[int]) -> tuple[Tensor, ...]:
