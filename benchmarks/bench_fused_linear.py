@@ -25,17 +25,16 @@ Usage: ``python benchmarks/bench_fused_linear.py [--device cpu|cuda] [--dtype fl
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_losses import _sync, peak_extra_bytes  # the same memory and sync helpers
 
 from lsdiffusion import fused_linear_kd_loss, kd_loss
 
@@ -44,18 +43,6 @@ TIME_TARGET = 1.1
 MEMORY_TARGET = 0.25
 
 Step = Callable[[], None]
-
-
-def _read_status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _liger_loss() -> Callable[..., torch.Tensor] | None:
@@ -119,22 +106,6 @@ def steps(
     if liger is not None:
         impls["liger"] = run(lambda: liger(hs, ws, bs, ht, wt, bt))
     return impls, {"hs": hs, "ws": ws, "bs": bs}
-
-
-def peak_extra_bytes(fn: Step, device: torch.device) -> int:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    before = _read_status("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")
-    fn()
-    return _read_status("VmHWM") - before
 
 
 def _memory_in_child(impl: str, args: argparse.Namespace) -> int:

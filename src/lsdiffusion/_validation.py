@@ -15,6 +15,8 @@ import torch
 __all__ = [
     "Reduction",
     "check_bool",
+    "check_chunk_size",
+    "check_dim_type",
     "check_finite_positive",
     "check_ignore_index",
     "check_in_unit_interval",
@@ -70,10 +72,24 @@ def check_ignore_index(value: object) -> None:
         raise ValueError(f"ignore_index must fit in int64, got {value}")
 
 
-def normalize_dim(name: str, dim: object, tensor: torch.Tensor) -> int:
-    """Return ``dim`` as a non-negative index into ``tensor``'s shape."""
+def check_dim_type(dim: object) -> None:
+    """Raise ``TypeError`` unless ``dim`` is an integer (not a bool or float)."""
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
         raise TypeError(f"dim must be an int, got {type(dim).__name__} {dim!r}")
+
+
+def check_chunk_size(chunk_size: object) -> None:
+    """Raise ``ValueError`` unless ``chunk_size`` is ``None`` or a positive int."""
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+
+
+def normalize_dim(name: str, dim: object, tensor: torch.Tensor) -> int:
+    """Return ``dim`` as a non-negative index into ``tensor``'s shape."""
+    check_dim_type(dim)
+    assert isinstance(dim, numbers.Integral)
     dim = int(dim)
     ndim = tensor.dim()
     if ndim == 0:

@@ -46,6 +46,7 @@ from lsdiffusion._kernels.eager.kd import KDKernel
 from lsdiffusion._kernels.eager.label_smoothing import LabelSmoothingKernel
 from lsdiffusion._validation import (
     check_bool,
+    check_chunk_size,
     check_finite_positive,
     check_ignore_index,
     check_in_unit_interval,
@@ -98,11 +99,16 @@ Backend = Literal["auto", "eager", "triton"]
 _BACKENDS = ("auto", "eager", "triton")
 
 
-def _use_triton(backend: str, x: Tensor) -> bool:
-    """Resolve ``backend`` for logits ``x``; raise when ``"triton"`` cannot serve them."""
+def _check_backend(backend: object) -> Backend:
+    """Return ``backend`` if it names a backend, else raise ``ValueError``."""
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {list(_BACKENDS)}, got {backend!r}")
-    if backend == "eager":
+    return backend  # type: ignore[return-value]
+
+
+def _use_triton(backend: str, x: Tensor) -> bool:
+    """Resolve ``backend`` for logits ``x``; raise when ``"triton"`` cannot serve them."""
+    if _check_backend(backend) == "eager":
         return False
     from lsdiffusion._kernels import triton as triton_backend
 
@@ -568,6 +574,25 @@ def kd_loss(
     ).loss
 
 
+def _check_fused_linear_options(
+    temperature: object,
+    beta: object,
+    alpha: object,
+    reduction: str,
+    t2_scaling: object,
+    ignore_index: object,
+    chunk_size: object,
+) -> None:
+    """The non-tensor arguments of :func:`fused_linear_kd_loss` (and its module)."""
+    check_finite_positive("temperature", temperature)
+    check_in_unit_interval("beta", beta)
+    check_in_unit_interval("alpha", alpha)
+    _check_kd_reduction(reduction)
+    check_bool("t2_scaling", t2_scaling)
+    check_ignore_index(ignore_index)
+    check_chunk_size(chunk_size)
+
+
 def _check_hidden(name: str, hidden: object) -> Tensor:
     if not isinstance(hidden, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(hidden).__name__}")
@@ -694,16 +719,9 @@ def fused_linear_kd_loss(
         fused_linear_kd,
     )
 
-    check_finite_positive("temperature", temperature)
-    check_in_unit_interval("beta", beta)
-    check_in_unit_interval("alpha", alpha)
-    _check_kd_reduction(reduction)
-    check_bool("t2_scaling", t2_scaling)
-    check_ignore_index(ignore_index)
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    _check_fused_linear_options(
+        temperature, beta, alpha, reduction, t2_scaling, ignore_index, chunk_size
+    )
     h_s = _check_hidden("student_hidden", student_hidden)
     h_t = _check_hidden("teacher_hidden", teacher_hidden)
     if h_t.shape[:-1] != h_s.shape[:-1]:

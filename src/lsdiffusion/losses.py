@@ -18,17 +18,19 @@ from torch import Tensor, nn
 
 from lsdiffusion._validation import (
     check_bool,
+    check_dim_type,
     check_finite_positive,
     check_ignore_index,
     check_in_unit_interval,
     check_reduction,
 )
 from lsdiffusion.functional import (
-    _BACKENDS,
     Backend,
     KDReduction,
     KDTerms,
     LSReduction,
+    _check_backend,
+    _check_fused_linear_options,
     _check_kd_reduction,
     fused_linear_kd_loss,
     kd_loss_terms,
@@ -36,17 +38,6 @@ from lsdiffusion.functional import (
 )
 
 __all__ = ["FusedLinearKDLoss", "KDLoss", "LabelSmoothingLoss"]
-
-
-def _check_dim(dim: object) -> None:
-    if isinstance(dim, bool) or not isinstance(dim, int):
-        raise TypeError(f"dim must be an int, got {type(dim).__name__} {dim!r}")
-
-
-def _check_backend(backend: object) -> Backend:
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {list(_BACKENDS)}, got {backend!r}")
-    return backend  # type: ignore[return-value]
 
 
 def _no_torchscript(name: str) -> NoReturn:
@@ -107,7 +98,7 @@ class LabelSmoothingLoss(nn.Module):
                 "pass weight.detach()"
             )
         check_ignore_index(ignore_index)
-        _check_dim(dim)
+        check_dim_type(dim)
         self.alpha = float(alpha)
         self.ignore_index = ignore_index
         self.reduction: LSReduction = reduction
@@ -183,7 +174,7 @@ class KDLoss(nn.Module):
         _check_kd_reduction(reduction)
         check_bool("t2_scaling", t2_scaling)
         check_ignore_index(ignore_index)
-        _check_dim(dim)
+        check_dim_type(dim)
         self.backend: Backend = _check_backend(backend)
         self.temperature = float(temperature)
         self.beta = float(beta)
@@ -267,16 +258,9 @@ class FusedLinearKDLoss(nn.Module):
         chunk_size: int | None = None,
     ) -> None:
         super().__init__()
-        check_finite_positive("temperature", temperature)
-        check_in_unit_interval("beta", beta)
-        check_in_unit_interval("alpha", alpha)
-        _check_kd_reduction(reduction)
-        check_bool("t2_scaling", t2_scaling)
-        check_ignore_index(ignore_index)
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        ):
-            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        _check_fused_linear_options(
+            temperature, beta, alpha, reduction, t2_scaling, ignore_index, chunk_size
+        )
         self.temperature = float(temperature)
         self.beta = float(beta)
         self.alpha = float(alpha)

@@ -119,8 +119,8 @@ def _run(
             scale,
             None,
             spec.alpha,
+            one_block=True,  # the chunk is the block: its scratch is in the budget
         )
-        kernel.one_block = True  # the chunk is the block: its scratch is in the budget
         (out,), g = kernel.run(s_c, need_grad=any_grad)
         del s_c, t_c
         if rows is not None:  # unreduced: the scale is 1

@@ -50,6 +50,7 @@ class KDKernel(LossKernel):
         scale: Tensor,
         valid: Tensor | None,
         alpha: float = 0.0,
+        one_block: bool = False,
     ) -> None:
         self.teacher = teacher
         self.temperature = temperature
@@ -59,7 +60,7 @@ class KDKernel(LossKernel):
         # need_terms: return (total, hard, soft); otherwise (total,) alone
         self.need_terms = need_terms
         self.alpha = alpha  # label smoothing of the hard term (0: plain cross-entropy)
-        self.one_block = False
+        self.one_block = one_block  # the caller already bounds the rows (fused linear chunks)
         self.scale = scale
         self.valid = valid
 
@@ -105,7 +106,6 @@ class KDKernel(LossKernel):
         # that b - a is formed from two shifted, small values), and exp(teacher) unless
         # the gradient block can hold it
         n_scratch = 2 + (0 if need_grad and same else 1)
-        # one block when the caller already bounds the rows (the fused linear chunks)
         blocks = [(0, n)] if self.one_block else row_blocks(x, n_scratch)
         spare = scratch(x, blocks, n_scratch)
 
