@@ -92,7 +92,7 @@ def test_capture_matches_manual_penultimate(device, layer):
     torch.testing.assert_close(cap.features, net.penultimate(x))
     assert not cap.features.requires_grad
     torch.testing.assert_close(logits, net.fc(cap.features))
-    assert len(net.fc._forward_pre_hooks) == 0  # removed on exit
+    assert hooks(net) == 0  # removed on exit
 
 
 def test_capture_mobilenet_and_no_grad():
@@ -131,18 +131,18 @@ def test_hooks_removed_on_exception_and_reentry():
 
     def fail():
         with cap:
-            seen.append(len(net.fc._forward_pre_hooks))
+            seen.append(hooks(net))
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
         fail()
-    assert seen == [1]
-    assert len(net.fc._forward_pre_hooks) == 0
+    assert seen == [3]  # the layer's hook and the first-forward check (every Linear, root)
+    assert hooks(net) == 0
     with cap:  # reusable after exit
         with pytest.raises(RuntimeError, match="already active"), cap:
             pass
         net(torch.randn(1, 3, 4, 4))
-    assert len(net.fc._forward_pre_hooks) == 0
+    assert hooks(net) == 0
     cap.remove()  # idempotent
 
 
@@ -152,6 +152,11 @@ def test_capture_keeps_graph_when_detach_false():
         net(torch.randn(2, 3, 4, 4))
     assert cap.features is not None
     assert cap.features.requires_grad
+
+
+def hooks(model: nn.Module) -> int:
+    """Forward hooks and pre-hooks attached anywhere in ``model``."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
 def _loader(n=37, num_classes=5, batch_size=8):
@@ -179,7 +184,7 @@ def test_collect_features_shapes_and_values():
     with torch.no_grad():
         torch.testing.assert_close(out.features, net.penultimate(x))
         torch.testing.assert_close(out.logits, net(x))
-    assert len(net.fc._forward_pre_hooks) == 0
+    assert hooks(net) == 0
     part = collect_features(net, loader, progress=False, max_batches=2)
     assert part.features.shape == (16, 8)
 
@@ -195,16 +200,40 @@ def test_iter_features_streams_into_centroids(capsys):
     torch.testing.assert_close(acc.compute(), class_centroids(full.features, full.labels, 5))
 
 
-def test_iter_features_early_stop_removes_hook():
+def test_iter_features_restores_model_between_batches():
+    """Issue 16.7: the model is untouched while the generator is suspended or abandoned."""
+    net = TinyResNet()
+    loader, x, _ = _loader()
+    gen = iter_features(net, loader, progress=False)
+    next(gen)  # partial consumption, generator still alive
+    assert hooks(net) == 0
+    assert net.training
+    assert all(m.training for m in net.modules())
+    for _ in iter_features(net, loader):
+        break  # the generator object is not collected yet (held by nothing, but no gc)
+    assert hooks(net) == 0
+    assert net.training
+    # BatchNorm statistics update in a later training forward.
+    before = net.bn1.running_mean.clone()
+    net(x[:8])
+    assert not torch.equal(before, net.bn1.running_mean)
+    gen.close()
+    assert net.training
+
+
+def test_iter_features_checks_max_batches():
     net = TinyResNet()
     loader, _, _ = _loader()
-    gen = iter_features(net, loader, progress=False)
-    next(gen)
-    assert len(net.fc._forward_pre_hooks) == 1
-    assert not net.training
-    gen.close()
-    assert len(net.fc._forward_pre_hooks) == 0
-    assert net.training
+    with pytest.raises(ValueError, match=r"max_batches must be >= 1.*got -1"):
+        iter_features(net, loader, max_batches=-1)
+    with pytest.raises(ValueError, match=r"max_batches must be >= 1.*got 0"):
+        iter_features(net, loader, max_batches=0)
+    for bad in (1.5, True, "2"):
+        with pytest.raises(TypeError, match="max_batches must be an int"):
+            iter_features(net, loader, max_batches=bad)  # type: ignore[arg-type]
+    assert len(list(iter_features(net, loader, max_batches=2))) == 2
+    with pytest.raises(ValueError, match="pool must be None or 'prediction'"):
+        iter_features(net, loader, pool="mean")  # type: ignore[arg-type]
 
 
 def test_collect_features_model_outputs_and_errors():
@@ -270,3 +299,247 @@ def test_progress_is_off_unless_asked(capsys):
     collect_features(net, loader, progress=True)
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith(f"features: {len(loader)}/{len(loader)} batches")
+
+
+# ----------------------------------------------------------------------------- batch forms
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 6)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        h = torch.relu(self.body(x))
+        return self.fc(h if scale is None else h * scale)
+
+
+def test_batch_forms_tuple_list_and_mapping():
+    """Issue 17.2: a mapping of inputs is called as model(**inputs), a tuple as model(*inputs)."""
+    torch.manual_seed(0)
+    net = TwoInputs()
+    x, s, y = torch.randn(5, 4), torch.rand(5, 1), torch.tensor([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        ref = torch.relu(net.body(x)) * s
+    for batch in (
+        ({"x": x, "scale": s}, y),
+        ((x, s), y),
+        ([x, s], y, "extra items are ignored"),
+        {"x": x, "scale": s, "labels": y},  # a Hugging Face collator's batch
+        {"x": x, "scale": s, "label": y},
+    ):
+        out = collect_features(net, [batch])
+        torch.testing.assert_close(out.features, ref)
+        assert torch.equal(out.labels, y)
+    with pytest.raises(TypeError, match=r"under 'labels' or 'label', got keys \['scale', 'x'\]"):
+        collect_features(net, [{"x": x, "scale": s}])
+
+
+# ----------------------------------------------------------------------------- two heads
+
+
+class DistilledLike(nn.Module):
+    """timm's deit_*_distilled: class-token `head` and distillation-token `head_dist`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(nn.Linear(6, 8), nn.GELU())
+        self.head = nn.Linear(8, 5)
+        self.head_dist = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.blocks(x)  # (B, 2, 8): class token, distillation token
+        return (self.head(tokens[:, 0]) + self.head_dist(tokens[:, 1])) / 2
+
+
+class HeadFirst(nn.Module):
+    """Registers its classifier before its trunk: the last registered Linear is in the trunk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(7, 3)
+        self.trunk = nn.Sequential(nn.Linear(4, 7), nn.ReLU(), nn.Linear(7, 7))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.trunk(x))
+
+
+def test_two_candidate_heads_raise_listing_them():
+    """Issue 17.3: never pick one of several possible classifiers silently."""
+    x2 = torch.randn(3, 2, 6)
+    net = DistilledLike()
+    with pytest.raises(ValueError, match=r"'head' \(8 -> 5\), 'head_dist' \(8 -> 5\); pass layer="):
+        collect_features(net, [(x2, torch.tensor([0, 1, 2]))])
+    assert hooks(net) == 0
+    with pytest.raises(ValueError, match="head_dist"), capture_features(net), torch.no_grad():
+        net(x2)
+    out = collect_features(net, [(x2, torch.tensor([0, 1, 2]))], layer="head")
+    torch.testing.assert_close(out.features, net.blocks(x2)[:, 0])
+
+    first = HeadFirst()
+    x = torch.randn(4, 4)
+    assert find_final_linear(first)[0] == "trunk.2"  # the static rule alone would be wrong
+    with pytest.raises(ValueError, match=r"last registered one is 'trunk.2'.*are 'fc' \(7 -> 3\)"):
+        collect_features(first, [(x, torch.tensor([0, 1, 2, 0]))])
+    out = collect_features(first, [(x, torch.tensor([0, 1, 2, 0]))], layer="fc")
+    torch.testing.assert_close(out.features, first.trunk(x))
+
+
+def test_single_head_with_same_width_layers_is_accepted():
+    """A Linear whose output is the model output wins over same-width hidden layers."""
+    net = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3))
+    out = collect_features(net, [(torch.randn(2, 3), torch.tensor([0, 2]))])
+    assert out.features.shape == (2, 3)
+
+
+# ----------------------------------------------------------------------------- compiled models
+
+
+@pytest.mark.parametrize("order", ["compiled-ran-first", "capture-first"])
+@pytest.mark.parametrize("how", ["torch.compile", "Module.compile"])
+def test_capture_on_compiled_model(order, how):
+    """Issue 16.12: hooks on a compiled model that already ran still fire."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(6, 5), torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.no_grad():
+        ref = torch.relu(net[0](x))
+    if how == "torch.compile":
+        model: nn.Module = torch.compile(net, backend="eager")  # type: ignore[assignment]
+    else:
+        model = net
+        model.compile(backend="eager")
+    if order == "compiled-ran-first":
+        with torch.no_grad():
+            model(x)
+    out = collect_features(model, [(x, y)])
+    torch.testing.assert_close(out.features, ref)
+    with capture_features(model) as cap, torch.no_grad():
+        model(x)
+    assert cap.features is not None
+    torch.testing.assert_close(cap.features, ref)
+    assert hooks(model) == 0
+    with torch.no_grad():  # compiled again after the capture
+        torch.testing.assert_close(model(x), net(x))
+
+
+# ----------------------------------------------------------------------------- token features
+
+
+class TokenLM(nn.Module):
+    """(B, L) token ids -> (B, L, V) logits through an embedding and a head."""
+
+    def __init__(self, vocab: int = 7, dim: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(ids))
+
+
+def test_token_features_pass_through_with_ignore_index():
+    torch.manual_seed(0)
+    net = TokenLM()
+    ids = torch.randint(0, 7, (3, 5))
+    labels = ids.roll(-1, dims=1)
+    labels[:, -1] = -100
+    out = collect_features(net, [(ids, labels)], ignore_index=-100)
+    assert out.features.shape == (3, 5, 4)
+    assert torch.equal(out.labels, labels)
+    assert out.logits.shape == (3, 5, 7)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 6\].*got \[-100\]"):
+        collect_features(net, [(ids, labels)])
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 6\].*got \[9\]"):
+        collect_features(net, [(ids, labels.clamp(min=9))], ignore_index=-100)
+    with pytest.raises(ValueError, match="disagree"):
+        collect_features(net, [(ids, labels[:, :4])], ignore_index=-100)
+    with pytest.raises(TypeError, match="ignore_index must be an int"):
+        iter_features(net, [(ids, labels)], ignore_index=1.5)  # type: ignore[arg-type]
+
+
+def test_uint8_labels_are_not_wrapped():
+    net = nn.Sequential(nn.Linear(3, 300))
+    out = collect_features(net, [(torch.randn(1, 3), torch.tensor([50], dtype=torch.uint8))])
+    assert out.labels.tolist() == [50]
+
+
+@pytest.fixture
+def transformers():
+    """Hugging Face transformers (optional: `pip install transformers`); models from configs."""
+    return pytest.importorskip("transformers", reason="optional: Hugging Face models")
+
+
+def _gpt2_config(transformers, **kw):
+    return transformers.GPT2Config(
+        vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2, **kw
+    )
+
+
+def _padded_ids():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 50, (4, 7), generator=g)
+    ids[0, 5:] = 0  # right padding with pad_token_id = 0
+    ids[1, 3:] = 0
+    return ids, (ids != 0).long()
+
+
+def test_gpt2_sequence_classifier_needs_pool_and_takes_last_real_token(transformers):
+    """Issue 17.1: GPT2ForSequenceClassification's head sees every token; pool='prediction'."""
+    torch.manual_seed(0)
+    model = transformers.GPT2ForSequenceClassification(
+        _gpt2_config(transformers, num_labels=3, pad_token_id=0)
+    ).eval()
+    ids, mask = _padded_ids()
+    y = torch.tensor([0, 1, 2, 1])
+    batch = ({"input_ids": ids, "attention_mask": mask}, y)
+    with pytest.raises(ValueError, match=r"\(4, 7, 16\) \(one per token\).*pool='prediction'"):
+        collect_features(model, [batch])
+    out = collect_features(model, [batch], pool="prediction")
+    with torch.no_grad():
+        hidden = model.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    last = mask.sum(dim=1) - 1  # the last non-padding token
+    assert torch.equal(out.features, hidden[torch.arange(4), last])
+    torch.testing.assert_close(out.logits, logits)
+    torch.testing.assert_close(model.score(out.features), logits)
+
+
+def test_gpt2_lm_token_features_batch_encoding_and_centroids(transformers):
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(_gpt2_config(transformers))
+    ids, mask = _padded_ids()
+    labels = ids.masked_fill(mask == 0, -100)
+    batch = transformers.BatchEncoding({"input_ids": ids, "attention_mask": mask, "labels": labels})
+    out = collect_features(model, [batch], ignore_index=-100)
+    assert model.training  # restored
+    with torch.no_grad():
+        model.eval()
+        hidden = model.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(out.features, hidden)
+    assert out.logits.shape == (4, 7, 50)
+    keep = labels != -100
+    acc = ClassCentroids(50, on_empty="ignore")
+    acc.update(out.features[keep], out.labels[keep])
+    ref = class_centroids(hidden[keep], labels[keep], 50, on_empty="ignore")
+    torch.testing.assert_close(acc.compute(), ref, equal_nan=True)
+
+
+def test_bert_dict_batches(transformers):
+    """Issue 17.2: iter_features(bert, [({"input_ids": x, "attention_mask": m}, y)])."""
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, num_labels=3,
+    )  # fmt: skip
+    model = transformers.BertForSequenceClassification(config).eval()
+    ids, mask = _padded_ids()
+    y = torch.tensor([0, 1, 2, 1])
+    out = collect_features(model, [({"input_ids": ids, "attention_mask": mask}, y)])
+    with torch.no_grad():
+        pooled = model.bert(input_ids=ids, attention_mask=mask).pooler_output
+    torch.testing.assert_close(out.features, pooled)
+    encoded = transformers.BatchEncoding({"input_ids": ids, "attention_mask": mask})
+    again = collect_features(model, [(encoded, y)])
+    torch.testing.assert_close(again.features, pooled)

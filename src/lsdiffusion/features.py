@@ -1,26 +1,54 @@
-"""Capture penultimate-layer features (the input of the final ``nn.Linear``) of any model.
+"""Capture penultimate-layer features (the input of the final `nn.Linear`) of any model.
 
-* :func:`find_final_linear` locates the classifier layer (the last registered
-  ``nn.Linear``) or resolves a user-given name such as ``"fc"`` (torchvision
-  ResNets) or ``"classifier.1"`` (MobileNetV2).
-* :func:`capture_features` / :class:`FeatureCapture` is a context manager that
-  records that layer's input on every forward pass and removes its hook on exit.
-* :func:`iter_features` streams ``(features, labels, logits)`` batch by batch
-  through a ``DataLoader`` (feed them to :class:`~lsdiffusion.centroids.ClassCentroids`
-  without keeping them), and :func:`collect_features` concatenates them.
+* [`find_final_linear`][lsdiffusion.features.find_final_linear] locates the classifier
+  layer (the last registered `nn.Linear`) or resolves a user-given name such as
+  `"fc"` (torchvision ResNets) or `"classifier.1"` (MobileNetV2).
+* [`FeatureCapture`][lsdiffusion.features.FeatureCapture] (or
+  [`capture_features`][lsdiffusion.features.capture_features]) is a context manager
+  that records that layer's input on every forward pass and removes its hook on exit.
+  With the automatic choice it checks, at the first forward pass, that the layer is
+  the one producing the model's output, and raises listing the candidates when
+  several `nn.Linear` layers could be the classifier (two heads, a head registered
+  before its trunk).
+* [`iter_features`][lsdiffusion.features.iter_features] streams
+  `(features, labels, logits)` batch by batch through a `DataLoader` (feed them to
+  [`ClassCentroids`][lsdiffusion.centroids.ClassCentroids] without keeping them), and
+  [`collect_features`][lsdiffusion.features.collect_features] concatenates them.
+
+Batches. A batch is `(inputs, labels, ...)` (a tuple or list; extra items are
+ignored) or a mapping with a `"labels"` (or `"label"`) entry, the other entries
+being the inputs (what Hugging Face data collators yield). The inputs are called as
+`model(inputs)` for a tensor, `model(*inputs)` for a tuple or list and
+`model(**inputs)` for a mapping (a `dict` or a Hugging Face `BatchEncoding`).
+
+Token features. Features of any shape `(..., D)` pass through with labels of shape
+`(...)` when the logits have the same leading shape `(..., C)` (a language model's
+`(B, L, D)` features with `(B, L)` token labels); `ignore_index` marks the labels
+(padding) that are exempt from the range check, for accumulators that skip them.
+A sequence classifier whose head runs on every token and pools afterwards (Hugging
+Face's `GPT2ForSequenceClassification`: `(B, L, D)` features, `(B, C)` logits) needs
+`pool="prediction"`: the feature of the token whose head output is the prediction
+(for Hugging Face's sequence classifiers, the last non-padding token).
+
+Compiled models. A `torch.compile`d module (or one whose `.compile()` was called)
+does not run hooks added after it was compiled, so while a capture is active such
+modules run their original (eager) forward; they are compiled again on exit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sized
+import numbers
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn
 from typing_extensions import Self
 
 from lsdiffusion._arrays import _check_labels
+from lsdiffusion._validation import check_ignore_index
 
 __all__ = [
     "FeatureBatch",
@@ -32,28 +60,32 @@ __all__ = [
 ]
 
 _WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
+_LABEL_KEYS: tuple[str, ...] = ("labels", "label")
 
 
 def find_final_linear(
     model: nn.Module, layer: str | nn.Module | None = None
 ) -> tuple[str, nn.Module]:
-    """Return ``(name, module)`` of the layer whose input is the penultimate feature.
+    """Return `(name, module)` of the layer whose input is the penultimate feature.
 
-    With ``layer=None`` this is the last ``nn.Linear`` in ``model.named_modules()``
+    With `layer=None` this is the last `nn.Linear` in `model.named_modules()`
     (registration order), which is the classifier of torchvision ResNets
-    (``"fc"``), MobileNetV2 (``"classifier.1"``), ViTs (``"heads.head"``) and most
-    models. A name is looked up with ``model.get_submodule``, also through a
-    ``DataParallel``/DDP (``module.``) or ``torch.compile`` (``_orig_mod.``) wrapper.
+    (`"fc"`), MobileNetV2 (`"classifier.1"`), ViTs (`"heads.head"`) and most
+    models. This static choice is checked at the first forward pass by
+    [`FeatureCapture`][lsdiffusion.features.FeatureCapture] and
+    [`iter_features`][lsdiffusion.features.iter_features]. A name is looked up with
+    `model.get_submodule`, also through a `DataParallel`/DDP (`module.`) or
+    `torch.compile` (`_orig_mod.`) wrapper.
 
     Args:
-        model: any ``nn.Module``.
-        layer: ``None`` (automatic), a dotted submodule name, or the submodule itself.
+        model: any `nn.Module`.
+        layer: `None` (automatic), a dotted submodule name, or the submodule itself.
 
     Returns:
-        The dotted name (``""`` for the model itself) and the module.
+        The dotted name (`""` for the model itself) and the module.
 
     Raises:
-        ValueError: if the model has no ``nn.Linear`` or the name does not exist.
+        ValueError: if the model has no `nn.Linear` or the name does not exist.
 
     Example:
         >>> from torch import nn
@@ -94,24 +126,83 @@ def find_final_linear(
     )
 
 
+def _output_tensor(output: object) -> torch.Tensor | None:
+    """The logits in a model's output: a tensor, `.logits`, `["logits"]`, or None."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if logits is None and isinstance(output, Mapping):
+        logits = output.get("logits")
+    return logits if isinstance(logits, torch.Tensor) else None
+
+
+def _describe(name: str, module: nn.Module) -> str:
+    if isinstance(module, nn.Linear):
+        return f"{name!r} ({module.in_features} -> {module.out_features})"
+    return repr(name)
+
+
+class _EagerCompiled:
+    """Run the `torch.compile`d modules of a model eagerly while active.
+
+    Compiled graphs skip the guards on module hooks, so a hook added after the
+    first compiled call never fires; the original forward always runs them.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._saved: list[tuple[nn.Module, str, object]] = []
+
+    def __enter__(self) -> None:
+        optimized: type | None = None
+        if "torch._dynamo" in sys.modules:  # nothing can be compiled before dynamo loads
+            optimized = sys.modules["torch._dynamo"].eval_frame.OptimizedModule
+        for module in self.model.modules():
+            if optimized is not None and isinstance(module, optimized):
+                self._saved.append((module, "forward", module.forward))
+                original: nn.Module = getattr(module, "_orig_mod")  # noqa: B009
+                setattr(module, "forward", original.__call__)  # noqa: B010
+            if getattr(module, "_compiled_call_impl", None) is not None:  # nn.Module.compile()
+                self._saved.append((module, "_compiled_call_impl", module._compiled_call_impl))
+                module._compiled_call_impl = None
+
+    def __exit__(self, *exc: object) -> None:
+        for module, attr, value in reversed(self._saved):
+            setattr(module, attr, value)
+        self._saved.clear()
+
+
 class FeatureCapture:
     """Context manager that records the input of one layer on every forward pass.
 
-    A forward pre-hook stores the (detached) input tensor of the layer; the hook
-    is removed on exit, also when an exception escapes. Works under
-    ``torch.no_grad()``, ``torch.inference_mode()`` and autocast (the features
-    have whatever dtype reaches the layer, e.g. bfloat16 under CPU autocast).
+    A forward hook stores the (detached) input tensor of the layer, and its
+    output; the hook is removed on exit, also when an exception escapes. Works
+    under `torch.no_grad()`, `torch.inference_mode()` and autocast (the features
+    have whatever dtype reaches the layer, e.g. bfloat16 under CPU autocast), and
+    on `torch.compile`d models (which run eagerly inside the block).
+
+    With `layer=None`, the first forward pass inside a block checks the choice of
+    [`find_final_linear`][lsdiffusion.features.find_final_linear]: it stands when
+    the layer's output is the model's output, or when it is the only `nn.Linear`
+    called whose width is that of the logits (a head applied before pooling).
+    Otherwise the forward pass raises `ValueError` listing the candidates (for
+    example timm's distilled DeiT, whose `head` and `head_dist` both feed the
+    prediction, or a model that registers its head before its trunk): pass
+    `layer=` to choose. The check needs the forward pass of the model itself (not
+    of a submodule).
 
     Attributes:
         layer_name: dotted name of the hooked layer.
         layer: the hooked module.
-        features: the input of the layer at the latest forward pass (``None``
+        features: the input of the layer at the latest forward pass (`None`
             before the first one).
+        output: the layer's output at the latest forward pass (detached like
+            the features).
 
     Args:
-        model: any ``nn.Module``.
-        layer: ``None`` (the last ``nn.Linear``, see :func:`find_final_linear`), a
-            dotted name such as ``"fc"`` / ``"classifier.1"``, or the module itself.
+        model: any `nn.Module`.
+        layer: `None` (the last `nn.Linear`, checked as above), a dotted name such
+            as `"fc"` / `"classifier.1"`, or the module itself.
         detach: detach the stored features from the autograd graph (default).
 
     Example:
@@ -122,19 +213,26 @@ class FeatureCapture:
         ...     logits = net(torch.randn(4, 5))
         >>> cap.layer_name, tuple(cap.features.shape), tuple(logits.shape)
         ('2', (4, 8), (4, 3))
-        >>> len(net[2]._forward_pre_hooks)  # removed on exit
+        >>> len(net[2]._forward_hooks)  # removed on exit
         0
     """
 
     def __init__(
         self, model: nn.Module, layer: str | nn.Module | None = None, *, detach: bool = True
     ) -> None:
+        self.model = model
         self.layer_name, self.layer = find_final_linear(model, layer)
         self.detach = bool(detach)
         self.features: torch.Tensor | None = None
-        self._handle: Any | None = None
+        self.output: torch.Tensor | None = None
+        self._handles: list[Any] = []
+        self._eager = _EagerCompiled(model)
+        self._unchecked = layer is None
+        self._called: dict[str, torch.Tensor] = {}
 
-    def _hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _hook(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+    ) -> None:
         value = args[0] if args else kwargs.get("input")
         if not isinstance(value, torch.Tensor):
             raise TypeError(
@@ -142,12 +240,57 @@ class FeatureCapture:
                 "tensor; pass layer=... naming a layer that takes one tensor"
             )
         self.features = value.detach() if self.detach else value
+        if isinstance(output, torch.Tensor):
+            self.output = output.detach() if self.detach else output
+
+    def _record(self, name: str) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                self._called[name] = output
+
+        return hook
+
+    def _check(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        """At the model's first forward pass: is the hooked layer the classifier?"""
+        called, self._called = self._called, {}
+        logits = _output_tensor(output)
+        if logits is None or logits.dim() == 0:
+            return  # nothing to compare with (iter_features reports the output type)
+        self._unchecked = False
+        self._remove_checks()
+        if called.get(self.layer_name) is logits:
+            return
+        width = logits.shape[-1]
+        modules = dict(self.model.named_modules())
+        producers = [n for n, out in called.items() if out is logits]
+        candidates = producers or [n for n, out in called.items() if out.shape[-1] == width]
+        if candidates == [self.layer_name]:
+            return
+        self._unchecked = True  # the next forward pass checks again
+        listed = ", ".join(_describe(n, modules[n]) for n in candidates) or "none"
+        raise ValueError(
+            f"cannot tell which nn.Linear of {type(self.model).__name__} is the classifier: "
+            f"the last registered one is {_describe(self.layer_name, self.layer)}, but the "
+            f"layers called in the forward pass whose output could be the logits "
+            f"{tuple(logits.shape)} are {listed}; pass layer='name' to choose"
+        )
+
+    def _remove_checks(self) -> None:
+        while len(self._handles) > 1:
+            self._handles.pop().remove()
 
     def __enter__(self) -> Self:
-        if self._handle is not None:
+        if self._handles:
             raise RuntimeError("this FeatureCapture is already active (nested use)")
         self.features = None
-        self._handle = self.layer.register_forward_pre_hook(self._hook, with_kwargs=True)
+        self.output = None
+        self._eager.__enter__()
+        self._handles.append(self.layer.register_forward_hook(self._hook, with_kwargs=True))
+        if self._unchecked:
+            for name, module in self.model.named_modules():
+                if isinstance(module, nn.Linear):
+                    self._handles.append(module.register_forward_hook(self._record(name)))
+            self._handles.append(self.model.register_forward_hook(self._check))
         return self
 
     def __exit__(
@@ -159,10 +302,11 @@ class FeatureCapture:
         self.remove()
 
     def remove(self) -> None:
-        """Remove the hook (idempotent); the last features stay available."""
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        """Remove the hooks (idempotent); the last features stay available."""
+        while self._handles:
+            self._handles.pop().remove()
+        self._called = {}
+        self._eager.__exit__()
 
     def pop(self) -> torch.Tensor:
         """Return the latest features and clear them; raise if no forward pass happened."""
@@ -178,17 +322,24 @@ class FeatureCapture:
 def capture_features(
     model: nn.Module, layer: str | nn.Module | None = None, *, detach: bool = True
 ) -> FeatureCapture:
-    """Return a :class:`FeatureCapture` context manager for ``model`` (see there)."""
+    """Return a [`FeatureCapture`][lsdiffusion.features.FeatureCapture] for `model`.
+
+    Args:
+        model: any `nn.Module`.
+        layer: see [`FeatureCapture`][lsdiffusion.features.FeatureCapture].
+        detach: detach the stored features from the autograd graph.
+
+    Returns:
+        The (not yet entered) context manager.
+    """
     return FeatureCapture(model, layer, detach=detach)
 
 
 class FeatureBatch(NamedTuple):
     """Features, labels and logits of a batch or of a whole dataset.
 
-    Shape:
-        - features: (N, D) (the layer input; extra dims are kept for sequence models).
-        - labels: (N,) int64.
-        - logits: (N, C), the model output.
+    Shapes: features `(..., D)` (the layer input: `(N, D)` for image classifiers,
+    `(B, L, D)` for token features), labels `(...)` int64, logits `(..., C)`.
     """
 
     features: torch.Tensor
@@ -196,17 +347,21 @@ class FeatureBatch(NamedTuple):
     logits: torch.Tensor
 
 
-def _split_batch(batch: object) -> tuple[object, torch.Tensor]:
+def _split_batch(batch: object) -> tuple[object, object]:
+    if isinstance(batch, Mapping):
+        key = next((k for k in _LABEL_KEYS if k in batch), None)
+        if key is None:
+            raise TypeError(
+                f"a mapping batch must hold its labels under 'labels' or 'label', got keys "
+                f"{sorted(map(str, batch))}"
+            )
+        return {k: v for k, v in batch.items() if k != key}, batch[key]
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        inputs, labels = batch[0], batch[1]
-    else:
-        raise TypeError(
-            "each batch must be a (inputs, labels, ...) tuple or list, got "
-            f"{type(batch).__name__}; wrap the loader to yield (inputs, labels)"
-        )
-    if not isinstance(labels, torch.Tensor):
-        labels = torch.as_tensor(labels)
-    return inputs, labels
+        return batch[0], batch[1]
+    raise TypeError(
+        "each batch must be a (inputs, labels, ...) tuple or list, or a mapping with a "
+        f"'labels' entry, got {type(batch).__name__}; wrap the loader to yield (inputs, labels)"
+    )
 
 
 def _move(value: object, device: torch.device, non_blocking: bool) -> object:
@@ -214,21 +369,27 @@ def _move(value: object, device: torch.device, non_blocking: bool) -> object:
         return value.to(device, non_blocking=non_blocking)
     if isinstance(value, (tuple, list)):
         return type(value)(_move(v, device, non_blocking) for v in value)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # dict, Hugging Face BatchEncoding
         return {k: _move(v, device, non_blocking) for k, v in value.items()}
     return value
 
 
+def _call(model: nn.Module, inputs: object) -> object:
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
 def _logits_of(output: object) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    raise TypeError(
-        f"the model returned a {type(output).__name__}; expected a logits tensor "
-        "(or an object with a .logits tensor)"
-    )
+    logits = _output_tensor(output)
+    if logits is None:
+        raise TypeError(
+            f"the model returned a {type(output).__name__}; expected a logits tensor "
+            "(or an object with a .logits tensor)"
+        )
+    return logits
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -239,11 +400,96 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+class _Running:
+    """Eval mode (optionally) and no grad for one forward pass; every flag restored after."""
+
+    def __init__(self, model: nn.Module, eval_mode: bool) -> None:
+        self.model = model
+        self.eval_mode = eval_mode
+        self._modes: dict[nn.Module, bool] = {}
+        self._no_grad = torch.no_grad()
+
+    def __enter__(self) -> None:
+        if self.eval_mode:
+            self._modes = {m: m.training for m in self.model.modules()}
+            self.model.eval()
+        self._no_grad.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._no_grad.__exit__(None, None, None)
+        for module, training in self._modes.items():
+            module.training = training
+        self._modes = {}
+
+
+def _pool_prediction(
+    feats: torch.Tensor, head: torch.Tensor | None, logits: torch.Tensor, layer: str
+) -> torch.Tensor:
+    """Per sample, the feature of the (last) token whose head output is the logits row."""
+    if head is None or feats.dim() != 3 or head.shape[:2] != feats.shape[:2]:
+        raise ValueError(
+            f"pool='prediction' needs (B, L, D) features and a (B, L, C) output of layer "
+            f"{layer!r}, got features {tuple(feats.shape)} and output "
+            f"{None if head is None else tuple(head.shape)}"
+        )
+    match = (head == logits.unsqueeze(1)).all(dim=-1)  # (B, L)
+    found = match.any(dim=1)
+    if not bool(found.all()):
+        bad = torch.nonzero(~found).flatten()[:5].tolist()
+        raise ValueError(
+            f"pool='prediction': the logits of samples {bad} are not the output of layer "
+            f"{layer!r} at any token; the model does more than pick a token"
+        )
+    positions = torch.arange(match.shape[1], device=match.device)
+    last = torch.where(match, positions, -1).amax(dim=1)
+    return feats[torch.arange(feats.shape[0], device=feats.device), last]
+
+
+def _shape_batch(
+    i: int,
+    feats: torch.Tensor,
+    head: torch.Tensor | None,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    cap: FeatureCapture,
+    pool: str | None,
+    ignore_index: int | None,
+) -> FeatureBatch:
+    if pool == "prediction" and feats.shape[:-1] != logits.shape[:-1]:
+        feats = _pool_prediction(feats, head, logits, cap.layer_name)
+    lead = tuple(feats.shape[:-1])
+    if lead != tuple(logits.shape[:-1]) and logits.dim() >= 1 and feats.dim() > logits.dim():
+        raise ValueError(
+            f"batch {i}: the features of layer {cap.layer_name!r} are {tuple(feats.shape)} "
+            f"(one per token) but the logits are {tuple(logits.shape)}: the model pools after "
+            "its head (e.g. GPT2ForSequenceClassification); pass pool='prediction' to take "
+            "the token that feeds the prediction (the last non-padding token)"
+        )
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
+    if tuple(labels.shape) != lead or feats.dim() == 0:
+        raise ValueError(
+            f"batch {i}: features {tuple(feats.shape)}, logits {tuple(logits.shape)} and "
+            f"labels {tuple(labels.shape)} disagree on the number of samples (labels must be "
+            "(N,) for (N, D) features, (...) for (..., D))"
+        )
+    labels = labels.long()
+    checked = labels.reshape(-1)
+    if ignore_index is not None:
+        checked = checked[checked != ignore_index]
+    same_lead = lead == tuple(logits.shape[:-1]) and logits.dim() >= 1
+    num_classes = int(logits.shape[-1]) if same_lead else 0
+    _check_labels(checked, checked.shape[0], num_classes, check_range=num_classes > 0)
+    return FeatureBatch(feats, labels, logits.detach())
+
+
 def iter_features(
     model: nn.Module,
     loader: Iterable[Any],
     *,
     layer: str | nn.Module | None = None,
+    pool: Literal["prediction"] | None = None,
+    ignore_index: int | None = None,
     device: torch.device | str | None = None,
     progress: bool = False,
     desc: str = "features",
@@ -251,35 +497,52 @@ def iter_features(
     non_blocking: bool = True,
     max_batches: int | None = None,
 ) -> Iterator[FeatureBatch]:
-    """Run ``loader`` through ``model`` and yield each batch's features, labels and logits.
+    """Run `loader` through `model` and yield each batch's features, labels and logits.
 
-    The forward passes run under ``torch.no_grad()`` and, with ``eval_mode=True``,
-    in eval mode; every module's train/eval flag is restored afterwards, and the
-    hook is removed even if the loop stops early. Results stay on the model's
-    device (stream them into :class:`~lsdiffusion.centroids.ClassCentroids` or
-    :class:`~lsdiffusion.entropy.TargetEntropy`). Wrap the loop in
-    ``torch.autocast(...)`` for mixed precision.
+    Each forward pass runs under `torch.no_grad()` and, with `eval_mode=True`, in
+    eval mode, with the capture hook attached; the hook is removed and every
+    module's train/eval flag restored before each batch is yielded, so the model is
+    untouched between batches and after a `break` (its BatchNorm statistics update
+    in a later training forward). Results stay on the model's device (stream them
+    into [`ClassCentroids`][lsdiffusion.centroids.ClassCentroids] or
+    [`TargetEntropy`][lsdiffusion.entropy.TargetEntropy]). Wrap the loop in
+    `torch.autocast(...)` for mixed precision. The accepted batch forms and the
+    token-feature rules are in the module's documentation: `(inputs, labels, ...)`
+    or a mapping with `"labels"`; inputs called as `model(x)`, `model(*x)` or
+    `model(**x)`.
 
     Args:
-        model: the network.
-        loader: an iterable of ``(inputs, labels, ...)`` batches (e.g. a ``DataLoader``).
-        layer: the layer whose input is recorded (see :func:`find_final_linear`).
+        model: the network (also `torch.compile`d: it runs eagerly while captured).
+        loader: an iterable of batches (e.g. a `DataLoader`).
+        layer: the layer whose input is recorded (see
+            [`FeatureCapture`][lsdiffusion.features.FeatureCapture] for the check
+            of the automatic choice).
+        pool: `None` (features as the layer sees them) or `"prediction"`: for a
+            head applied to every token before the model pools (`(B, L, D)`
+            features, `(B, C)` logits), the feature of the token whose head output
+            is the logits row (Hugging Face sequence classifiers: the last
+            non-padding token).
+        ignore_index: a label value exempt from the range check (padding tokens);
+            the labels are passed through unchanged.
         device: where inputs are moved (default: the model's device).
         progress: show a progress line on stderr (off by default: library
             calls stay quiet unless asked).
         desc: the progress line's label.
         eval_mode: put the model in eval mode while running.
-        non_blocking: passed to ``Tensor.to`` when moving inputs.
-        max_batches: stop after this many batches.
+        non_blocking: passed to `Tensor.to` when moving inputs.
+        max_batches: stop after this many batches (a positive int).
 
     Yields:
-        :class:`FeatureBatch` ``(features, labels, logits)``, labels as int64.
+        [`FeatureBatch`][lsdiffusion.features.FeatureBatch] `(features, labels,
+        logits)`, labels as int64.
 
     Raises:
-        TypeError: labels that are not integers (float labels are never truncated).
-        ValueError: labels that are not (N,), or not in [0, C) for (N, C)
-            logits; features, logits and labels of different lengths. The
-            checks are those of :class:`~lsdiffusion.centroids.ClassCentroids`.
+        TypeError: labels that are not integers (float labels are never
+            truncated); a batch of another form; `max_batches` not an int.
+        ValueError: labels whose shape is not the features' leading shape, or not
+            in [0, C) for `(..., C)` logits; token features with pooled logits
+            without `pool="prediction"`; two candidate classifiers; `max_batches`
+            below 1.
 
     Example:
         >>> import torch
@@ -295,40 +558,60 @@ def iter_features(
         ...
         TypeError: labels must have an integer dtype, got torch.float32
     """
+    _check_max_batches(max_batches)
+    if pool not in (None, "prediction"):
+        raise ValueError(f"pool must be None or 'prediction', got {pool!r}")
+    if ignore_index is not None:
+        check_ignore_index(ignore_index)
+    return _iter_features(
+        model, loader, layer, pool, ignore_index, device, progress, desc, eval_mode,
+        non_blocking, max_batches,
+    )  # fmt: skip
+
+
+def _check_max_batches(value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"max_batches must be an int or None, got {value!r}")
+    if int(value) < 1:
+        raise ValueError(f"max_batches must be >= 1 (or None for all), got {value}")
+
+
+def _iter_features(
+    model: nn.Module,
+    loader: Iterable[Any],
+    layer: str | nn.Module | None,
+    pool: str | None,
+    ignore_index: int | None,
+    device: torch.device | str | None,
+    progress: bool,
+    desc: str,
+    eval_mode: bool,
+    non_blocking: bool,
+    max_batches: int | None,
+) -> Iterator[FeatureBatch]:
     from lsdiffusion._progress import Progress
 
+    cap = FeatureCapture(model, layer)
     dev = _model_device(model) if device is None else torch.device(device)
-    modes = {m: m.training for m in model.modules()}
     total = len(loader) if isinstance(loader, Sized) else None
     if max_batches is not None:
         total = max_batches if total is None else min(total, max_batches)
-    bar = Progress(total, desc, "batches", enabled=progress)
-    try:
-        with FeatureCapture(model, layer) as cap:
-            if eval_mode:
-                model.eval()
-            for i, batch in enumerate(loader):
-                if max_batches is not None and i >= max_batches:
-                    break
-                inputs, labels = _split_batch(batch)
-                with torch.no_grad():  # only around the forward: the caller's code keeps grad
-                    logits = _logits_of(model(_move(inputs, dev, non_blocking)))
-                feats = cap.pop()
-                labels = labels.to(logits.device)
-                if labels.dim() != 1 or not feats.shape[0] == logits.shape[0] == labels.shape[0]:
-                    raise ValueError(
-                        f"batch {i}: features {tuple(feats.shape)}, logits "
-                        f"{tuple(logits.shape)} and labels {tuple(labels.shape)} disagree on "
-                        "the number of samples (labels must be (N,))"
-                    )
-                num_classes = int(logits.shape[1]) if logits.dim() == 2 else 0
-                _check_labels(labels, int(feats.shape[0]), num_classes, check_range=num_classes > 0)
-                bar.update()
-                yield FeatureBatch(feats, labels.long(), logits.detach())
-    finally:
-        bar.close()
-        for module, training in modes.items():
-            module.training = training
+    running = _Running(model, eval_mode)
+    with Progress(total, desc, "batches", enabled=progress) as bar:
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            inputs, labels = _split_batch(batch)
+            with running, cap:  # hooks and modes only around the forward pass
+                logits = _logits_of(_call(model, _move(inputs, dev, non_blocking)))
+            feats, head = cap.pop(), cap.output
+            label_t = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
+            label_t = label_t.to(logits.device)
+            out = _shape_batch(i, feats, head, logits, label_t, cap, pool, ignore_index)
+            bar.update()
+            yield out
 
 
 def collect_features(
@@ -336,21 +619,29 @@ def collect_features(
     loader: Iterable[Any],
     *,
     layer: str | nn.Module | None = None,
+    pool: Literal["prediction"] | None = None,
+    ignore_index: int | None = None,
     device: torch.device | str | None = None,
     progress: bool = False,
     eval_mode: bool = True,
     to_cpu: bool = True,
     max_batches: int | None = None,
 ) -> FeatureBatch:
-    """Run ``loader`` through ``model`` and concatenate features, labels and logits.
+    """Run `loader` through `model` and concatenate features, labels and logits.
 
     Keeps everything in memory (N × D features): for ImageNet-size runs stream
-    :func:`iter_features` into :class:`~lsdiffusion.centroids.ClassCentroids` instead.
+    [`iter_features`][lsdiffusion.features.iter_features] into
+    [`ClassCentroids`][lsdiffusion.centroids.ClassCentroids] instead. Token
+    features `(B, L, D)` are concatenated along the first dimension (every batch
+    must then have the same `L`).
 
     Args:
         model: the network.
-        loader: an iterable of ``(inputs, labels, ...)`` batches.
-        layer: the layer whose input is recorded (see :func:`find_final_linear`).
+        loader: an iterable of batches (see
+            [`iter_features`][lsdiffusion.features.iter_features]).
+        layer: the layer whose input is recorded.
+        pool: see [`iter_features`][lsdiffusion.features.iter_features].
+        ignore_index: see [`iter_features`][lsdiffusion.features.iter_features].
         device: where inputs are moved (default: the model's device).
         progress: show a progress line on stderr.
         eval_mode: put the model in eval mode while running.
@@ -358,11 +649,13 @@ def collect_features(
         max_batches: stop after this many batches.
 
     Returns:
-        :class:`FeatureBatch` with features (N, D), labels (N,) int64 and logits (N, C).
+        [`FeatureBatch`][lsdiffusion.features.FeatureBatch] with features (N, D),
+        labels (N,) int64 and logits (N, C) (or their token shapes).
 
     Raises:
-        TypeError, ValueError: labels that :class:`~lsdiffusion.centroids.ClassCentroids`
-            would reject (see :func:`iter_features`); a loader with no batch.
+        TypeError: see [`iter_features`][lsdiffusion.features.iter_features].
+        ValueError: see [`iter_features`][lsdiffusion.features.iter_features]; a
+            loader with no batch.
 
     Example:
         >>> import torch
@@ -380,6 +673,8 @@ def collect_features(
         model,
         loader,
         layer=layer,
+        pool=pool,
+        ignore_index=ignore_index,
         device=device,
         progress=progress,
         eval_mode=eval_mode,
