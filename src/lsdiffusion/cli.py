@@ -24,6 +24,7 @@ __all__ = ["build_parser", "main"]
 _COMMAND_MODULES: tuple[str, ...] = (
     "lsdiffusion.demo",
     "lsdiffusion.semantics.cli",
+    "lsdiffusion.analyze",
 )
 
 
