@@ -3,7 +3,6 @@ atomic writes that survive interrupts, the ``[plot]`` hint, ``--help`` defaults.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import pickle
@@ -18,39 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import lsdiffusion.demo as demo
+import lsdiffusion.demo.cli as demo_cli
+import lsdiffusion.demo.study as demo_study
 from lsdiffusion.cli import build_parser, main
-from lsdiffusion.demo import DemoConfig, run_demo, save_demo
+from lsdiffusion.demo import DemoConfig, DemoResult, run_demo, save_demo
 
-TINY = {
-    "superclasses": 3,
-    "subclasses": 2,
-    "input_dim": 8,
-    "train_per_class": 10,
-    "test_per_class": 10,
-    "teacher_width": 16,
-    "teacher_features": 8,
-    "student_width": 8,
-    "student_features": 4,
-}
 FAST = ["--seeds", "0", "--epochs", "1", "--temperatures", "1", "3", "--workers", "1"]
-
-
-@pytest.fixture
-def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail the test if any study starts: every check must come before training."""
-
-    def trained(*args: object, **kwargs: object) -> None:
-        raise AssertionError("training started before the arguments were checked")
-
-    monkeypatch.setattr(demo, "run_demo", trained)
-    monkeypatch.setattr(demo, "_study", trained)
-
-
-@pytest.fixture
-def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The command line with a tiny task (the defaults of the other fields stay)."""
-    monkeypatch.setattr(demo, "DemoConfig", functools.partial(DemoConfig, **TINY))
 
 
 def _read_only_folder(path: Path) -> Path:
@@ -155,19 +127,19 @@ def test_cuda_on_a_cpu_torch_is_one_line_without_traceback() -> None:
 
 
 def test_library_checks_out_and_device_before_training(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_fields: dict[str, object]
 ) -> None:
     def trained(*args: object) -> None:
         raise AssertionError("training started")
 
-    monkeypatch.setattr(demo, "_study", trained)
+    monkeypatch.setattr(demo_study, "run_study", trained)
     a_file = tmp_path / "f"
     a_file.write_text("x")
-    cfg = DemoConfig(**TINY, seeds=(0,), temperatures=(1.0, 3.0), epochs=1)
+    cfg = DemoConfig(**tiny_fields, seeds=(0,), temperatures=(1.0, 3.0), epochs=1)
     with pytest.raises(ValueError, match=r"^out .* exists and is not a folder$"):
         run_demo(cfg, out=a_file, workers=1)
     with pytest.raises(ValueError, match=r"^config\.device must be a torch device"):
-        run_demo(DemoConfig(**TINY, device="gpu"), workers=1)
+        run_demo(DemoConfig(**tiny_fields, device="gpu"), workers=1)
 
 
 def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
@@ -194,19 +166,19 @@ def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
             assert "default" in (action.help or ""), action.dest
 
 
-@pytest.mark.usefixtures("tiny")
+@pytest.mark.usefixtures("tiny_cli")
 def test_tables_are_printed_before_any_file_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seen: list[pytest.CaptureResult[str]] = []
-    real = demo.save_demo
+    real = demo_cli.save_demo
 
-    def save(result: demo.DemoResult, out: Path) -> list[Path]:
+    def save(result: DemoResult, out: Path) -> list[Path]:
         seen.append(capsys.readouterr())  # what was printed before the first write
         assert not (tmp_path / "run" / "results.json").exists()
         return real(result, out)
 
-    monkeypatch.setattr(demo, "save_demo", save)
+    monkeypatch.setattr(demo_cli, "save_demo", save)
     assert main(["demo", *FAST, "--out", str(tmp_path / "run")]) == 0
     assert "Table 2" in seen[0].out
     assert "Table 3" in seen[0].out
@@ -216,14 +188,14 @@ def test_tables_are_printed_before_any_file_is_written(
     assert f"wrote {run / 'diffusion.png'}, {run / 'figure.png'}, {run / 'results.json'}" in out
 
 
-@pytest.mark.usefixtures("tiny")
+@pytest.mark.usefixtures("tiny_cli")
 def test_a_failed_write_still_shows_the_tables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def full(result: demo.DemoResult, out: Path) -> list[Path]:
+    def full(result: DemoResult, out: Path) -> list[Path]:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(demo, "save_demo", full)
+    monkeypatch.setattr(demo_cli, "save_demo", full)
     assert main(["demo", *FAST, "--no-progress", "--out", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert "Table 2" in captured.out
@@ -232,7 +204,7 @@ def test_a_failed_write_still_shows_the_tables(
     )
 
 
-@pytest.mark.usefixtures("tiny")
+@pytest.mark.usefixtures("tiny_cli")
 def test_without_matplotlib_the_plot_extra_is_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -251,14 +223,14 @@ def test_without_matplotlib_the_plot_extra_is_named(
     assert json.loads((tmp_path / "results.json").read_text())["figure"] is None
 
 
-@pytest.mark.usefixtures("tiny")
+@pytest.mark.usefixtures("tiny_cli")
 def test_ctrl_c_during_training_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(demo, "run_demo", interrupted)
+    monkeypatch.setattr(demo_cli, "run_demo", interrupted)
     assert main(["demo", *FAST, "--out", str(tmp_path / "run")]) == 130
     captured = capsys.readouterr()
     assert captured.err == "lsdiffusion demo: interrupted; nothing was written\n"
@@ -269,10 +241,11 @@ def test_ctrl_c_during_training_writes_nothing(
 
 
 @pytest.fixture(scope="module")
-def result_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def result_file(
+    tmp_path_factory: pytest.TempPathFactory, tiny_run: tuple[DemoResult, object, Path]
+) -> Path:
     """A tiny finished run, pickled for the subprocesses that write it."""
-    cfg = DemoConfig(**TINY, seeds=(0,), temperatures=(1.0, 3.0), epochs=1)
-    result = run_demo(cfg, workers=1)
+    result, _, _ = tiny_run
     path = tmp_path_factory.mktemp("result") / "result.pkl"
     path.write_bytes(pickle.dumps(result))
     return path
@@ -282,19 +255,20 @@ def result_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 WRITER = textwrap.dedent(
     """
     import os, pickle, signal, sys
-    import lsdiffusion.demo as demo
+    import lsdiffusion.demo.figures as figures
+    import lsdiffusion.demo.output as output
 
     result_file, out, when, how = sys.argv[1:]
     result = pickle.loads(open(result_file, "rb").read())
     result.seconds = 12345.0  # tells this run's results.json from the old one
     sig = {"kill": signal.SIGKILL, "int": signal.SIGINT}[how]
     if when == "staged":  # after the figures are written, before results.json
-        real = demo._figure
+        real = figures.draw_figures
         def figure(*args):
             path = real(*args)
             os.kill(os.getpid(), sig)
             return path
-        demo._figure = figure
+        figures.draw_figures = figure
     elif when == "commit":  # between the renames that put the new files in place
         real = os.replace
         calls = []
@@ -305,7 +279,7 @@ WRITER = textwrap.dedent(
                 os.kill(os.getpid(), sig)
         os.replace = replace
     try:
-        demo.save_demo(result, out)
+        output.save_demo(result, out)
     except KeyboardInterrupt:
         sys.exit(130)
     """

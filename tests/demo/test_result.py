@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from scipy import stats
 
-from lsdiffusion.demo import DemoConfig, run_demo
 from lsdiffusion.diffusion import DiffusionIndexTable
 
-TINY = {
-    "superclasses": 3,
-    "subclasses": 2,
-    "input_dim": 8,
-    "train_per_class": 10,
-    "test_per_class": 10,
-    "teacher_width": 16,
-    "teacher_features": 8,
-    "student_width": 8,
-    "student_features": 4,
-    "epochs": 2,
-    "seeds": (0, 1),
-    "temperatures": (1.0, 3.0),
-    "diffusion_t1": 3.0,
-}
 
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    result = run_demo(DemoConfig(**TINY), progress=False, workers=1, out=out)
-    return result, json.loads((out / "results.json").read_text())
+@pytest.fixture
+def run(tiny_run):
+    result, data, _ = tiny_run
+    return result, data
 
 
 def test_significance_pools_classes_over_seeds(run):

@@ -1,4 +1,4 @@
-"""The end-to-end demo: structure, determinism, outputs and the command line."""
+"""The demo's task and studies: structure, determinism, outputs and the command line."""
 
 from __future__ import annotations
 
@@ -12,25 +12,9 @@ import torch
 
 from lsdiffusion.demo import DemoConfig, make_hierarchical_task, run_demo
 
-TINY = {
-    "superclasses": 3,
-    "subclasses": 2,
-    "input_dim": 8,
-    "train_per_class": 10,
-    "test_per_class": 10,
-    "teacher_width": 16,
-    "teacher_features": 8,
-    "student_width": 8,
-    "student_features": 4,
-    "epochs": 2,
-    "seeds": (0, 1),
-    "temperatures": (1.0, 3.0),
-    "diffusion_t1": 3.0,
-}
 
-
-def test_task_has_the_planned_hierarchy():
-    cfg = DemoConfig(**TINY)
+def test_task_has_the_planned_hierarchy(tiny_study):
+    cfg = tiny_study
     task = make_hierarchical_task(cfg, seed=0)
     assert task.train_x.shape == (60, 8)
     assert task.test_y.bincount().tolist() == [10] * 6
@@ -47,11 +31,9 @@ def test_task_has_the_planned_hierarchy():
     assert torch.equal(task.train_x, again.train_x)
 
 
-def test_run_is_deterministic_and_complete(tmp_path):
-    cfg = DemoConfig(**TINY)
-    first = run_demo(cfg, progress=False, workers=1, out=tmp_path / "a")
-    second = run_demo(cfg, progress=False, workers=2, out=tmp_path / "b")
-    a = json.loads((tmp_path / "a" / "results.json").read_text())
+def test_run_is_deterministic_and_complete(tiny_run, tmp_path):
+    first, a, first_out = tiny_run  # one worker
+    second = run_demo(first.config, progress=False, workers=2, out=tmp_path / "b")
     b = json.loads((tmp_path / "b" / "results.json").read_text())
     for key in ("teacher_accuracy", "student_accuracy", "diffusion_index", "target_entropy"):
         assert a[key] == b[key], key
@@ -62,8 +44,8 @@ def test_run_is_deterministic_and_complete(tmp_path):
     assert a["max_entropy"] == pytest.approx(math.log(6))
     for cell in a["target_entropy"].values():
         assert 0 <= cell["mean"] <= math.log(6) + 1e-9
-    assert (tmp_path / "a" / "figure.png").stat().st_size > 0
-    assert (tmp_path / "a" / "diffusion.png").stat().st_size > 0
+    assert (first_out / "figure.png").stat().st_size > 0
+    assert (first_out / "diffusion.png").stat().st_size > 0
     text = first.tables()
     assert "Table 2" in text
     assert "Table 3" in text

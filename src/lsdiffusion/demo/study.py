@@ -1,0 +1,220 @@
+"""The studies: one teacher and its students per (seed, alpha), run in worker processes."""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lsdiffusion.demo.config import DemoConfig, check_device
+from lsdiffusion.demo.result import DemoResult
+from lsdiffusion.demo.task import make_hierarchical_task, mlp, train
+
+__all__ = ["StudyOutput", "run_demo", "run_study"]
+
+
+@dataclass
+class StudyOutput:
+    """What one (seed, teacher alpha) study sends back to the parent process."""
+
+    seed: int
+    alpha: float
+    teacher_accuracy: float
+    entropy: dict[float, float]
+    student_accuracy: dict[float, float]
+    diffusion: dict[float, tuple[float, float]]
+    students: dict[float, dict[str, Any]]  # state dicts, first seed only (for the figure)
+    tables: dict[float, Any] = field(default_factory=dict)  # per-class DiffusionIndexTable
+
+
+def run_study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> StudyOutput:
+    """Train one teacher and its students at every temperature; measure them."""
+    import torch
+
+    from lsdiffusion.centroids import class_centroids
+    from lsdiffusion.diffusion import diffusion_indices
+    from lsdiffusion.entropy import TargetEntropy
+    from lsdiffusion.losses import KDLoss, LabelSmoothingLoss
+
+    device = torch.device(cfg.device)
+    temps = cfg.temperatures
+    task = make_hierarchical_task(cfg, seed)
+    classes = list(range(cfg.num_classes))
+    similar, dissimilar = task.similar_sets(), task.dissimilar_sets()
+    test_x, test_y = task.test_x.to(device), task.test_y.to(device)
+    train_y = task.train_y.to(device)
+
+    criterion = LabelSmoothingLoss(alpha)
+
+    def ls_loss(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        loss: torch.Tensor = criterion(logits, train_y[idx])
+        return loss
+
+    teacher = train(
+        mlp(cfg.input_dim, cfg.teacher_width, cfg.teacher_features, cfg.num_classes, seed),
+        task.train_x,
+        ls_loss,
+        cfg,
+        seed,
+    )
+    with torch.no_grad():
+        teacher_logits = teacher(task.train_x.to(device))
+        teacher_acc = (teacher(test_x).argmax(1) == test_y).float().mean().item() * 100
+    meter = TargetEntropy(temperatures=temps)
+    meter.update(teacher_logits)
+    report = meter.compute()
+
+    accuracy: dict[float, float] = {}
+    centroids = {}
+    students: dict[float, dict[str, Any]] = {}
+    for t in temps:
+        kd = KDLoss(t)
+
+        def kd_loss(logits: torch.Tensor, idx: torch.Tensor, kd: KDLoss = kd) -> torch.Tensor:
+            loss: torch.Tensor = kd(logits, teacher_logits[idx])
+            return loss
+
+        student = train(
+            # the same initialisation for every teacher and temperature of a seed
+            mlp(
+                cfg.input_dim, cfg.student_width, cfg.student_features, cfg.num_classes, seed + 1000
+            ),
+            task.train_x,
+            kd_loss,
+            cfg,
+            seed,
+        )
+        with torch.no_grad():
+            features = student[:-1](test_x)  # penultimate: the input of the final Linear
+            logits = student[-1](features)
+            accuracy[t] = (logits.argmax(1) == test_y).float().mean().item() * 100
+        centroids[t] = class_centroids(features, test_y, cfg.num_classes)
+        if keep_students:
+            students[t] = {k: v.cpu() for k, v in student.state_dict().items()}
+    diffusion = {}
+    tables = {}
+    for t in temps[1:]:
+        table = diffusion_indices(centroids[temps[0]], centroids[t], classes, similar, dissimilar)
+        diffusion[t] = (table.mean_similar, table.mean_dissimilar)
+        tables[t] = table
+    return StudyOutput(
+        seed,
+        alpha,
+        teacher_acc,
+        {t: float(report[t]) for t in temps},
+        accuracy,
+        diffusion,
+        students,
+        tables,
+    )
+
+
+def _ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C is the parent's to handle (no traceback from each worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _study_in_worker(args: tuple[DemoConfig, int, float, bool]) -> StudyOutput:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker: tiny networks gain nothing from more
+    return run_study(*args)
+
+
+def _run_jobs(
+    jobs: list[tuple[DemoConfig, int, float, bool]], workers: int, bar: Any
+) -> list[StudyOutput]:
+    """Run the studies in job order, in this process (``workers == 1``) or in a pool."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    outputs: list[StudyOutput] = []
+    if workers == 1:
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in the workers: identical numbers either way
+        try:
+            for job in jobs:
+                outputs.append(run_study(*job))
+                bar.update()
+        finally:
+            torch.set_num_threads(threads)
+        return outputs
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_ignore_sigint)
+    try:
+        for output in pool.map(_study_in_worker, jobs):
+            outputs.append(output)
+            bar.update()
+    except BaseException:  # Ctrl-C included: stop the workers now, not after their study
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return outputs
+
+
+def run_demo(
+    config: DemoConfig | None = None,
+    *,
+    progress: bool = False,
+    out: str | Path | None = None,
+    workers: int | None = None,
+) -> DemoResult:
+    """Run the study; optionally write its outputs into ``out``.
+
+    The outputs are written by [`save_demo`][lsdiffusion.demo.save_demo].
+
+    Each (seed, teacher) study is independent and seeded, so on the CPU they run
+    in parallel worker processes (``workers``, default: up to the number of
+    cores) with identical results to a sequential run. ``progress=True`` shows
+    a progress line on stderr. The device and ``out`` are checked before any
+    training (``ValueError`` naming the problem).
+
+    Example:
+        >>> from lsdiffusion.demo import DemoConfig, run_demo
+        >>> cfg = DemoConfig(superclasses=2, subclasses=2, train_per_class=8,
+        ...                  test_per_class=8, epochs=1, seeds=(0,), temperatures=(1.0, 3.0))
+        >>> result = run_demo(cfg, progress=False, workers=1)
+        >>> sorted(result.student_accuracy)
+        [(0.0, 1.0), (0.0, 3.0), (0.1, 1.0), (0.1, 3.0)]
+    """
+    import os
+
+    from lsdiffusion._progress import Progress
+    from lsdiffusion.demo.output import prepare_out, save_demo
+
+    cfg = config or DemoConfig()
+    check_device(cfg.device, flag="config.device")
+    if out is not None:
+        prepare_out(out)
+    jobs = [(cfg, seed, alpha, seed == cfg.seeds[0]) for seed in cfg.seeds for alpha in cfg.alphas]
+    if workers is None:
+        workers = 1 if cfg.device != "cpu" else min(len(jobs), os.cpu_count() or 1)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    result = DemoResult(cfg)
+    start = time.perf_counter()
+    bar = Progress(len(jobs), "teacher + students", "studies", enabled=progress)
+    outputs = _run_jobs(jobs, workers, bar)
+    bar.close()
+
+    students = result.students
+    for o in outputs:  # in job order: deterministic whatever the scheduling
+        result.teacher_accuracy.setdefault(o.alpha, []).append(o.teacher_accuracy)
+        for t in cfg.temperatures:
+            result.student_accuracy.setdefault((o.alpha, t), []).append(o.student_accuracy[t])
+            result.entropy.setdefault((o.alpha, t), []).append(o.entropy[t])
+            if t in o.diffusion:
+                result.diffusion.setdefault((o.alpha, t), []).append(o.diffusion[t])
+                result.diffusion_tables.setdefault((o.alpha, t), []).append(o.tables[t])
+            if t in o.students:
+                students[(o.alpha, t)] = o.students[t]
+    result.seconds = time.perf_counter() - start
+
+    if out is not None:
+        save_demo(result, out)
+    return result
