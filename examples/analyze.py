@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import add_common_args, finish_args
+from common import add_common_args, check_common, finish_args
 
 from lsdiffusion.analyze import analyze, check_arguments
 
@@ -68,6 +68,7 @@ def _architecture(path: Path) -> tuple[str, int]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args, parser = parse_args(argv)
+    check_common(args)
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common:TinyCNN` importable
     ns = argparse.Namespace(
         **{k: v for k, v in vars(args).items() if k not in ("quick", "threads", "loader", "seed")},
