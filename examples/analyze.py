@@ -49,6 +49,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, A
     parser.add_argument("--classes", nargs=3, default=None, help="the three projected classes")
     parser.add_argument("--sets", choices=("auto", "wordnet", "feature"), default="auto")
     parser.add_argument("--reference", type=Path, default=None, help="feature sets' model")
+    parser.add_argument("--relative-to", choices=("union", "all"), default="union")
     parser.add_argument("--similar-frac", type=float, default=0.01, help="feature sets")
     parser.add_argument("--dissimilar-frac", type=float, default=0.9, help="feature sets")
     parser.add_argument("--similar", nargs="+", default=None, help="hand-picked group")
@@ -73,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ns = argparse.Namespace(
         **{k: v for k, v in vars(args).items() if k not in ("quick", "threads", "loader", "seed")},
         model=None,
+        layer=None,
         teacher_model=None,
         reference_model=None,
     )

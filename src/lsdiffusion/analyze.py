@@ -131,6 +131,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", type=Path, default=None, help="feature sets from (def: teacher)")
     p.add_argument("--reference-model", default=None, help="its model (default: --model)")
     p.add_argument("--sets", choices=("auto", "wordnet", "feature"), default="auto")
+    p.add_argument(
+        "--layer", default=None, help="the classifier layer, when two could be (e.g. head)"
+    )
+    p.add_argument(
+        "--relative-to",
+        choices=("union", "all"),
+        default="union",
+        help="the distances' normalising set R of the diffusion index",
+    )
     p.add_argument("--similar-frac", type=float, default=0.01)
     p.add_argument("--dissimilar-frac", type=float, default=0.9)
     p.add_argument("--similar", nargs="+", default=None, help="a hand-picked group")
@@ -203,6 +212,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lsdiffusion analyze: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nlsdiffusion analyze: interrupted; --out keeps its previous files", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -233,7 +245,7 @@ def _measure(
     kept_l: list[torch.Tensor] = []
     correct, seen = 0, 0
     for feats, labels, logits in iter_features(
-        model, data, progress=sys.stderr.isatty(), desc=path.name
+        model, data, layer=args.layer, progress=sys.stderr.isatty(), desc=path.name
     ):
         scatter.update(feats, labels)
         sel = torch.isin(labels, keep_t)
@@ -244,7 +256,7 @@ def _measure(
         if on is not None:
             on(logits)
     geometry = scatter.compute()
-    layer = FeatureCapture(model).layer
+    layer = FeatureCapture(model, args.layer).layer  # the one iter_features checked
     return _Measured(
         geometry.means, geometry, torch.cat(kept_f), torch.cat(kept_l), correct / seen, layer
     )
