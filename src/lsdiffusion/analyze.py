@@ -39,11 +39,12 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-import torch
+if TYPE_CHECKING:  # torch and numpy load when the command runs, not to build the parser
+    import numpy as np
+    import numpy.typing as npt
+    import torch
 
 __all__ = ["SetChoice", "add_parser", "analyze", "feature_sets", "main"]
 
@@ -150,11 +151,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Every check that needs no model run; raises `ValueError` with one line."""
+    import torch
+
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     temps = list(args.temperatures)
     if len(args.students) != len(temps):
         raise ValueError(
@@ -231,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 def _measure(
     args: argparse.Namespace, spec: str, path: Path, data: Any, k: int, keep: list[int], on: Any
 ) -> _Measured:
+    import torch
+
     from lsdiffusion._loading import load_model, load_state_dict
     from lsdiffusion.features import FeatureCapture, iter_features
     from lsdiffusion.scatter import ClassScatter
@@ -288,6 +295,8 @@ def _hierarchy(classes: list[str], required: bool) -> Any:
 
 
 def _hand_picked(args: argparse.Namespace, classes: list[str], names: Sequence[str]) -> SetChoice:
+    import numpy as np
+
     group = [_resolve(c, classes, names) for c in args.similar]
     far = [_resolve(c, classes, names) for c in args.dissimilar]
     if len(set(group)) < 2 or set(group) & set(far):
@@ -301,6 +310,8 @@ def _hand_picked(args: argparse.Namespace, classes: list[str], names: Sequence[s
 
 
 def _usable(choice: SetChoice, names: Sequence[str]) -> SetChoice:
+    import numpy as np
+
     ok: npt.NDArray[np.bool_] = np.asarray(
         choice.similar.any(axis=1) & choice.dissimilar.any(axis=1), dtype=bool
     )
@@ -320,6 +331,8 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
         ValueError: bad arguments or inputs (one line each), before any model runs
             where the check needs none.
     """
+    import torch
+
     from lsdiffusion._loading import load_data
     from lsdiffusion.entropy import TargetEntropy
 
