@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import add_common_args, finish_args
+from common import add_common_args, check_common, finish_args
 
 from lsdiffusion.analyze import analyze, check_arguments
 
@@ -49,6 +49,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, A
     parser.add_argument("--classes", nargs=3, default=None, help="the three projected classes")
     parser.add_argument("--sets", choices=("auto", "wordnet", "feature"), default="auto")
     parser.add_argument("--reference", type=Path, default=None, help="feature sets' model")
+    parser.add_argument("--relative-to", choices=("union", "all"), default="union")
     parser.add_argument("--similar-frac", type=float, default=0.01, help="feature sets")
     parser.add_argument("--dissimilar-frac", type=float, default=0.9, help="feature sets")
     parser.add_argument("--similar", nargs="+", default=None, help="hand-picked group")
@@ -68,10 +69,12 @@ def _architecture(path: Path) -> tuple[str, int]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args, parser = parse_args(argv)
+    check_common(args)
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common:TinyCNN` importable
     ns = argparse.Namespace(
         **{k: v for k, v in vars(args).items() if k not in ("quick", "threads", "loader", "seed")},
         model=None,
+        layer=None,
         teacher_model=None,
         reference_model=None,
     )

@@ -34,9 +34,11 @@ import contextlib
 import math
 import os
 import random
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -141,12 +143,70 @@ def finish_args(
     for key in ("image_size", "batch_size", "epochs", "threads"):
         value = getattr(args, key, None)
         if value is not None and value < 1:
-            raise SystemExit(f"--{key.replace('_', '-')} must be >= 1, got {value}")
+            fail(f"--{key.replace('_', '-')} must be >= 1, got {value}")
     if getattr(args, "workers", None) is not None and args.workers < 0:
-        raise SystemExit(f"--workers must be >= 0, got {args.workers}")
+        fail(f"--workers must be >= 0, got {args.workers}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     return args
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr, ``<script>: error: <message>``, and exit status 2 (like argparse)."""
+    print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_common(args: argparse.Namespace) -> None:
+    """Check ``--data`` and ``--device`` (called first in ``main``; parse_args only parses)."""
+    check_data(args.data)
+    check_device(args.device)
+
+
+def check_data(data: Path) -> None:
+    """``--data`` must be a folder (``DATA/train``, ``DATA/val`` or class folders)."""
+    if not data.is_dir():
+        fail(f"--data {data} is not a folder (expected DATA/train/<class>/*.png, ...)")
+
+
+def check_device(device: str) -> None:
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        fail(f"--device {device!r} is not usable here: {first[:160]}")
+
+
+def check_range(
+    name: str, value: float, low: float, high: float, *, open_low: bool = False
+) -> None:
+    """``low <= value <= high`` (``low < value`` with ``open_low``), else :func:`fail`."""
+    ok = math.isfinite(value) and (value > low if open_low else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if open_low else "["
+        fail(f"--{name} must be in {bracket}{low:g}, {high:g}], got {value:g}")
+
+
+def check_out_file(path: str | Path, flag: str = "--out") -> None:
+    """The checkpoint's folder can be created and written into (checked before training)."""
+    out = Path(path)
+    if out.is_dir():
+        fail(f"{flag} {out} is a folder; give a file name such as {out / 'model.pt'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.probe-", dir=out.parent)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        fail(f"{flag} {out}: cannot write into {out.parent} ({exc.strerror or exc})")
+
+
+def check_file(path: str | Path, flag: str) -> None:
+    if not Path(path).is_file():
+        fail(f"{flag} {path} is not a file")
 
 
 def add_amp_args(parser: argparse.ArgumentParser) -> None:

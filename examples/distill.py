@@ -18,6 +18,7 @@ epoch (atomically).
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,10 @@ from common import (
     batches,
     build_model,
     check_classes,
+    check_common,
+    check_file,
+    check_out_file,
+    check_range,
     dataset_classes,
     evaluate,
     finish_args,
@@ -65,8 +70,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return finish_args(parser.parse_args(argv), keep_unset=("image_size",))
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Every check that needs no training, before any (one line and status 2 on failure)."""
+    check_common(args)
+    check_file(args.teacher, "--teacher")
+    check_range("temperature", args.temperature, 0.0, math.inf, open_low=True)
+    check_range("beta", args.beta, 0.0, 1.0)
+    check_range("lr", args.lr, 0.0, math.inf, open_low=True)
+    check_out_file(args.out or f"student_T{args.temperature:g}.pt")
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    check_args(args)
     generator = seed_everything(args.seed)
     device = torch.device(args.device)
     precision = Precision(args, device)

@@ -1,6 +1,7 @@
 """Distil a small causal language model through its output head, never holding the logits.
 
     python examples/distill_lm.py                     # CPU, well under a minute
+    python examples/distill_lm.py --quick             # a few seconds: V = 256, 40 steps
     python examples/distill_lm.py --device cuda --vocab 32000 --steps 400
 
 The recipe of the seed paper for language models: a teacher trained with label
@@ -24,6 +25,7 @@ held-out sentences.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Sequence
 
@@ -100,31 +102,65 @@ def accuracy(model: CausalLM, text: MarkovText, device: torch.device, seed: int)
     return float((pred[keep] == targets[keep]).float().mean()) * 100
 
 
-def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0] if __doc__ else None,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few-second run: --vocab 256 --steps 40 (options given explicitly win)",
+    )
     p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--vocab", type=int, default=2048, help="vocabulary size V")
+    p.add_argument("--vocab", type=int, default=None, help="vocabulary size V (2048; quick: 256)")
     p.add_argument("--min-len", type=int, default=8, help="shortest sentence")
     p.add_argument("--max-len", type=int, default=24, help="longest sentence")
     p.add_argument("--batch", type=int, default=32, help="sentences per step")
-    p.add_argument("--steps", type=int, default=150, help="optimizer steps per model")
+    p.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps per model (150; quick: 40)"
+    )
     p.add_argument("--alpha", type=float, default=0.1, help="teacher's label smoothing")
     p.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
     p.add_argument("--beta", type=float, default=0.5, help="weight of the KD term")
     p.add_argument("--chunk-size", type=int, default=None, help="tokens per chunk (None: 64 MiB)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 is fastest for these small models on a shared CPU)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    preset = {"vocab": 256, "steps": 40} if args.quick else {"vocab": 2048, "steps": 150}
+    for key, value in preset.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+    def fail(message: str) -> None:
+        p.exit(2, f"{p.prog}: error: {message}\n")
+
+    for key in ("vocab", "min_len", "max_len", "batch", "steps", "threads"):
+        if getattr(args, key) < 1:
+            fail(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
+    if args.vocab < 2 * 6:
+        fail(f"--vocab must be >= 12 (each token has 6 likely successors), got {args.vocab}")
+    if args.chunk_size is not None and args.chunk_size < 1:
+        fail(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    if args.min_len > args.max_len:
+        fail(f"--min-len ({args.min_len}) must not exceed --max-len ({args.max_len})")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        fail(f"--temperature must be finite and > 0, got {args.temperature:g}")
+    for key in ("alpha", "beta"):
+        if not 0 <= getattr(args, key) <= 1:
+            fail(f"--{key} must be in [0, 1], got {getattr(args, key):g}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """Train the teacher, distil the student; return the accuracies."""
-    args = parse(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     text = MarkovText(args.vocab, args.min_len, args.max_len, args.seed)

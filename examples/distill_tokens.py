@@ -28,6 +28,7 @@ another process is busy, and each step gets many times slower.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -128,9 +129,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for key, value in preset.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    for key in ("steps", "eval_batches", "threads", "batch_size"):
+
+    def fail(message: str) -> None:
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+    for key in ("steps", "eval_batches", "threads", "batch_size", "min_len", "max_len", "vocab"):
         if getattr(args, key) < 1:
-            parser.error(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
+            fail(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
+    if args.min_len > args.max_len:
+        fail(f"--min-len ({args.min_len}) must not exceed --max-len ({args.max_len})")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        fail(f"--temperature must be finite and > 0, got {args.temperature:g}")
+    for key in ("alpha", "beta", "noise"):
+        if not 0 <= getattr(args, key) <= 1:
+            fail(f"--{key} must be in [0, 1], got {getattr(args, key):g}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        fail(f"--lr must be finite and > 0, got {args.lr:g}")
     return args
 
 

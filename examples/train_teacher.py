@@ -17,6 +17,7 @@ teacher to compare against.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,9 @@ from common import (
     add_common_args,
     batches,
     build_model,
+    check_common,
+    check_out_file,
+    check_range,
     dataset_classes,
     evaluate,
     finish_args,
@@ -59,8 +63,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return finish_args(parser.parse_args(argv))
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Every check that needs no training, before any (one line and status 2 on failure)."""
+    check_common(args)
+    check_range("alpha", args.alpha, 0.0, 1.0)
+    check_range("lr", args.lr, 0.0, math.inf, open_low=True)
+    check_out_file(args.out)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    check_args(args)
     generator = seed_everything(args.seed)
     device = torch.device(args.device)
     precision = Precision(args, device)

@@ -24,6 +24,18 @@ from torch import nn
 
 def mlp(num_classes):
     return nn.Sequential(nn.Linear(5, 12), nn.ReLU(), nn.Linear(12, num_classes))
+
+
+class TwoHeads(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.body = nn.Linear(5, 12)
+        self.head = nn.Linear(6, num_classes)
+        self.head_dist = nn.Linear(6, num_classes)
+
+    def forward(self, x):
+        a, b = self.body(x).relu().chunk(2, dim=-1)
+        return (self.head(a) + self.head_dist(b)) / 2
 """
 
 
@@ -99,6 +111,7 @@ def test_strip_prefixes_and_load_state_dict(tmp_path):
 def test_load_model_names(tmp_path, monkeypatch):
     (tmp_path / "my_models.py").write_text(FACTORY)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_models", raising=False)  # this folder's copy
     model = load_model("my_models:mlp", 7)
     assert model[-1].out_features == 7
     with pytest.raises(ValueError, match="has no callable 'nope'"):
@@ -134,6 +147,7 @@ def test_load_data_tensor_file(tmp_path):
 def setup(tmp_path, monkeypatch):
     (tmp_path / "my_models.py").write_text(FACTORY)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_models", raising=False)  # this folder's copy
     g = torch.Generator().manual_seed(0)
     centres = 3 * torch.randn(K, D_IN, generator=g)
     y = torch.arange(K * 20) % K
@@ -244,3 +258,19 @@ def test_cli_out_not_writable(setup, capsys):
     argv[argv.index("--out") + 1] = str(tmp / "afile")
     assert cli_main(argv) == 2
     assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_cli_two_heads_need_layer(setup, capsys):
+    """Issue 17.3 through the command: the error names the candidates and --layer chooses."""
+    tmp, paths, _, _ = setup
+    torch.manual_seed(1)
+    for name in ("teacher", "s1", "s3"):
+        torch.save(load_model("my_models:TwoHeads", K).state_dict(), paths[name])
+    argv = _argv(tmp, paths)
+    argv[argv.index("--model") + 1] = "my_models:TwoHeads"
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "'head' (6 -> 6), 'head_dist' (6 -> 6); pass layer=" in err[0]
+    assert cli_main([*argv, "--layer", "head", "--relative-to", "all"]) == 0
+    assert (tmp / "out" / "report.md").is_file()

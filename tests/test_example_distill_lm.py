@@ -59,3 +59,33 @@ def test_markov_text_pads_with_ignore_index(distill_lm):
     for row, n in zip(targets, lengths, strict=True):
         assert (row[:n] != distill_lm.PAD).all()
         assert (row[n:] == distill_lm.PAD).all()
+
+
+def test_distill_lm_quick_threads_and_bad_arguments(distill_lm, capsys):
+    """Issue 20.6/20.8: --quick and --threads like the other examples; one-line errors."""
+    import torch
+
+    args = distill_lm.parse_args([])
+    assert (args.vocab, args.steps, args.threads) == (2048, 150, 1)
+    args = distill_lm.parse_args(["--quick"])
+    assert (args.vocab, args.steps) == (256, 40)
+    assert distill_lm.parse_args(["--quick", "--steps", "7"]).steps == 7
+    threads = torch.get_num_threads()
+    try:
+        distill_lm.main(["--quick", "--steps", "2", "--threads", "1"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    capsys.readouterr()
+    for argv, message in [
+        (["--temperature", "0"], "--temperature must be finite and > 0"),
+        (["--alpha", "2"], "--alpha must be in [0, 1]"),
+        (["--min-len", "9", "--max-len", "4"], "--min-len (9) must not exceed"),
+        (["--threads", "0"], "--threads must be >= 1"),
+    ]:
+        with pytest.raises(SystemExit) as info:
+            distill_lm.parse_args(argv)
+        assert info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1
+        assert message in err[0]

@@ -172,18 +172,73 @@ def test_quick_preset_and_threads(examples: dict[str, ModuleType], tmp_path: Pat
     mixed = parse(cli("--quick", data=tmp_path, epochs=5, image_size=48))
     assert (mixed.epochs, mixed.image_size, mixed.batch_size) == (5, 48, 32)
     # distill and analyze take the teacher's image size unless told
+    (tmp_path / "t.pt").write_bytes(b"")
     distill = examples["distill"].parse_args(
-        cli("--quick", data=tmp_path, teacher="t.pt", temperature=1)
+        cli("--quick", data=tmp_path, teacher=tmp_path / "t.pt", temperature=1)
     )
     assert distill.image_size is None
     assert distill.epochs == 3
     for argv in (cli(data=tmp_path, threads=0), cli(data=tmp_path, epochs=0)):
-        with pytest.raises(SystemExit, match="must be >= 1"):
+        with pytest.raises(SystemExit) as info:
             parse(argv)
+        assert info.value.code == 2
     tokens = examples["distill_tokens"].parse_args([])
     assert (tokens.steps, tokens.eval_batches, tokens.threads) == (600, 20, 1)
     tokens = examples["distill_tokens"].parse_args(["--quick"])
     assert (tokens.steps, tokens.eval_batches) == (100, 4)
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "message"),
+    [
+        ("train_teacher", ["--data", "nonexistent"], "--data nonexistent is not a folder"),
+        ("train_teacher", ["--data", "{tmp}", "--alpha", "2.0"], r"--alpha must be in \[0, 1\]"),
+        (
+            "train_teacher",
+            ["--data", "{tmp}", "--out", "/proc/no/teacher.pt"],
+            "--out /proc/no/teacher.pt: cannot write into /proc/no",
+        ),
+        ("train_teacher", ["--data", "{tmp}", "--out", "{tmp}"], "is a folder; give a file"),
+        ("train_teacher", ["--data", "{tmp}", "--device", "gpu"], "--device 'gpu' is not usable"),
+        ("distill", ["--data", "{tmp}", "--teacher", "nope.pt", "-T", "1"], "not a file"),
+        (
+            "distill",
+            ["--data", "{tmp}", "--teacher", "{tmp}/t.pt", "-T", "0"],
+            r"--temperature must be in \(0, inf\]",
+        ),
+        ("distill_tokens", ["--temperature", "0"], "--temperature must be finite and > 0"),
+        ("distill_tokens", ["--alpha", "2"], r"--alpha must be in \[0, 1\]"),
+        (
+            "analyze",
+            ["--data", "{tmp}", "--teacher", "{tmp}/t.pt", "--students", "{tmp}/t.pt",
+             "{tmp}/t.pt", "--temperatures", "3", "1"],
+            "--temperatures must increase",
+        ),
+        ("analyze", ["--data", "nonexistent", "--teacher", "t", "--students", "s",
+                     "--temperatures", "1"], "--data nonexistent is not a folder"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_fail_before_work_in_one_line(
+    examples: dict[str, ModuleType],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    script: str,
+    argv: list[str],
+    message: str,
+) -> None:
+    """Issue 20.8: one line on stderr and status 2, before any training or reading."""
+    import re
+
+    (tmp_path / "t.pt").write_bytes(b"")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    with pytest.raises(SystemExit) as info:
+        examples[script].main(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing ran
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert re.search(message, lines[0]), lines[0]
 
 
 def test_checkpoint_is_saved_after_every_epoch(

@@ -242,6 +242,8 @@ def _check_lsdiffusion(argv: list[str], capsys: pytest.CaptureFixture[str]) -> N
     elif args.command == "demo":
         demo._config_from_args(args)  # the checks made before training
         torch.device(args.device)  # a valid device string (cuda may be absent here)
+    elif args.command == "analyze":  # the options parse; the files are the reader's
+        assert len(args.students) == len(args.temperatures), argv
     else:  # pragma: no cover - a new command: teach the checker
         pytest.fail(f"no check for 'lsdiffusion {args.command}'")
 

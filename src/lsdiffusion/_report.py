@@ -91,7 +91,9 @@ def write_report(
         c0 = measured[f"student T={t0:g}"].centroids
         for t1 in temps[1:]:
             c1 = measured[f"student T={t1:g}"].centroids
-            table = diffusion_indices(c0, c1, sets.targets, sets.similar, sets.dissimilar)
+            table = diffusion_indices(
+                c0, c1, sets.targets, sets.similar, sets.dissimilar, reference=args.relative_to
+            )
             tables[t1] = table
             stem = f"diffusion_T{t0:g}_to_T{t1:g}"
             table.to_csv(staging / f"{stem}.csv", names=names)

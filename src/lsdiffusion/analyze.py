@@ -39,11 +39,12 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-import torch
+if TYPE_CHECKING:  # torch and numpy load when the command runs, not to build the parser
+    import numpy as np
+    import numpy.typing as npt
+    import torch
 
 __all__ = ["SetChoice", "add_parser", "analyze", "feature_sets", "main"]
 
@@ -131,6 +132,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", type=Path, default=None, help="feature sets from (def: teacher)")
     p.add_argument("--reference-model", default=None, help="its model (default: --model)")
     p.add_argument("--sets", choices=("auto", "wordnet", "feature"), default="auto")
+    p.add_argument(
+        "--layer", default=None, help="the classifier layer, when two could be (e.g. head)"
+    )
+    p.add_argument(
+        "--relative-to",
+        choices=("union", "all"),
+        default="union",
+        help="the distances' normalising set R of the diffusion index",
+    )
     p.add_argument("--similar-frac", type=float, default=0.01)
     p.add_argument("--dissimilar-frac", type=float, default=0.9)
     p.add_argument("--similar", nargs="+", default=None, help="a hand-picked group")
@@ -141,11 +151,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Every check that needs no model run; raises `ValueError` with one line."""
+    import torch
+
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     temps = list(args.temperatures)
     if len(args.students) != len(temps):
         raise ValueError(
@@ -203,6 +217,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lsdiffusion analyze: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nlsdiffusion analyze: interrupted; --out keeps its previous files", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -219,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 def _measure(
     args: argparse.Namespace, spec: str, path: Path, data: Any, k: int, keep: list[int], on: Any
 ) -> _Measured:
+    import torch
+
     from lsdiffusion._loading import load_model, load_state_dict
     from lsdiffusion.features import FeatureCapture, iter_features
     from lsdiffusion.scatter import ClassScatter
@@ -233,7 +252,7 @@ def _measure(
     kept_l: list[torch.Tensor] = []
     correct, seen = 0, 0
     for feats, labels, logits in iter_features(
-        model, data, progress=sys.stderr.isatty(), desc=path.name
+        model, data, layer=args.layer, progress=sys.stderr.isatty(), desc=path.name
     ):
         scatter.update(feats, labels)
         sel = torch.isin(labels, keep_t)
@@ -244,7 +263,7 @@ def _measure(
         if on is not None:
             on(logits)
     geometry = scatter.compute()
-    layer = FeatureCapture(model).layer
+    layer = FeatureCapture(model, args.layer).layer  # the one iter_features checked
     return _Measured(
         geometry.means, geometry, torch.cat(kept_f), torch.cat(kept_l), correct / seen, layer
     )
@@ -276,6 +295,8 @@ def _hierarchy(classes: list[str], required: bool) -> Any:
 
 
 def _hand_picked(args: argparse.Namespace, classes: list[str], names: Sequence[str]) -> SetChoice:
+    import numpy as np
+
     group = [_resolve(c, classes, names) for c in args.similar]
     far = [_resolve(c, classes, names) for c in args.dissimilar]
     if len(set(group)) < 2 or set(group) & set(far):
@@ -289,6 +310,8 @@ def _hand_picked(args: argparse.Namespace, classes: list[str], names: Sequence[s
 
 
 def _usable(choice: SetChoice, names: Sequence[str]) -> SetChoice:
+    import numpy as np
+
     ok: npt.NDArray[np.bool_] = np.asarray(
         choice.similar.any(axis=1) & choice.dissimilar.any(axis=1), dtype=bool
     )
@@ -308,6 +331,8 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
         ValueError: bad arguments or inputs (one line each), before any model runs
             where the check needs none.
     """
+    import torch
+
     from lsdiffusion._loading import load_data
     from lsdiffusion.entropy import TargetEntropy
 

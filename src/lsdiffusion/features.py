@@ -37,9 +37,7 @@ modules run their original (eager) forward; they are compiled again on exit.
 
 from __future__ import annotations
 
-import numbers
-import sys
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import Iterable, Iterator, Sized
 from types import TracebackType
 from typing import Any, Literal, NamedTuple
 
@@ -48,6 +46,18 @@ from torch import nn
 from typing_extensions import Self
 
 from lsdiffusion._arrays import _check_labels
+from lsdiffusion._batches import (
+    EagerCompiled,
+    Running,
+    call,
+    check_max_batches,
+    logits_of,
+    model_device,
+    move,
+    output_tensor,
+    pool_prediction,
+    split_batch,
+)
 from lsdiffusion._validation import check_ignore_index
 
 __all__ = [
@@ -60,7 +70,6 @@ __all__ = [
 ]
 
 _WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
-_LABEL_KEYS: tuple[str, ...] = ("labels", "label")
 
 
 def find_final_linear(
@@ -126,50 +135,10 @@ def find_final_linear(
     )
 
 
-def _output_tensor(output: object) -> torch.Tensor | None:
-    """The logits in a model's output: a tensor, `.logits`, `["logits"]`, or None."""
-    if isinstance(output, torch.Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if logits is None and isinstance(output, Mapping):
-        logits = output.get("logits")
-    return logits if isinstance(logits, torch.Tensor) else None
-
-
 def _describe(name: str, module: nn.Module) -> str:
     if isinstance(module, nn.Linear):
         return f"{name!r} ({module.in_features} -> {module.out_features})"
     return repr(name)
-
-
-class _EagerCompiled:
-    """Run the `torch.compile`d modules of a model eagerly while active.
-
-    Compiled graphs skip the guards on module hooks, so a hook added after the
-    first compiled call never fires; the original forward always runs them.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self._saved: list[tuple[nn.Module, str, object]] = []
-
-    def __enter__(self) -> None:
-        optimized: type | None = None
-        if "torch._dynamo" in sys.modules:  # nothing can be compiled before dynamo loads
-            optimized = sys.modules["torch._dynamo"].eval_frame.OptimizedModule
-        for module in self.model.modules():
-            if optimized is not None and isinstance(module, optimized):
-                self._saved.append((module, "forward", module.forward))
-                original: nn.Module = getattr(module, "_orig_mod")  # noqa: B009
-                setattr(module, "forward", original.__call__)  # noqa: B010
-            if getattr(module, "_compiled_call_impl", None) is not None:  # nn.Module.compile()
-                self._saved.append((module, "_compiled_call_impl", module._compiled_call_impl))
-                module._compiled_call_impl = None
-
-    def __exit__(self, *exc: object) -> None:
-        for module, attr, value in reversed(self._saved):
-            setattr(module, attr, value)
-        self._saved.clear()
 
 
 class FeatureCapture:
@@ -226,7 +195,7 @@ class FeatureCapture:
         self.features: torch.Tensor | None = None
         self.output: torch.Tensor | None = None
         self._handles: list[Any] = []
-        self._eager = _EagerCompiled(model)
+        self._eager = EagerCompiled(model)
         self._unchecked = layer is None
         self._called: dict[str, torch.Tensor] = {}
 
@@ -253,7 +222,7 @@ class FeatureCapture:
     def _check(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         """At the model's first forward pass: is the hooked layer the classifier?"""
         called, self._called = self._called, {}
-        logits = _output_tensor(output)
+        logits = output_tensor(output)
         if logits is None or logits.dim() == 0:
             return  # nothing to compare with (iter_features reports the output type)
         self._unchecked = False
@@ -347,104 +316,6 @@ class FeatureBatch(NamedTuple):
     logits: torch.Tensor
 
 
-def _split_batch(batch: object) -> tuple[object, object]:
-    if isinstance(batch, Mapping):
-        key = next((k for k in _LABEL_KEYS if k in batch), None)
-        if key is None:
-            raise TypeError(
-                f"a mapping batch must hold its labels under 'labels' or 'label', got keys "
-                f"{sorted(map(str, batch))}"
-            )
-        return {k: v for k, v in batch.items() if k != key}, batch[key]
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return batch[0], batch[1]
-    raise TypeError(
-        "each batch must be a (inputs, labels, ...) tuple or list, or a mapping with a "
-        f"'labels' entry, got {type(batch).__name__}; wrap the loader to yield (inputs, labels)"
-    )
-
-
-def _move(value: object, device: torch.device, non_blocking: bool) -> object:
-    if isinstance(value, torch.Tensor):
-        return value.to(device, non_blocking=non_blocking)
-    if isinstance(value, (tuple, list)):
-        return type(value)(_move(v, device, non_blocking) for v in value)
-    if isinstance(value, Mapping):  # dict, Hugging Face BatchEncoding
-        return {k: _move(v, device, non_blocking) for k, v in value.items()}
-    return value
-
-
-def _call(model: nn.Module, inputs: object) -> object:
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
-
-
-def _logits_of(output: object) -> torch.Tensor:
-    logits = _output_tensor(output)
-    if logits is None:
-        raise TypeError(
-            f"the model returned a {type(output).__name__}; expected a logits tensor "
-            "(or an object with a .logits tensor)"
-        )
-    return logits
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
-class _Running:
-    """Eval mode (optionally) and no grad for one forward pass; every flag restored after."""
-
-    def __init__(self, model: nn.Module, eval_mode: bool) -> None:
-        self.model = model
-        self.eval_mode = eval_mode
-        self._modes: dict[nn.Module, bool] = {}
-        self._no_grad = torch.no_grad()
-
-    def __enter__(self) -> None:
-        if self.eval_mode:
-            self._modes = {m: m.training for m in self.model.modules()}
-            self.model.eval()
-        self._no_grad.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self._no_grad.__exit__(None, None, None)
-        for module, training in self._modes.items():
-            module.training = training
-        self._modes = {}
-
-
-def _pool_prediction(
-    feats: torch.Tensor, head: torch.Tensor | None, logits: torch.Tensor, layer: str
-) -> torch.Tensor:
-    """Per sample, the feature of the (last) token whose head output is the logits row."""
-    if head is None or feats.dim() != 3 or head.shape[:2] != feats.shape[:2]:
-        raise ValueError(
-            f"pool='prediction' needs (B, L, D) features and a (B, L, C) output of layer "
-            f"{layer!r}, got features {tuple(feats.shape)} and output "
-            f"{None if head is None else tuple(head.shape)}"
-        )
-    match = (head == logits.unsqueeze(1)).all(dim=-1)  # (B, L)
-    found = match.any(dim=1)
-    if not bool(found.all()):
-        bad = torch.nonzero(~found).flatten()[:5].tolist()
-        raise ValueError(
-            f"pool='prediction': the logits of samples {bad} are not the output of layer "
-            f"{layer!r} at any token; the model does more than pick a token"
-        )
-    positions = torch.arange(match.shape[1], device=match.device)
-    last = torch.where(match, positions, -1).amax(dim=1)
-    return feats[torch.arange(feats.shape[0], device=feats.device), last]
-
-
 def _shape_batch(
     i: int,
     feats: torch.Tensor,
@@ -456,7 +327,7 @@ def _shape_batch(
     ignore_index: int | None,
 ) -> FeatureBatch:
     if pool == "prediction" and feats.shape[:-1] != logits.shape[:-1]:
-        feats = _pool_prediction(feats, head, logits, cap.layer_name)
+        feats = pool_prediction(feats, head, logits, cap.layer_name)
     lead = tuple(feats.shape[:-1])
     if lead != tuple(logits.shape[:-1]) and logits.dim() >= 1 and feats.dim() > logits.dim():
         raise ValueError(
@@ -558,7 +429,7 @@ def iter_features(
         ...
         TypeError: labels must have an integer dtype, got torch.float32
     """
-    _check_max_batches(max_batches)
+    check_max_batches(max_batches)
     if pool not in (None, "prediction"):
         raise ValueError(f"pool must be None or 'prediction', got {pool!r}")
     if ignore_index is not None:
@@ -567,15 +438,6 @@ def iter_features(
         model, loader, layer, pool, ignore_index, device, progress, desc, eval_mode,
         non_blocking, max_batches,
     )  # fmt: skip
-
-
-def _check_max_batches(value: object) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"max_batches must be an int or None, got {value!r}")
-    if int(value) < 1:
-        raise ValueError(f"max_batches must be >= 1 (or None for all), got {value}")
 
 
 def _iter_features(
@@ -594,18 +456,18 @@ def _iter_features(
     from lsdiffusion._progress import Progress
 
     cap = FeatureCapture(model, layer)
-    dev = _model_device(model) if device is None else torch.device(device)
+    dev = model_device(model) if device is None else torch.device(device)
     total = len(loader) if isinstance(loader, Sized) else None
     if max_batches is not None:
         total = max_batches if total is None else min(total, max_batches)
-    running = _Running(model, eval_mode)
+    running = Running(model, eval_mode)
     with Progress(total, desc, "batches", enabled=progress) as bar:
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            inputs, labels = _split_batch(batch)
+            inputs, labels = split_batch(batch)
             with running, cap:  # hooks and modes only around the forward pass
-                logits = _logits_of(_call(model, _move(inputs, dev, non_blocking)))
+                logits = logits_of(call(model, move(inputs, dev, non_blocking)))
             feats, head = cap.pop(), cap.output
             label_t = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
             label_t = label_t.to(logits.device)
