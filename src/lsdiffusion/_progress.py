@@ -1,4 +1,4 @@
-"""A minimal progress line on stderr (the demo and :func:`~lsdiffusion.iter_features`).
+"""A minimal progress line on stderr (the demo and [`iter_features`][lsdiffusion.iter_features]).
 
 The library shows progress only when asked (``progress=True``); the
 ``lsdiffusion`` command asks. On a terminal the line is redrawn in place at
@@ -28,7 +28,7 @@ class Progress:
         enabled: ``False`` writes nothing.
         stream: where to write; default ``sys.stderr``.
 
-    Example:
+    Examples:
         >>> import io
         >>> out = io.StringIO()
         >>> with Progress(4, "studies", "jobs", stream=out) as bar:

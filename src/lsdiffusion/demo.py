@@ -7,9 +7,9 @@ Chandrasegaran et al. (ICML 2022) on data it makes itself:
    superclasses x subclasses, so that semantically similar classes (siblings
    under one superclass) exist by construction;
 2. teachers trained with label smoothing alpha in {0, 0.1}
-   (:class:`~lsdiffusion.LabelSmoothingLoss`);
+   ([`LabelSmoothingLoss`][lsdiffusion.LabelSmoothingLoss]);
 3. students distilled from each teacher at several temperatures with
-   :class:`~lsdiffusion.KDLoss` (beta = 1), over several seeds;
+   [`KDLoss`][lsdiffusion.KDLoss] (beta = 1), over several seeds;
 4. the measurements: accuracies, the diffusion index of every class against
    its siblings (similar) and the other superclasses (dissimilar), and the
    teachers' target entropies.
@@ -205,9 +205,9 @@ class HierarchicalTask:
 def make_hierarchical_task(config: DemoConfig, seed: int) -> HierarchicalTask:
     r"""Draw Gaussian clusters arranged as superclasses x subclasses.
 
-    Superclass centres :math:`s_j \sim N(0, \sigma_s^2 I)`, class means
-    :math:`m_c = s_{j(c)} + N(0, \sigma_c^2 I)` and samples
-    :math:`x = m_c + N(0, \sigma_n^2 I)`: siblings are close, other
+    Superclass centres $s_j \sim N(0, \sigma_s^2 I)$, class means
+    $m_c = s_{j(c)} + N(0, \sigma_c^2 I)$ and samples
+    $x = m_c + N(0, \sigma_n^2 I)$: siblings are close, other
     superclasses far, and the noise keeps the accuracy well below 100%.
     """
     import torch
@@ -308,10 +308,12 @@ class DemoResult:
         """Significance of the diffusion index of teacher ``alpha`` at ``t1``, seeds pooled.
 
         The per-class tables of every seed are pooled into one table of
-        ``classes x seeds`` targets (:meth:`DiffusionIndexTable.concat`) and
-        tested with :meth:`DiffusionIndexTable.significance` (defaults: 95%
-        intervals, 10 000 bootstrap resamples, seed 0), so the result is the
-        same on every run.
+        ``classes x seeds`` targets
+        ([`DiffusionIndexTable.concat`][lsdiffusion.diffusion.DiffusionIndexTable.concat]) and
+        tested with
+        [`DiffusionIndexTable.significance`][lsdiffusion.diffusion.DiffusionIndexTable.significance]
+        (defaults: 95% intervals, 10 000 bootstrap resamples, seed 0), so the result is the same on
+        every run.
         """
         from lsdiffusion.diffusion import DiffusionIndexTable
 
@@ -334,8 +336,9 @@ class DemoResult:
 
         The three accuracy outcomes compare means over seeds. The fourth,
         systematic diffusion, is decided by the significance tests (both
-        one-sided Wilcoxon p-values below :attr:`SIGNIFICANCE_LEVEL`, targets
-        pooled over seeds), not by the signs of the means alone.
+        one-sided Wilcoxon p-values below
+        [`SIGNIFICANCE_LEVEL`][lsdiffusion.demo.DemoResult.SIGNIFICANCE_LEVEL], targets pooled over
+        seeds), not by the signs of the means alone.
         """
         plain, ls = min(self.config.alphas), max(self.config.alphas)
         t0, t_high = self.config.temperatures[0], max(self.config.temperatures)
@@ -617,7 +620,7 @@ def run_demo(
     out: str | Path | None = None,
     workers: int | None = None,
 ) -> DemoResult:
-    """Run the study; optionally write its outputs into ``out`` (see :func:`save_demo`).
+    """Run the study; optionally write its outputs into ``out`` (see `save_demo`).
 
     Each (seed, teacher) study is independent and seeded, so on the CPU they run
     in parallel worker processes (``workers``, default: up to the number of
@@ -625,7 +628,7 @@ def run_demo(
     a progress line on stderr. The device and ``out`` are checked before any
     training (``ValueError`` naming the problem).
 
-    Example:
+    Examples:
         >>> from lsdiffusion.demo import DemoConfig, run_demo
         >>> cfg = DemoConfig(superclasses=2, subclasses=2, train_per_class=8,
         ...                  test_per_class=8, epochs=1, seeds=(0,), temperatures=(1.0, 3.0))
@@ -714,7 +717,7 @@ def _prepare_out(out: str | Path, flag: str = "out") -> Path:
             folder that cannot be created or written into (read-only, immutable).
             The message names the path and the reason.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> with tempfile.TemporaryDirectory() as tmp:
@@ -757,7 +760,7 @@ def _check_device(device: str, flag: str = "device") -> None:
         ValueError: an unknown device string (``"gpu"``), a meta device, or one
             this machine lacks (``"cuda"`` on a CPU-only torch).
 
-    Example:
+    Examples:
         >>> _check_device("cpu")
         >>> _check_device("gpu", flag="--device")
         Traceback (most recent call last):
@@ -839,7 +842,7 @@ def save_demo(result: DemoResult, out: str | Path) -> list[Path]:
             that cannot be created or written into.
         OSError: writing failed (disk full, ...); the previous set is intact.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from lsdiffusion.demo import DemoConfig, run_demo, save_demo
         >>> cfg = DemoConfig(superclasses=2, subclasses=2, train_per_class=8,
@@ -1068,7 +1071,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _config_from_args(args: argparse.Namespace) -> DemoConfig:
-    """The :class:`DemoConfig` of parsed ``lsdiffusion demo`` arguments.
+    """The [`DemoConfig`][lsdiffusion.demo.DemoConfig] of parsed ``lsdiffusion demo`` arguments.
 
     Raises:
         ValueError: an argument is out of range; the message names its flag.

@@ -1,23 +1,23 @@
 r"""Relative distances and the diffusion index (paper Eq. 1), one target or many.
 
-For a target class :math:`\pi`, class centroids :math:`\mu^T` of the student
-distilled at temperature :math:`T` and a reference set :math:`R`:
+For a target class $\pi$, class centroids $\mu^T$ of the student
+distilled at temperature $T$ and a reference set $R$:
 
-.. math::
+$$
+d_T(\pi, c) = \frac{\lVert \mu^T_\pi - \mu^T_c \rVert_2}
+                   {\sum_{c' \in R} \lVert \mu^T_\pi - \mu^T_{c'} \rVert_2},
+\qquad
+\alpha_{T_0 \to T_1}(\pi, S) = \frac{100}{|S|} \sum_{c \in S}
+    \frac{d_{T_1}(\pi, c) - d_{T_0}(\pi, c)}{d_{T_0}(\pi, c)}
+$$
 
-    d_T(\pi, c) = \frac{\lVert \mu^T_\pi - \mu^T_c \rVert_2}
-                       {\sum_{c' \in R} \lVert \mu^T_\pi - \mu^T_{c'} \rVert_2},
-    \qquad
-    \alpha_{T_0 \to T_1}(\pi, S) = \frac{100}{|S|} \sum_{c \in S}
-        \frac{d_{T_1}(\pi, c) - d_{T_0}(\pi, c)}{d_{T_0}(\pi, c)}
-
-* :func:`relative_distances` gives :math:`d(\pi, \cdot)`;
-* :func:`diffusion_index` gives :math:`\alpha` of one target over its similar
-  and dissimilar sets (a :class:`DiffusionIndex`);
-* :func:`diffusion_indices` does the same for many targets at once
-  (vectorised) and returns a :class:`DiffusionIndexTable`, which prints as a
-  paper-style table and tests *systematic diffusion* with
-  :meth:`DiffusionIndexTable.significance`.
+* [`relative_distances`][lsdiffusion.relative_distances] gives $d(\pi, \cdot)$;
+* [`diffusion_index`][lsdiffusion.diffusion_index] gives $\alpha$ of one target over its similar
+  and dissimilar sets (a [`DiffusionIndex`][lsdiffusion.DiffusionIndex]);
+* [`diffusion_indices`][lsdiffusion.diffusion_indices] does the same for many targets at once
+  (vectorised) and returns a [`DiffusionIndexTable`][lsdiffusion.DiffusionIndexTable], which prints
+  as a paper-style table and tests *systematic diffusion* with
+  [`DiffusionIndexTable.significance`][lsdiffusion.diffusion.DiffusionIndexTable.significance].
 
 Every distance is computed in float64. Inputs may be torch tensors (any device)
 or numpy arrays.
@@ -142,22 +142,22 @@ def relative_distances(
 ) -> torch.Tensor:
     r"""Relative distance from ``target``'s centroid to every class centroid.
 
-    .. math::
-
-        d(\pi, c) = \frac{\lVert \mu_\pi - \mu_c \rVert_2}
-                         {\sum_{c' \in R} \lVert \mu_\pi - \mu_{c'} \rVert_2}
+    $$
+    d(\pi, c) = \frac{\lVert \mu_\pi - \mu_c \rVert_2}
+                     {\sum_{c' \in R} \lVert \mu_\pi - \mu_{c'} \rVert_2}
+    $$
 
     Args:
         centroids: (C, D) class centroids (tensor or numpy array).
-        target: the target class :math:`\pi`.
-        reference: the normalising set :math:`R`: ``"all"`` (every class except
+        target: the target class $\pi$.
+        reference: the normalising set $R$: ``"all"`` (every class except
             the target) or an iterable of class indices (without the target).
 
     Returns:
         (C,) float64 tensor; entry ``target`` is 0. Entries of classes outside
-        :math:`R` are still defined (same normaliser).
+        $R$ are still defined (same normaliser).
 
-    Example:
+    Examples:
         >>> import torch
         >>> mu = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]])
         >>> relative_distances(mu, target=0)
@@ -191,14 +191,14 @@ class DiffusionIndex:
     r"""The diffusion index of one target class (paper Eq. 1), in percent.
 
     Attributes:
-        target: the target class :math:`\pi`.
-        similar: :math:`\alpha_{T_0 \to T_1}(\pi, S_{sim})` in percent.
-        dissimilar: :math:`\alpha_{T_0 \to T_1}(\pi, S_{dissim})` in percent.
-        similar_classes: the classes of :math:`S_{sim}`.
-        dissimilar_classes: the classes of :math:`S_{dissim}`.
+        target: the target class $\pi$.
+        similar: $\alpha_{T_0 \to T_1}(\pi, S_{sim})$ in percent.
+        dissimilar: $\alpha_{T_0 \to T_1}(\pi, S_{dissim})$ in percent.
+        similar_classes: the classes of $S_{sim}$.
+        dissimilar_classes: the classes of $S_{dissim}$.
         reference: ``"union"`` or ``"all"``, the normalising set used.
         changes: per class of either set, the percent change
-            :math:`100 (d_{T_1} - d_{T_0}) / d_{T_0}`.
+            $100 (d_{T_1} - d_{T_0}) / d_{T_0}$.
     """
 
     target: int
@@ -232,16 +232,16 @@ def diffusion_index(
 ) -> DiffusionIndex:
     r"""Diffusion index of one target class from temperature T0 to T1 (paper Eq. 1).
 
-    .. math::
+    $$
+    d_T(\pi, c) = \frac{\lVert \mu^T_\pi - \mu^T_c \rVert_2}
+                       {\sum_{c' \in R} \lVert \mu^T_\pi - \mu^T_{c'} \rVert_2},
+    \qquad
+    \alpha_{T_0 \to T_1}(\pi, S) = \frac{100}{|S|} \sum_{c \in S}
+        \frac{d_{T_1}(\pi, c) - d_{T_0}(\pi, c)}{d_{T_0}(\pi, c)}
+    $$
 
-        d_T(\pi, c) = \frac{\lVert \mu^T_\pi - \mu^T_c \rVert_2}
-                           {\sum_{c' \in R} \lVert \mu^T_\pi - \mu^T_{c'} \rVert_2},
-        \qquad
-        \alpha_{T_0 \to T_1}(\pi, S) = \frac{100}{|S|} \sum_{c \in S}
-            \frac{d_{T_1}(\pi, c) - d_{T_0}(\pi, c)}{d_{T_0}(\pi, c)}
-
-    with :math:`R = S_{sim} \cup S_{dissim}` (``reference="union"``) or every
-    class but :math:`\pi` (``reference="all"``). Systematic diffusion shows as
+    with $R = S_{sim} \cup S_{dissim}$ (``reference="union"``) or every
+    class but $\pi$ (``reference="all"``). Systematic diffusion shows as
     ``similar < 0`` and ``dissimilar > 0``. The index is invariant to
     translating, rotating or uniformly scaling either feature space. Distances
     are computed in float64; only the rows the index needs must be finite.
@@ -249,18 +249,19 @@ def diffusion_index(
     Args:
         centroids_t0: (C, D) centroids of the student distilled at T0.
         centroids_t1: (C, D) centroids of the student distilled at T1.
-        target: the target class :math:`\pi`.
-        similar: the classes of :math:`S_{sim}` (non-empty, no duplicates, no target).
-        dissimilar: the classes of :math:`S_{dissim}` (same rules, disjoint from ``similar``).
+        target: the target class $\pi$.
+        similar: the classes of $S_{sim}$ (non-empty, no duplicates, no target).
+        dissimilar: the classes of $S_{dissim}$ (same rules, disjoint from ``similar``).
         reference: the normalising set, ``"union"`` or ``"all"``.
 
     Returns:
-        A :class:`DiffusionIndex`; ``.similar`` and ``.dissimilar`` are in percent.
+        A [`DiffusionIndex`][lsdiffusion.DiffusionIndex]; ``.similar`` and ``.dissimilar`` are in
+        percent.
 
     See Also:
-        :func:`diffusion_indices` for many targets at once.
+        [`diffusion_indices`][lsdiffusion.diffusion_indices] for many targets at once.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t0 = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]])  # d0 = 1/4, 3/4
         >>> t1 = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 4.0]])  # d1 = 1/5, 4/5
@@ -326,35 +327,37 @@ def diffusion_index(
 
 @dataclass(frozen=True)
 class DiffusionSignificance:
-    r"""Is the diffusion systematic? Tests over the targets of a :class:`DiffusionIndexTable`.
+    r"""Is the diffusion systematic? Tests over the targets of a `DiffusionIndexTable`.
 
-    Made by :meth:`DiffusionIndexTable.significance`. With :math:`a_i` the
-    :math:`\alpha(\pi_i, S_{sim})` and :math:`b_i` the
-    :math:`\alpha(\pi_i, S_{dissim})` of the :math:`n` targets:
+    Made by
+    [`DiffusionIndexTable.significance`][lsdiffusion.diffusion.DiffusionIndexTable.significance].
+    With $a_i$ the $\alpha(\pi_i, S_{sim})$ and $b_i$ the $\alpha(\pi_i, S_{dissim})$ of the $n$
+    targets:
 
     * ``p_similar_negative``: one-sided Wilcoxon signed-rank test of
-      :math:`a_i`, alternative "located below 0" (``scipy.stats.wilcoxon(a,
+      $a_i$, alternative "located below 0" (``scipy.stats.wilcoxon(a,
       alternative="less")``);
-    * ``p_dissimilar_positive``: the same for :math:`b_i`, alternative "above 0";
-    * ``p_similar_below_dissimilar``: paired, one-sided, on :math:`a_i - b_i`,
+    * ``p_dissimilar_positive``: the same for $b_i$, alternative "above 0";
+    * ``p_similar_below_dissimilar``: paired, one-sided, on $a_i - b_i$,
       alternative "below 0" (``wilcoxon(a, b, alternative="less")``);
     * ``ci_similar``, ``ci_dissimilar``: bootstrap confidence intervals of the
-      means :math:`\bar a`, :math:`\bar b` (``scipy.stats.bootstrap``, BCa,
+      means $\bar a$, $\bar b$ (``scipy.stats.bootstrap``, BCa,
       ``n_resamples`` resamples of the targets).
 
     The tests treat targets as independent units. Targets measured on one
     network share it, so pool targets over several seeds
-    (:meth:`DiffusionIndexTable.concat`) before reading much into a small p.
+    ([`DiffusionIndexTable.concat`][lsdiffusion.diffusion.DiffusionIndexTable.concat]) before
+    reading much into a small p.
 
     Attributes:
         n: the number of targets.
-        mean_similar: :math:`\bar a`, percent.
-        mean_dissimilar: :math:`\bar b`, percent.
-        p_similar_negative: p-value of :math:`a < 0`.
-        p_dissimilar_positive: p-value of :math:`b > 0`.
-        p_similar_below_dissimilar: p-value of :math:`a < b` (paired).
-        ci_similar: ``(low, high)`` interval of :math:`\bar a`, percent.
-        ci_dissimilar: ``(low, high)`` interval of :math:`\bar b`, percent.
+        mean_similar: $\bar a$, percent.
+        mean_dissimilar: $\bar b$, percent.
+        p_similar_negative: p-value of $a < 0$.
+        p_dissimilar_positive: p-value of $b > 0$.
+        p_similar_below_dissimilar: p-value of $a < b$ (paired).
+        ci_similar: ``(low, high)`` interval of $\bar a$, percent.
+        ci_dissimilar: ``(low, high)`` interval of $\bar b$, percent.
         confidence: the intervals' confidence level.
         n_resamples: bootstrap resamples.
     """
@@ -471,11 +474,11 @@ class DiffusionIndexTable:
 
     Attributes:
         targets: (T,) int64 target classes.
-        similar: (T,) float64, :math:`\alpha(\pi, S_{sim})` in percent.
-        dissimilar: (T,) float64, :math:`\alpha(\pi, S_{dissim})` in percent.
+        similar: (T,) float64, $\alpha(\pi, S_{sim})$ in percent.
+        dissimilar: (T,) float64, $\alpha(\pi, S_{dissim})$ in percent.
         reference: the normalising set used (``"union"`` or ``"all"``).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> tab = DiffusionIndexTable(np.array([3, 7]), np.array([-2.0, -4.0]),
         ...                           np.array([1.0, 3.0]), "union")
@@ -502,12 +505,12 @@ class DiffusionIndexTable:
 
     @property
     def mean_similar(self) -> float:
-        """Mean of :attr:`similar` over targets, in percent."""
+        """Mean of `similar` over targets, in percent."""
         return float(np.mean(self.similar))
 
     @property
     def mean_dissimilar(self) -> float:
-        """Mean of :attr:`dissimilar` over targets, in percent."""
+        """Mean of `dissimilar` over targets, in percent."""
         return float(np.mean(self.dissimilar))
 
     @property
@@ -528,9 +531,10 @@ class DiffusionIndexTable:
         """Pool the rows of several tables (e.g. one per seed) into one table.
 
         Targets may then repeat (class 3 of seed 0 and class 3 of seed 1 are
-        two rows); :meth:`significance` treats every row as one observation.
+        two rows); [`significance`][lsdiffusion.diffusion.DiffusionIndexTable.significance] treats
+        every row as one observation.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> a = DiffusionIndexTable(np.array([0, 1]), np.array([-2.0, -4.0]),
             ...                         np.array([1.0, 3.0]))
@@ -562,12 +566,12 @@ class DiffusionIndexTable:
     ) -> DiffusionSignificance:
         r"""Test systematic diffusion over the targets: Wilcoxon p-values, bootstrap intervals.
 
-        With :math:`a_i = \alpha(\pi_i, S_{sim})` and :math:`b_i = \alpha(\pi_i, S_{dissim})`:
+        With $a_i = \alpha(\pi_i, S_{sim})$ and $b_i = \alpha(\pi_i, S_{dissim})$:
 
         * ``p_similar_negative`` = ``scipy.stats.wilcoxon(a, alternative="less").pvalue``
         * ``p_dissimilar_positive`` = ``wilcoxon(b, alternative="greater").pvalue``
         * ``p_similar_below_dissimilar`` = ``wilcoxon(a, b, alternative="less").pvalue``
-          (paired: the signed ranks of :math:`a_i - b_i`)
+          (paired: the signed ranks of $a_i - b_i$)
         * ``ci_similar`` / ``ci_dissimilar``: ``scipy.stats.bootstrap((a,), np.mean,
           confidence_level=confidence, n_resamples=n_resamples)`` (BCa), each
           with a generator ``np.random.default_rng(seed)``.
@@ -575,24 +579,25 @@ class DiffusionIndexTable:
         The signed-rank test asks whether the values are located (their
         pseudo-median) below or above zero, without assuming normality; it
         assumes independent targets and a distribution symmetric about its
-        centre. See :class:`DiffusionSignificance` and the concepts page.
+        centre. See [`DiffusionSignificance`][lsdiffusion.DiffusionSignificance] and the concepts
+        page.
 
         Args:
             confidence: confidence level of the intervals, in (0, 1); ``1 -
                 confidence`` is also the default level of
-                :meth:`DiffusionSignificance.systematic`.
+                [`DiffusionSignificance.systematic`][lsdiffusion.diffusion.DiffusionSignificance.systematic].
             n_resamples: bootstrap resamples (>= 1; the default 10 000 takes
                 milliseconds for thousands of targets).
             seed: seeds the bootstrap, so that a table always gives the same
                 intervals; ``None`` draws fresh entropy.
 
         Returns:
-            A :class:`DiffusionSignificance`.
+            A [`DiffusionSignificance`][lsdiffusion.DiffusionSignificance].
 
         Raises:
             ValueError: fewer than 2 targets, or bad arguments.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> tab = DiffusionIndexTable(np.arange(8),
             ...     np.array([-9.0, -4.0, -6.0, -1.0, -7.5, -3.0, -8.0, 0.5]),
@@ -842,12 +847,12 @@ def diffusion_indices(
     *,
     reference: Reference = "union",
 ) -> DiffusionIndexTable:
-    """Diffusion indices of many targets at once (vectorised :func:`diffusion_index`).
+    """Diffusion indices of many targets at once (vectorised `diffusion_index`).
 
     The sets become two boolean (T, C) masks; all target-to-class distances are
     one float64 matrix product, so all 1000 ImageNet classes against sets of
     hundreds of classes take a fraction of a second on a CPU. The formula and
-    the rules for the sets are those of :func:`diffusion_index`.
+    the rules for the sets are those of [`diffusion_index`][lsdiffusion.diffusion_index].
 
     Args:
         centroids_t0: (C, D) centroids of the student distilled at T0.
@@ -855,21 +860,22 @@ def diffusion_indices(
         targets: the T target classes (distinct). ``None`` takes the keys of
             ``similar`` when it is a dict, or every class ``0..C-1`` when the sets
             are masks with C rows.
-        similar: :math:`S_{sim}` per target: a ragged list of class-index lists
+        similar: $S_{sim}$ per target: a ragged list of class-index lists
             aligned with ``targets``, a dict ``{target: classes}``, a boolean
             (T, C) mask aligned with ``targets``, or a boolean (C, C) mask whose
             row ``t`` holds the set of class ``t`` (as
-            :class:`lsdiffusion.semantics.ClassSetMasks`).
-        dissimilar: :math:`S_{dissim}` per target, in the same forms.
+            [`lsdiffusion.semantics.ClassSetMasks`][lsdiffusion.ClassSetMasks]).
+        dissimilar: $S_{dissim}$ per target, in the same forms.
         reference: the normalising set, ``"union"`` or ``"all"``.
 
     Returns:
-        A :class:`DiffusionIndexTable` (percent), rows in the order of ``targets``.
+        A [`DiffusionIndexTable`][lsdiffusion.DiffusionIndexTable] (percent), rows in the order of
+        ``targets``.
 
     Shape:
         - centroids: (C, D); targets: (T,); masks: (T, C) or (C, C).
 
-    Example:
+    Examples:
         >>> import torch
         >>> t0 = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]])
         >>> t1 = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 4.0]])

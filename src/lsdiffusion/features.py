@@ -1,13 +1,14 @@
 """Capture penultimate-layer features (the input of the final ``nn.Linear``) of any model.
 
-* :func:`find_final_linear` locates the classifier layer (the last registered
-  ``nn.Linear``) or resolves a user-given name such as ``"fc"`` (torchvision
+* [`find_final_linear`][lsdiffusion.find_final_linear] locates the classifier layer (the last
+  registered ``nn.Linear``) or resolves a user-given name such as ``"fc"`` (torchvision
   ResNets) or ``"classifier.1"`` (MobileNetV2).
-* :func:`capture_features` / :class:`FeatureCapture` is a context manager that
-  records that layer's input on every forward pass and removes its hook on exit.
-* :func:`iter_features` streams ``(features, labels, logits)`` batch by batch
-  through a ``DataLoader`` (feed them to :class:`~lsdiffusion.centroids.ClassCentroids`
-  without keeping them), and :func:`collect_features` concatenates them.
+* [`capture_features`][lsdiffusion.capture_features] /
+  [`FeatureCapture`][lsdiffusion.FeatureCapture] is a context manager that records that layer's
+  input on every forward pass and removes its hook on exit.
+* [`iter_features`][lsdiffusion.iter_features] streams ``(features, labels, logits)`` batch by batch
+  through a ``DataLoader`` (feed them to [`ClassCentroids`][lsdiffusion.ClassCentroids]
+  without keeping them), and [`collect_features`][lsdiffusion.collect_features] concatenates them.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def find_final_linear(
     Raises:
         ValueError: if the model has no ``nn.Linear`` or the name does not exist.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3))
         >>> find_final_linear(net)[0]
@@ -110,11 +111,12 @@ class FeatureCapture:
 
     Args:
         model: any ``nn.Module``.
-        layer: ``None`` (the last ``nn.Linear``, see :func:`find_final_linear`), a
-            dotted name such as ``"fc"`` / ``"classifier.1"``, or the module itself.
+        layer: ``None`` (the last ``nn.Linear``, see
+            [`find_final_linear`][lsdiffusion.find_final_linear]), a dotted name such as ``"fc"`` /
+            ``"classifier.1"``, or the module itself.
         detach: detach the stored features from the autograd graph (default).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
@@ -178,7 +180,7 @@ class FeatureCapture:
 def capture_features(
     model: nn.Module, layer: str | nn.Module | None = None, *, detach: bool = True
 ) -> FeatureCapture:
-    """Return a :class:`FeatureCapture` context manager for ``model`` (see there)."""
+    """Return a `FeatureCapture` context manager for ``model`` (see there)."""
     return FeatureCapture(model, layer, detach=detach)
 
 
@@ -256,14 +258,15 @@ def iter_features(
     The forward passes run under ``torch.no_grad()`` and, with ``eval_mode=True``,
     in eval mode; every module's train/eval flag is restored afterwards, and the
     hook is removed even if the loop stops early. Results stay on the model's
-    device (stream them into :class:`~lsdiffusion.centroids.ClassCentroids` or
-    :class:`~lsdiffusion.entropy.TargetEntropy`). Wrap the loop in
+    device (stream them into [`ClassCentroids`][lsdiffusion.ClassCentroids] or
+    [`TargetEntropy`][lsdiffusion.TargetEntropy]). Wrap the loop in
     ``torch.autocast(...)`` for mixed precision.
 
     Args:
         model: the network.
         loader: an iterable of ``(inputs, labels, ...)`` batches (e.g. a ``DataLoader``).
-        layer: the layer whose input is recorded (see :func:`find_final_linear`).
+        layer: the layer whose input is recorded (see
+            [`find_final_linear`][lsdiffusion.find_final_linear]).
         device: where inputs are moved (default: the model's device).
         progress: show a progress line on stderr (off by default: library
             calls stay quiet unless asked).
@@ -273,15 +276,15 @@ def iter_features(
         max_batches: stop after this many batches.
 
     Yields:
-        :class:`FeatureBatch` ``(features, labels, logits)``, labels as int64.
+        [`FeatureBatch`][lsdiffusion.FeatureBatch] ``(features, labels, logits)``, labels as int64.
 
     Raises:
         TypeError: labels that are not integers (float labels are never truncated).
         ValueError: labels that are not (N,), or not in [0, C) for (N, C)
             logits; features, logits and labels of different lengths. The
-            checks are those of :class:`~lsdiffusion.centroids.ClassCentroids`.
+            checks are those of [`ClassCentroids`][lsdiffusion.ClassCentroids].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
@@ -345,12 +348,14 @@ def collect_features(
     """Run ``loader`` through ``model`` and concatenate features, labels and logits.
 
     Keeps everything in memory (N × D features): for ImageNet-size runs stream
-    :func:`iter_features` into :class:`~lsdiffusion.centroids.ClassCentroids` instead.
+    [`iter_features`][lsdiffusion.iter_features] into [`ClassCentroids`][lsdiffusion.ClassCentroids]
+    instead.
 
     Args:
         model: the network.
         loader: an iterable of ``(inputs, labels, ...)`` batches.
-        layer: the layer whose input is recorded (see :func:`find_final_linear`).
+        layer: the layer whose input is recorded (see
+            [`find_final_linear`][lsdiffusion.find_final_linear]).
         device: where inputs are moved (default: the model's device).
         progress: show a progress line on stderr.
         eval_mode: put the model in eval mode while running.
@@ -358,13 +363,14 @@ def collect_features(
         max_batches: stop after this many batches.
 
     Returns:
-        :class:`FeatureBatch` with features (N, D), labels (N,) int64 and logits (N, C).
+        [`FeatureBatch`][lsdiffusion.FeatureBatch] with features (N, D), labels (N,) int64 and
+        logits (N, C).
 
     Raises:
-        TypeError, ValueError: labels that :class:`~lsdiffusion.centroids.ClassCentroids`
-            would reject (see :func:`iter_features`); a loader with no batch.
+        TypeError, ValueError: labels that [`ClassCentroids`][lsdiffusion.ClassCentroids]
+            would reject (see [`iter_features`][lsdiffusion.iter_features]); a loader with no batch.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))

@@ -1,13 +1,19 @@
 """Compatibility module: the measurements now live in one module per concept.
 
-* :mod:`lsdiffusion.centroids`: :class:`ClassCentroids`, :func:`class_centroids`;
-* :mod:`lsdiffusion.diffusion`: :func:`relative_distances`,
-  :func:`diffusion_index`, :func:`diffusion_indices`, :class:`DiffusionIndexTable`,
-  :class:`DiffusionSignificance`;
-* :mod:`lsdiffusion.projection`: :func:`muller_projection`,
-  :func:`templates_from_linear`, :class:`Projection`, :class:`Templates`.
+* [`lsdiffusion.centroids`][lsdiffusion.centroids]: [`ClassCentroids`][lsdiffusion.ClassCentroids],
+  [`class_centroids`][lsdiffusion.class_centroids];
+* [`lsdiffusion.diffusion`][lsdiffusion.diffusion]:
+  [`relative_distances`][lsdiffusion.relative_distances],
+  [`diffusion_index`][lsdiffusion.diffusion_index],
+  [`diffusion_indices`][lsdiffusion.diffusion_indices],
+  [`DiffusionIndexTable`][lsdiffusion.DiffusionIndexTable],
+  [`DiffusionSignificance`][lsdiffusion.DiffusionSignificance];
+* [`lsdiffusion.projection`][lsdiffusion.projection]:
+  [`muller_projection`][lsdiffusion.muller_projection],
+  [`templates_from_linear`][lsdiffusion.templates_from_linear],
+  [`Projection`][lsdiffusion.Projection], [`Templates`][lsdiffusion.Templates].
 
-Every name is also exported from :mod:`lsdiffusion` itself, the import path to
+Every name is also exported from `lsdiffusion` itself, the import path to
 prefer. ``from lsdiffusion.geometry import ...`` keeps working.
 """
 

@@ -1,10 +1,11 @@
 """``lsdiffusion classes``: print a class's WordNet similar and dissimilar classes.
 
-Examples::
-
+Examples:
+    ```bash
     lsdiffusion classes "golden retriever"
     lsdiffusion classes 207 208 --dissimilar-depth 4 --sample 20
     lsdiffusion classes maple_tree --classes cifar100.txt --first-sense
+    ```
 
 Module-level imports stay light (argparse only) so ``lsdiffusion --help`` is fast.
 """
