@@ -170,7 +170,8 @@ def _pip_commands(page: Path) -> list[tuple[str, list[str]]]:
     found: list[tuple[int, str, list[str]]] = []
     blocks = [b for b in BLOCKS if b.page == str(page.relative_to(ROOT)) and b.lang in SHELL]
     fences = list(FENCE.finditer(text))
-    for block, m in zip(blocks, [m for m in fences if m.group("lang").lower() in SHELL]):
+    shell_fences = [m for m in fences if m.group("lang").lower() in SHELL]
+    for block, m in zip(blocks, shell_fences, strict=True):
         for argv in _commands(block):
             if "pip" in argv[:3]:
                 found.append((m.start(), "block", argv))
