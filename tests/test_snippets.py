@@ -9,6 +9,8 @@
       loader = ...
       -->
 
+* a block preceded by ``<!-- snippet-requires: transformers accelerate -->`` (after the
+  previous block) runs only when those modules import, and is skipped otherwise.
 * shell (``bash``) blocks: every command is checked without side effects.
   ``pip install`` lines must install from the clone or a built wheel (the
   package is on no index yet), with extras that exist and the torch pin of the
@@ -50,6 +52,7 @@ FENCE = re.compile(
 )
 SETUP = re.compile(r"<!--\s*snippet-setup\b[^\n]*\n(?P<code>(?:(?!-->).)*)-->\s*\Z", re.S)
 RUN = re.compile(r"<!--\s*snippet:\s*run\s*-->\s*\Z")
+REQUIRES = re.compile(r"<!--\s*snippet-requires:(?P<modules>[^>]*)-->")
 SHELL = {"bash", "sh", "shell", "console"}
 LANGUAGES = {"python", "text", *SHELL}
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -66,6 +69,7 @@ class Block:
     code: str
     setup: str
     run: bool
+    requires: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -76,9 +80,15 @@ def _blocks() -> list[Block]:
     blocks = []
     for path in PAGES:
         text = path.read_text(encoding="utf-8")
+        previous_end = 0
         for m in FENCE.finditer(text):
             before = text[: m.start()]
             setup = SETUP.search(before)
+            gap = text[previous_end : m.start()]
+            previous_end = m.end()
+            requires = tuple(
+                name for r in REQUIRES.finditer(gap) for name in r.group("modules").split()
+            )
             blocks.append(
                 Block(
                     page=str(path.relative_to(ROOT)),
@@ -87,6 +97,7 @@ def _blocks() -> list[Block]:
                     code=m.group("code"),
                     setup=setup.group("code") if setup else "",
                     run=bool(RUN.search(before)),
+                    requires=requires,
                 )
             )
     return blocks
@@ -204,6 +215,8 @@ def test_install_lines_pin_torch_after_the_cpu_build(page: Path) -> None:
 @pytest.mark.parametrize("block", PYTHON, ids=[b.id for b in PYTHON])
 @pytest.mark.usefixtures("one_thread")
 def test_python_block_runs(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in block.requires:  # <!-- snippet-requires: transformers --> before the block
+        pytest.importorskip(module)
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "__snippet__"}
     out = io.StringIO()
