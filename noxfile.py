@@ -1,18 +1,13 @@
 """Nox sessions: tests, lint, typecheck, docs, demo.
 
-Torch is installed once, not once per session. Every session that needs it reuses one
-torch, the pinned ``torch==2.13.0`` (override the spec with ``LSDIFFUSION_TORCH_SPEC``):
-
-* the torch of the interpreter that runs nox, when it is that version (a development
-  environment set up as the README says), else
-* one copy installed for all sessions into ``.nox/_torch`` (pip's cache makes that a
-  copy, not a download, after the first time).
-
-A ``.pth`` file puts that torch on each session's path; packages the session installs
-itself take precedence. Which build the pin resolves to is pip's choice: on Linux, PyPI's
-torch wheel is the CUDA build (several GB); set
+Torch is installed once for all sessions, not once per session: the pinned
+``torch==2.13.0`` (override the spec with ``LSDIFFUSION_TORCH_SPEC``) and its own
+dependencies go into ``.nox/_torch/py3XX`` the first time a session needs them, and a
+``.pth`` file puts that folder on the path of each session that needs torch; everything
+else each session installs itself. Which build the pin resolves to is pip's choice: on
+Linux, PyPI's torch wheel is the CUDA build (several GB); set
 ``LSDIFFUSION_TORCH_INDEX=https://download.pytorch.org/whl/cpu`` for the CPU build (as
-the README's first command does).
+the README's first command does). Delete ``.nox/_torch`` to change the build.
 
 The docs session installs no torch and not the package: mkdocstrings reads the sources
 statically (griffe), so only the ``docs`` extra's requirements, and pytest for the
@@ -21,10 +16,7 @@ browser check (``tests/test_docs_browser.py``, which needs Chromium) are install
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import nox
@@ -40,26 +32,15 @@ ROOT = Path(__file__).resolve().parent
 SHARED_TORCH = ROOT / ".nox" / "_torch"
 
 
-def _outer_torch() -> Path | None:
-    """The site folder of the torch nox itself runs with, if it is the pinned one."""
-    spec = importlib.util.find_spec("torch")
-    if spec is None or spec.origin is None:
-        return None
-    version = importlib.metadata.version("torch").split("+")[0]
-    if f"torch=={version}" != TORCH:
-        return None
-    return Path(spec.origin).parents[1]
-
-
 def _share_torch(session: nox.Session) -> None:
     """Put the one shared torch on the session's path (installing it the first time)."""
-    python = session.run("python", "-c", "import sys; print(*sys.version_info[:2])", silent=True)
-    site = _outer_torch() if str(python).split() == [str(v) for v in sys.version_info[:2]] else None
-    if site is None:
-        site = SHARED_TORCH / f"py{''.join(str(python).split())}"
-        if not (site / "torch").is_dir():
-            index = ["--index-url", TORCH_INDEX] if TORCH_INDEX else []
-            session.install("--target", str(site), TORCH, *index)
+    version = session.run(
+        "python", "-c", "import sys; print('%d%d' % sys.version_info[:2])", silent=True
+    )
+    site = SHARED_TORCH / f"py{str(version).strip()}"
+    if not (site / "torch").is_dir():
+        index = ["--index-url", TORCH_INDEX] if TORCH_INDEX else []
+        session.install("--target", str(site), TORCH, *index)
     purelib = session.run(
         "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", silent=True
     )

@@ -53,6 +53,7 @@ PACKAGE = "lsdiffusion"
 
 ROLE = re.compile(r":(?:py:)?(?P<role>[a-z]+):`(?P<body>[^`]+)`")
 LINK_ROLES = {"func", "class", "meth", "attr", "mod", "data", "obj", "exc", "const", "type"}
+AUTOREF = re.compile(rf"\[(?P<text>[^\]\n]*)\]\[(?P<ident>{PACKAGE}(?:\.\w+)+)\]")
 RST_LINK = re.compile(r"`(?P<text>[^`<]+?)\s*<(?P<url>[a-z]+://[^>]+)>`__?")
 DIRECTIVE = re.compile(r"^(?P<indent>\s*)\.\. (?P<name>[a-z-]+)::\s*(?P<arg>.*)$")
 EXAMPLE_HEADER = re.compile(r"^(?P<indent>\s*)Examples?::?\s*$")
@@ -157,6 +158,13 @@ class Resolver:
             real = f"{self.exports[parts[1]]}.{'.'.join(parts[1:])}"
             if real in self.anchors:
                 return real
+        return None
+
+    def anchors_of(self, ident: str) -> str | None:
+        """The anchor a top-level alias ``lsdiffusion.Name`` resolves to (autorefs does that)."""
+        parts = ident.split(".")
+        if len(parts) == 2 and parts[1] in self.exports:
+            return self.canonical(ident)
         return None
 
     def public(self, anchor: str) -> str:
@@ -340,7 +348,22 @@ def convert_roles(
             report.unlinked.append(f"{where}: {target} (:{role}:)")
         return f"`{shown}`"
 
+    def relink(m: re.Match[str]) -> str:
+        """An existing autorefs link whose target is no anchor: point it at the anchor."""
+        ident = m.group("ident")
+        if ident in resolver.anchors or resolver.anchors_of(ident) is not None:
+            return m.group(0)
+        anchor = resolver.canonical(ident)
+        if anchor is None and any(part.startswith("_") for part in ident.split(".")):
+            report.external.append(f"{where}: {ident} (private: no API page)")
+            return m.group("text")
+        if anchor is None:
+            report.problem(where, f"cross-reference [{m.group('text')}][{ident}] has no target")
+            return m.group(0)
+        return f"[{m.group('text')}][{resolver.public(anchor)}]"
+
     text = RST_LINK.sub(lambda m: f"[{m.group('text')}]({m.group('url')})", text)
+    text = AUTOREF.sub(relink, text)
     return ROLE.sub(link, text)
 
 
