@@ -129,3 +129,17 @@ def test_the_package_docstrings_are_converted() -> None:
         [sys.executable, str(SCRIPT), "--check"], cwd=ROOT, capture_output=True, text=True
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_member_links_point_at_their_anchor_and_dead_links_are_reported() -> None:
+    source = (
+        '"""See [`terms`][lsdiffusion.KDLoss.terms], [`kd_loss`][lsdiffusion.kd_loss],\n'
+        "[`run`][lsdiffusion._kernels.run] and [`x`][lsdiffusion.no_such_name].\n"
+        '"""\n'
+    )
+    out, report = _convert(source)
+    assert "[`terms`][lsdiffusion.losses.KDLoss.terms]" in out
+    assert "[`kd_loss`][lsdiffusion.kd_loss]" in out  # a top-level alias resolves as it is
+    assert "`run`" in out
+    assert "[lsdiffusion._kernels.run]" not in out  # private: no API page, plain code
+    assert any("lsdiffusion.no_such_name" in p for p in report.problems)
