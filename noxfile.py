@@ -7,7 +7,9 @@ dependencies go into ``.nox/_torch/py3XX`` the first time a session needs them, 
 else each session installs itself. Which build the pin resolves to is pip's choice: on
 Linux, PyPI's torch wheel is the CUDA build (several GB); set
 ``LSDIFFUSION_TORCH_INDEX=https://download.pytorch.org/whl/cpu`` for the CPU build (as
-the README's first command does). Delete ``.nox/_torch`` to change the build.
+the README's first command does). Delete ``.nox/_torch`` to change the build. The test
+extra's triton (about 1 GB, for the interpreter tests of the kernels) is shared the same
+way.
 
 The docs session installs no torch and not the package: mkdocstrings reads the sources
 statically (griffe), so only the ``docs`` extra's requirements, and pytest for the
@@ -40,12 +42,17 @@ def _share_torch(session: nox.Session) -> None:
     site = SHARED_TORCH / f"py{str(version).strip()}"
     if not (site / "torch").is_dir():
         index = ["--index-url", TORCH_INDEX] if TORCH_INDEX else []
-        session.install("--target", str(site), TORCH, *index)
+        session.install("--target", str(site), TORCH, *_triton(), *index)
     purelib = session.run(
         "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", silent=True
     )
     pth = Path(str(purelib).strip()) / "_lsdiffusion_shared_torch.pth"
     pth.write_text(f"{site}\n", encoding="utf-8")
+
+
+def _triton() -> list[str]:
+    """The test extra's triton requirement (1 GB, the other big one): shared with torch."""
+    return [r for r in _extra("test") if r.startswith("triton")]
 
 
 def _install(session: nox.Session, extras: str) -> None:
