@@ -9,6 +9,8 @@
       loader = ...
       -->
 
+* a block preceded by ``<!-- snippet-requires: transformers accelerate -->`` (after the
+  previous block) runs only when those modules import, and is skipped otherwise.
 * shell (``bash``) blocks: every command is checked without side effects.
   ``pip install`` lines must install from the clone or a built wheel (the
   package is on no index yet), with extras that exist and the torch pin of the
@@ -50,6 +52,7 @@ FENCE = re.compile(
 )
 SETUP = re.compile(r"<!--\s*snippet-setup\b[^\n]*\n(?P<code>(?:(?!-->).)*)-->\s*\Z", re.S)
 RUN = re.compile(r"<!--\s*snippet:\s*run\s*-->\s*\Z")
+REQUIRES = re.compile(r"<!--\s*snippet-requires:(?P<modules>[^>]*)-->")
 SHELL = {"bash", "sh", "shell", "console"}
 LANGUAGES = {"python", "text", *SHELL}
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -66,6 +69,7 @@ class Block:
     code: str
     setup: str
     run: bool
+    requires: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -76,9 +80,15 @@ def _blocks() -> list[Block]:
     blocks = []
     for path in PAGES:
         text = path.read_text(encoding="utf-8")
+        previous_end = 0
         for m in FENCE.finditer(text):
             before = text[: m.start()]
             setup = SETUP.search(before)
+            gap = text[previous_end : m.start()]
+            previous_end = m.end()
+            requires = tuple(
+                name for r in REQUIRES.finditer(gap) for name in r.group("modules").split()
+            )
             blocks.append(
                 Block(
                     page=str(path.relative_to(ROOT)),
@@ -87,6 +97,7 @@ def _blocks() -> list[Block]:
                     code=m.group("code"),
                     setup=setup.group("code") if setup else "",
                     run=bool(RUN.search(before)),
+                    requires=requires,
                 )
             )
     return blocks
@@ -138,19 +149,64 @@ def test_pages_have_blocks_of_known_languages() -> None:
     assert any(b.run for b in BLOCKS), "the examples walk-through should be marked to run"
 
 
-def test_readme_links_and_images_work_on_a_package_index() -> None:
+def test_readme_links_and_images_work_in_a_clone() -> None:
+    """Links and images name files of the repository by relative path (a clone, a code
+    host, the sdist), or are absolute https URLs; none points at a repository that does
+    not exist yet."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     targets = re.findall(r"\]\(([^)\s]+)\)", text)
-    assert targets
+    assert any(t.endswith(".png") for t in targets)
     for target in targets:
-        assert target.startswith("https://"), f"relative link breaks on an index page: {target}"
-        m = re.match(
-            rf"https://(?:{re.escape(REPO)}/blob/main|raw\.githubusercontent\.com/"
-            rf"lsdiffusion/lsdiffusion/main)/([^#]+)",
-            target,
-        )
-        if m:
-            assert (ROOT / m.group(1)).exists(), f"{target} names no file of the repository"
+        assert REPO not in target, f"{target}: that repository does not exist yet"
+        if target.startswith("https://"):
+            continue
+        assert not re.match(r"\w+:", target), f"{target}: use https or a relative path"
+        assert (ROOT / target.split("#")[0]).exists(), f"{target} names no file of the clone"
+
+
+CPU_TORCH = "https://download.pytorch.org/whl/cpu"
+INLINE_PIP = re.compile(r"`((?:python -m )?pip install [^`]+)`")
+
+
+def _installs_package(argv: list[str]) -> bool:
+    words = argv[3:] if argv[:3] == ["python", "-m", "pip"] else argv[1:]
+    return words[:1] == ["install"] and any(
+        w == "." or w.startswith((".[", "dist/")) for w in words[1:]
+    )
+
+
+def _pip_commands(page: Path) -> list[tuple[str, list[str]]]:
+    """Every pip command of a page in reading order: ("block"|"inline", argv)."""
+    text = page.read_text(encoding="utf-8")
+    found: list[tuple[int, str, list[str]]] = []
+    blocks = [b for b in BLOCKS if b.page == str(page.relative_to(ROOT)) and b.lang in SHELL]
+    fences = list(FENCE.finditer(text))
+    shell_fences = [m for m in fences if m.group("lang").lower() in SHELL]
+    for block, m in zip(blocks, shell_fences, strict=True):
+        for argv in _commands(block):
+            if "pip" in argv[:3]:
+                found.append((m.start(), "block", argv))
+    outside = FENCE.sub(lambda m: " " * len(m.group(0)), text)
+    for m in INLINE_PIP.finditer(outside):
+        found.append((m.start(), "inline", shlex.split(m.group(1))))
+    return [(kind, argv) for _, kind, argv in sorted(found, key=lambda f: f[0])]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_install_lines_pin_torch_after_the_cpu_build(page: Path) -> None:
+    """Every documented install of the package pins torch, and on a page whose commands
+    install it, torch's CPU-index line comes first (PyPI's Linux torch is the CUDA build)."""
+    _, torch_spec = _noxfile()
+    seen_cpu = False
+    for kind, argv in _pip_commands(page):
+        if CPU_TORCH in argv:
+            assert torch_spec in argv, f"{shlex.join(argv)}: pin {torch_spec}"
+            seen_cpu = True
+        if not _installs_package(argv):
+            continue
+        assert torch_spec in argv, f"{page.name}: {shlex.join(argv)} does not pin {torch_spec}"
+        if kind == "block":
+            assert seen_cpu, f"{page.name}: {shlex.join(argv)} comes before the CPU torch line"
 
 
 # ----------------------------------------------------------------------------- python blocks
@@ -159,6 +215,8 @@ def test_readme_links_and_images_work_on_a_package_index() -> None:
 @pytest.mark.parametrize("block", PYTHON, ids=[b.id for b in PYTHON])
 @pytest.mark.usefixtures("one_thread")
 def test_python_block_runs(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in block.requires:  # <!-- snippet-requires: transformers --> before the block
+        pytest.importorskip(module)
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "__snippet__"}
     out = io.StringIO()
