@@ -319,7 +319,7 @@ def test_vectorised_errors(cents):
     with pytest.raises(ValueError, match=r"similar of target 3 has duplicate classes \[4\]"):
         diffusion_indices(c0, c1, [0, 3], [[1], [4, 4]], [[2], [5]])
     with pytest.raises(
-        ValueError, match=r"dissimilar of target 0 must hold class indices in \[0, 5\].*got 9"
+        ValueError, match=r"dissimilar of target 0 must hold class indices in \[0, 5\].*got \[9\]"
     ):
         diffusion_indices(c0, c1, [0, 3], [[1], [4]], [[9], [5]])
     with pytest.raises(ValueError, match=r"targets has duplicate classes \[0\]"):
