@@ -22,15 +22,14 @@ from lsdiffusion.semantics.features import (
     feature_set_sizes,
     set_consistency,
 )
+from lsdiffusion.semantics.graph import SynsetRecord
 from lsdiffusion.semantics.hierarchy import (
     DEFAULT_DISSIMILAR_DEPTH,
     DEFAULT_MIN_SIZE,
     ClassHierarchy,
-    ClassLookupError,
     ClassSetMasks,
     ClassSets,
     SimilarBasis,
-    SynsetRecord,
 )
 from lsdiffusion.semantics.imagenet import (
     PAPER_CLASS_SETS,
@@ -41,6 +40,7 @@ from lsdiffusion.semantics.imagenet import (
     wordnet_class_masks,
     wordnet_class_sets,
 )
+from lsdiffusion.semantics.names import ClassLookupError
 from lsdiffusion.semantics.wordnet import (
     ClassListError,
     ClassProblem,

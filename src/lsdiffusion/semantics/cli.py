@@ -141,7 +141,7 @@ def _targets(hierarchy: ClassHierarchy, words: list[str]) -> list[int]:
     ``classes 207 208`` gives two targets. ``classes golden retriever`` gives one:
     when no argument names a class on its own but all of them together do.
     """
-    from lsdiffusion.semantics.hierarchy import ClassLookupError
+    from lsdiffusion.semantics.names import ClassLookupError
 
     found: list[int] = []
     failed: list[ClassLookupError] = []

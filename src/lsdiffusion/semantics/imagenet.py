@@ -20,13 +20,11 @@ from lsdiffusion.semantics.hierarchy import (
     DEFAULT_DISSIMILAR_DEPTH,
     DEFAULT_MIN_SIZE,
     ClassHierarchy,
-    ClassLookupError,
     ClassSetMasks,
     ClassSets,
-    _decode,
-    _echo,
-    _normalize_name,
 )
+from lsdiffusion.semantics.hierarchy_file import decode_hierarchy_bytes
+from lsdiffusion.semantics.names import ClassLookupError, echo, normalize_name
 
 __all__ = [
     "PAPER_CLASS_SETS",
@@ -67,7 +65,7 @@ def imagenet1k_hierarchy() -> ClassHierarchy:
         ClassHierarchy(num_classes=1000, synsets=1860, source='WordNet 3.0')
     """
     raw = (resources.files("lsdiffusion.semantics") / "data" / _HIERARCHY_FILE).read_bytes()
-    return ClassHierarchy.from_text(_decode(raw))
+    return ClassHierarchy.from_text(decode_hierarchy_bytes(raw))
 
 
 @functools.lru_cache(maxsize=1)
@@ -103,7 +101,7 @@ def find_class(target: int | str, *, hierarchy: ClassHierarchy | None = None) ->
         >>> find_class("golden retriver")
         Traceback (most recent call last):
         ...
-        lsdiffusion.semantics.hierarchy.ClassLookupError: target name 'golden retriver' matches
+        lsdiffusion.semantics.names.ClassLookupError: target name 'golden retriver' matches
         no class; close matches: 'golden retriever' (207)...
     """
     h = imagenet1k_hierarchy() if hierarchy is None else hierarchy
@@ -190,7 +188,7 @@ def paper_class_set(name: str) -> tuple[int, ...]:
         >>> paper_class_set("Figure 1")
         (266, 267, 833)
     """
-    key = _normalize_name(name).replace(" ", "")
+    key = normalize_name(name).replace(" ", "")
     if key not in _PAPER_SETS:
-        raise ClassLookupError(f"name must be one of {sorted(_PAPER_SETS)}, got {_echo(name)}")
+        raise ClassLookupError(f"name must be one of {sorted(_PAPER_SETS)}, got {echo(name)}")
     return _PAPER_SETS[key]

@@ -19,14 +19,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from lsdiffusion.semantics.hierarchy import (
-    _SYNSET_NAME_RE,
-    _WNID_RE,
-    ClassHierarchy,
-    ClassLookupError,
-    SynsetRecord,
-    _echo,
-)
+from lsdiffusion.semantics.graph import SynsetRecord
+from lsdiffusion.semantics.hierarchy import ClassHierarchy
+from lsdiffusion.semantics.names import ClassLookupError, echo, is_synset_name, is_wnid
 
 __all__ = [
     "ClassListError",
@@ -248,8 +243,8 @@ def wordnet_hierarchy(
     for i, s in enumerate(synsets):
         if s.name() in seen:
             raise ValueError(
-                f"classes must name distinct synsets: {_echo(classes[seen[s.name()]])} (index "
-                f"{seen[s.name()]}) and {_echo(classes[i])} (index {i}) are both {s.name()}"
+                f"classes must name distinct synsets: {echo(classes[seen[s.name()]])} (index "
+                f"{seen[s.name()]}) and {echo(classes[i])} (index {i}) are both {s.name()}"
             )
         seen[s.name()] = i
     records: dict[str, SynsetRecord] = {}
@@ -281,7 +276,7 @@ def _resolve(wn: Any, ref: str, version: str) -> Any:
     from nltk.corpus.reader.wordnet import WordNetError
 
     text = ref.strip()
-    if _WNID_RE.match(text):
+    if is_wnid(text):
         if version != "3.0":
             raise ValueError(
                 f"wnids are WordNet 3.0 offsets, but nltk loaded WordNet {version}; "
@@ -294,13 +289,13 @@ def _resolve(wn: Any, ref: str, version: str) -> Any:
         except (WordNetError, ValueError):
             found = None
         if found is None:
-            return f"{_echo(ref)} is not a WordNet {version} wnid", ()
+            return f"{echo(ref)} is not a WordNet {version} wnid", ()
         return found
-    if _SYNSET_NAME_RE.match(text):
+    if is_synset_name(text):
         try:
             return wn.synset(text)
         except (WordNetError, ValueError):
-            return f"{_echo(ref)} is not a WordNet synset name", ()
+            return f"{echo(ref)} is not a WordNet synset name", ()
     lemma = "_".join(text.split())
     found = wn.synsets(lemma, pos="n")
     if not found:
@@ -309,12 +304,12 @@ def _resolve(wn: Any, ref: str, version: str) -> Any:
         words = [w for w in lemma.split("_") if len(lemma.split("_")) > 1 and wn.synsets(w, "n")]
         if words:
             hint += f"; its words that are nouns: {words[:10]}"
-        return f"{_echo(ref)} is not a WordNet noun{hint}", ()
+        return f"{echo(ref)} is not a WordNet noun{hint}", ()
     if len(found) > 1:
         senses = "; ".join(f"{s.name()} ({s.definition()})" for s in found[:8])
         more = f"; and {len(found) - 8} more" if len(found) > 8 else ""
         return (
-            f"{_echo(ref)} has {len(found)} noun senses: {senses}{more}",
+            f"{echo(ref)} has {len(found)} noun senses: {senses}{more}",
             tuple(s.name() for s in found),
         )
     return found[0]
