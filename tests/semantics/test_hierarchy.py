@@ -540,3 +540,14 @@ def test_invalid_hierarchies() -> None:
         ClassHierarchy.from_text(head + "n00000001\tr.n.01\t0\n")
     with pytest.raises(ValueError, match="without gaps"):
         ClassHierarchy.from_text(head + "n00000001\tr.n.01\t1\t\tr\n")
+
+
+def test_targets_as_integer_tensors_and_arrays() -> None:
+    import torch
+
+    want = wordnet_class_sets(207)
+    for ref in (torch.tensor(207), torch.tensor([207]), np.int32(207), np.array(207)):
+        assert wordnet_class_sets(ref) == want  # type: ignore[arg-type]
+    for bad in (torch.tensor(207.0), torch.tensor([207, 208]), torch.tensor(True), 207.0):
+        with pytest.raises(TypeError, match="target must be a class index"):
+            wordnet_class_sets(bad)  # type: ignore[arg-type]

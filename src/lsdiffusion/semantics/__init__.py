@@ -11,11 +11,22 @@ Two methods, as in Chandrasegaran et al. (ICML 2022):
    centroids are closest (1%) and farthest (90%) from the target's.
 
 :func:`set_consistency` compares two selections (paper Table G.1) and
-:func:`paper_class_set` returns the paper's hand-picked sets.
+:func:`paper_class_set` returns the paper's hand-picked sets. CIFAR-100's
+official hierarchy (20 superclasses of 5 classes) ships too
+(:func:`cifar100_class_sets`: similar = the other four classes of the
+superclass, dissimilar = the classes of the other superclasses).
 """
 
 from __future__ import annotations
 
+from lsdiffusion.semantics.cifar100 import (
+    CIFAR100_DISSIMILAR_DEPTH,
+    cifar100_class_masks,
+    cifar100_class_names,
+    cifar100_class_sets,
+    cifar100_hierarchy,
+    cifar100_superclasses,
+)
 from lsdiffusion.semantics.features import (
     feature_class_masks,
     feature_class_sets,
@@ -51,6 +62,7 @@ from lsdiffusion.semantics.wordnet import (
 )
 
 __all__ = [
+    "CIFAR100_DISSIMILAR_DEPTH",
     "DEFAULT_DISSIMILAR_DEPTH",
     "DEFAULT_MIN_SIZE",
     "PAPER_CLASS_SETS",
@@ -63,6 +75,11 @@ __all__ = [
     "SimilarBasis",
     "SynsetRecord",
     "WordNetUnavailableError",
+    "cifar100_class_masks",
+    "cifar100_class_names",
+    "cifar100_class_sets",
+    "cifar100_hierarchy",
+    "cifar100_superclasses",
     "feature_class_masks",
     "feature_class_sets",
     "feature_set_sizes",

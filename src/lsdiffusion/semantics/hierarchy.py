@@ -150,6 +150,15 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
+def _describe(value: object) -> str:
+    """The type of `value`, with the dtype and shape of an array or tensor."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is None or dtype is None:
+        return type(value).__name__
+    return f"{type(value).__name__} of dtype {dtype} and shape {tuple(shape)}"
+
+
 class ClassHierarchy:
     """Classes placed in a hypernym DAG, with lookup and WordNet class sets.
 
@@ -288,12 +297,20 @@ class ClassHierarchy:
             if is_synset_name(text) and text.casefold() in self._by_synset:
                 return self._by_synset[text.casefold()]
             return self._index_of_name(text)
-        if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+        # an int, a numpy integer or a one-element integer tensor (all have __index__)
+        boolean = isinstance(target, (bool, np.bool_)) or str(getattr(target, "dtype", "")) in (
+            "bool",
+            "torch.bool",
+        )
+        try:
+            i = None if boolean else operator.index(target)
+        except TypeError:
+            i = None
+        if i is None:
             raise TypeError(
-                "target must be a class index (int), a wnid or a class name (str), "
-                f"got {type(target).__name__}"
+                "target must be a class index (an int, or a one-element integer tensor or "
+                f"array), a wnid or a class name (str), got {_describe(target)}"
             )
-        i = operator.index(target)
         if not 0 <= i < c:
             raise ClassLookupError(f"target index must be in [0, {c - 1}], got {i}")
         return i
