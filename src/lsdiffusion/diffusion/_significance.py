@@ -6,6 +6,7 @@ Private to [`lsdiffusion.diffusion`][lsdiffusion.diffusion]; made by
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,35 +62,54 @@ class DiffusionSignificance:
     confidence: float
     n_resamples: int
 
-    def systematic(self, level: float | None = None) -> bool:
-        r"""Whether both one-sided tests reject at ``level`` (systematic diffusion).
+    @property
+    def systematic(self) -> bool:
+        """Whether both one-sided tests reject at level `1 - confidence` (0.05 by default).
 
-        Requiring *both* p-values below ``level`` is an intersection-union
-        test: the joint claim holds at level ``level`` with no multiplicity
+        A property, like
+        [`DiffusionIndex.systematic`][lsdiffusion.diffusion.DiffusionIndex.systematic];
+        [`systematic_at`][lsdiffusion.diffusion.DiffusionSignificance.systematic_at]
+        takes another level.
+        """
+        return self.systematic_at(1.0 - self.confidence)
+
+    def systematic_at(self, level: float) -> bool:
+        """Whether both one-sided tests reject at `level` (systematic diffusion).
+
+        Requiring *both* p-values below `level` is an intersection-union
+        test: the joint claim holds at level `level` with no multiplicity
         correction.
 
         Args:
-            level: significance level; default ``1 - confidence`` (0.05).
+            level: significance level, in (0, 1).
+
+        Raises:
+            ValueError: `level` outside (0, 1).
         """
-        lvl = 1.0 - self.confidence if level is None else float(level)
+        if isinstance(level, bool) or not isinstance(level, (int, float, np.floating)):
+            raise TypeError(f"level must be a float in (0, 1), got {type(level).__name__}")
+        lvl = float(level)
         if not 0.0 < lvl < 1.0:
             raise ValueError(f"level must be in (0, 1), got {level!r}")
         return self.p_similar_negative < lvl and self.p_dissimilar_positive < lvl
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable values (intervals as ``[low, high]`` lists)."""
+        """Plain JSON values (intervals as `[low, high]` lists; NaN becomes `None`).
+
+        `json.dumps` of the result is standard JSON (no `NaN` tokens).
+        """
         return {
             "n": self.n,
-            "mean_similar": self.mean_similar,
-            "mean_dissimilar": self.mean_dissimilar,
-            "p_similar_negative": self.p_similar_negative,
-            "p_dissimilar_positive": self.p_dissimilar_positive,
-            "p_similar_below_dissimilar": self.p_similar_below_dissimilar,
-            "ci_similar": list(self.ci_similar),
-            "ci_dissimilar": list(self.ci_dissimilar),
+            "mean_similar": json_float(self.mean_similar),
+            "mean_dissimilar": json_float(self.mean_dissimilar),
+            "p_similar_negative": json_float(self.p_similar_negative),
+            "p_dissimilar_positive": json_float(self.p_dissimilar_positive),
+            "p_similar_below_dissimilar": json_float(self.p_similar_below_dissimilar),
+            "ci_similar": [json_float(v) for v in self.ci_similar],
+            "ci_dissimilar": [json_float(v) for v in self.ci_dissimilar],
             "confidence": self.confidence,
             "n_resamples": self.n_resamples,
-            "systematic": self.systematic(),
+            "systematic": self.systematic,
         }
 
     def to_text(self, decimals: int = 2) -> str:
@@ -126,6 +146,12 @@ class DiffusionSignificance:
             f"n = {self.n} targets; one-sided Wilcoxon signed-rank p-values, "
             f"bootstrap (BCa, {self.n_resamples} resamples) intervals\n" + self.to_text()
         )
+
+
+def json_float(value: float) -> float | None:
+    """`value` as a float, or `None` when it is NaN or infinite (JSON has neither)."""
+    v = float(value)
+    return v if math.isfinite(v) else None
 
 
 def _bootstrap_interval(

@@ -7,18 +7,61 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
-from lsdiffusion.diffusion._significance import DiffusionSignificance, significance_of
+from lsdiffusion.diffusion._significance import (
+    DiffusionSignificance,
+    json_float,
+    significance_of,
+)
 
 ClassNames: TypeAlias = Mapping[int, str] | Sequence[str] | None
 Reference: TypeAlias = Literal["union", "all"]
+
+
+_LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+_LATEX_RE = re.compile("|".join(re.escape(ch) for ch in _LATEX))
+
+
+def _latex_escape(text: str) -> str:
+    """Every LaTeX special character of `text` as text, in one pass."""
+    return _LATEX_RE.sub(lambda m: _LATEX[m.group(0)], " ".join(text.splitlines()))
+
+
+def _markdown_escape(text: str) -> str:
+    """A table cell: `|` escaped, line breaks as spaces."""
+    return " ".join(text.splitlines()).replace("|", "\\|")
+
+
+def _column(name: str, values: object) -> npt.NDArray[Any]:
+    """A 1-D numpy array of `values` (a sequence, an array or a CPU tensor)."""
+    if hasattr(values, "detach"):  # a torch tensor
+        values = values.detach().cpu().numpy()
+    try:
+        arr = np.asarray(values)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a 1-D sequence of numbers ({exc})") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    return arr
 
 
 def _class_name(names: ClassNames, k: int) -> str:
@@ -55,6 +98,32 @@ class DiffusionIndexTable:
     similar: npt.NDArray[np.float64]
     dissimilar: npt.NDArray[np.float64]
     reference: Reference = "union"
+
+    def __post_init__(self) -> None:
+        """Check and convert the columns (lists, tuples and CPU tensors become arrays)."""
+        targets = _column("targets", self.targets)
+        if targets.dtype == np.bool_ or not np.issubdtype(targets.dtype, np.integer):
+            raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}")
+        n = int(targets.shape[0])
+        if n == 0:
+            raise ValueError("targets is empty; a table needs at least one row")
+        columns = {}
+        for name in ("similar", "dissimilar"):
+            col = _column(name, getattr(self, name))
+            if col.dtype == np.bool_ or not (
+                np.issubdtype(col.dtype, np.integer) or np.issubdtype(col.dtype, np.floating)
+            ):
+                raise TypeError(f"{name} must hold real numbers (percent), got dtype {col.dtype}")
+            if col.shape[0] != n:
+                raise ValueError(
+                    f"{name} must have one value per target: {n} targets, got {col.shape[0]}"
+                )
+            columns[name] = col.astype(np.float64)
+        if self.reference not in ("union", "all"):
+            raise ValueError(f"reference must be one of ['union', 'all'], got {self.reference!r}")
+        object.__setattr__(self, "targets", targets.astype(np.int64))
+        object.__setattr__(self, "similar", columns["similar"])
+        object.__setattr__(self, "dissimilar", columns["dissimilar"])
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -144,7 +213,7 @@ class DiffusionIndexTable:
         Args:
             confidence: confidence level of the intervals, in (0, 1); ``1 -
                 confidence`` is also the default level of
-                :meth:`DiffusionSignificance.systematic`.
+                :meth:`DiffusionSignificance.systematic_at`.
             n_resamples: bootstrap resamples (>= 1; the default 10 000 takes
                 milliseconds for thousands of targets).
             seed: seeds the bootstrap, so that a table always gives the same
@@ -164,7 +233,7 @@ class DiffusionIndexTable:
             >>> sig = tab.significance(n_resamples=2000)
             >>> sig.n, round(sig.p_similar_negative, 4), round(sig.p_dissimilar_positive, 4)
             (8, 0.0078, 0.0078)
-            >>> sig.systematic()
+            >>> sig.systematic
             True
         """
         return significance_of(self.similar, self.dissimilar, confidence, n_resamples, seed)
@@ -188,23 +257,45 @@ class DiffusionIndexTable:
         body = [line(r) for r in cells]
         return "\n".join([line(header), rule, *body[:-1], rule, body[-1]])
 
+    def to_dict(self, names: ClassNames = None) -> dict[str, object]:
+        """Plain JSON values: one dict per row, the means; NaN becomes `None`.
+
+        `json.dumps` of the result is standard JSON (no `NaN` tokens).
+
+        Example:
+            >>> import json, numpy as np
+            >>> tab = DiffusionIndexTable(np.array([3]), np.array([-2.0]), np.array([np.nan]))
+            >>> json.dumps(tab.to_dict(names={3: "cat"})["rows"])
+            '[{"target": 3, "name": "cat", "similar": -2.0, "dissimilar": null}]'
+        """
+        return {
+            "reference": self.reference,
+            "n": len(self),
+            "rows": [
+                {
+                    "target": t,
+                    "name": _class_name(names, t),
+                    "similar": json_float(s),
+                    "dissimilar": json_float(d),
+                }
+                for t, s, d in self
+            ],
+            "mean_similar": json_float(self.mean_similar),
+            "mean_dissimilar": json_float(self.mean_dissimilar),
+            "fraction_systematic": json_float(self.fraction_systematic),
+        }
+
     def to_markdown(self, names: ClassNames = None, decimals: int = 2) -> str:
         """A GitHub-flavoured Markdown table (mean row in bold)."""
         cells = self._cells(names, decimals)
         lines = ["| target | α_sim (%) | α_dissim (%) |", "|---|---:|---:|"]
-        lines += [f"| {a} | {b} | {c} |" for a, b, c in cells[:-1]]
+        lines += [f"| {_markdown_escape(a)} | {b} | {c} |" for a, b, c in cells[:-1]]
         a, b, c = cells[-1]
         lines.append(f"| **{a}** | **{b}** | **{c}** |")
         return "\n".join(lines)
 
     def to_latex(self, names: ClassNames = None, decimals: int = 2) -> str:
         """A LaTeX ``tabular`` (booktabs rules), mean row last."""
-
-        def esc(text: str) -> str:
-            for ch in ("\\", "&", "%", "$", "#", "_", "{", "}"):
-                text = text.replace(ch, "\\" + ch)
-            return text
-
         cells = self._cells(names, decimals)
         lines = [
             "\\begin{tabular}{lrr}",
@@ -212,7 +303,7 @@ class DiffusionIndexTable:
             "Target & $\\alpha_{\\mathrm{sim}}$ (\\%) & $\\alpha_{\\mathrm{dissim}}$ (\\%) \\\\",
             "\\midrule",
         ]
-        lines += [f"{esc(a)} & ${b}$ & ${c}$ \\\\" for a, b, c in cells[:-1]]
+        lines += [f"{_latex_escape(a)} & ${b}$ & ${c}$ \\\\" for a, b, c in cells[:-1]]
         _, b, c = cells[-1]
         lines += ["\\midrule", f"Mean & ${b}$ & ${c}$ \\\\", "\\bottomrule", "\\end{tabular}"]
         return "\n".join(lines)
