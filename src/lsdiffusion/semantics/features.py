@@ -113,6 +113,27 @@ def _centroids(centroids: Any) -> npt.NDArray[np.float64]:
     return centred  # distances are translation-invariant; this limits cancellation
 
 
+def _squared_distances(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """(C, C) squared distances: the Gram expansion, exact where it could cancel.
+
+    `|a|² + |b|² - 2 a·b` loses the digits of a pair whose distance is small
+    next to the norms (centroids 1e-8·|μ| apart come out as 0 or noise), so
+    the pairs with `d² <= 1e-6 (|a|² + |b|²)` are recomputed by differences
+    (then the relative error is below ~1e-10): the masks rank like
+    [`feature_class_sets`][lsdiffusion.semantics.feature_class_sets].
+    """
+    sq = np.einsum("ij,ij->i", x, x)
+    norms = sq[:, None] + sq[None, :]
+    d2: npt.NDArray[np.float64] = norms - 2.0 * (x @ x.T)
+    rows, cols = np.nonzero(d2 <= 1e-6 * norms)
+    for start in range(0, rows.size, 1 << 16):  # bounded memory when many pairs are close
+        r, c = rows[start : start + (1 << 16)], cols[start : start + (1 << 16)]
+        diff = x[r] - x[c]
+        d2[r, c] = np.einsum("ij,ij->i", diff, diff)
+    np.maximum(d2, 0.0, out=d2)
+    return d2
+
+
 def feature_class_masks(
     centroids: ArrayLike, similar_frac: float = 0.01, dissimilar_frac: float = 0.9
 ) -> ClassSetMasks:
@@ -149,9 +170,7 @@ def feature_class_masks(
     x = _centroids(centroids)
     c = x.shape[0]
     n_sim, n_dis = feature_set_sizes(c, similar_frac, dissimilar_frac)
-    sq = np.einsum("ij,ij->i", x, x)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
-    np.maximum(d2, 0.0, out=d2)
+    d2 = _squared_distances(x)
     np.fill_diagonal(d2, -1.0)  # the target sorts first
     order = np.argsort(d2, axis=1)  # quicksort: 4x faster than a stable sort ...
     ranked = np.take_along_axis(d2, order, axis=1)
