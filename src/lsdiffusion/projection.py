@@ -349,7 +349,24 @@ def muller_projection(
                 "centroids must be finite; an empty class has a NaN centroid: collect "
                 "samples of all three template classes"
             )
-    rel_tol = 100 * torch.finfo(w_raw.dtype).eps  # degenerate up to the input's precision
+    # Degenerate up to the precision of the values as given, at least float32's: the
+    # work is float64, and a 16-bit head's eps (bfloat16: 100 eps = 0.78) would refuse
+    # random templates. Templates combined in float32 (w0 + w1) are still refused.
+    rel_tol = 100 * torch.finfo(torch.promote_types(w_raw.dtype, torch.float32)).eps
+    dims = int(w_aug.shape[1])
+    needed = 2 if method == "plane" else 3
+    if dims < needed:
+        raise ValueError(
+            f"method={method!r} needs templates spanning {needed} dimensions, but they have "
+            f"{dims} column{'s' if dims > 1 else ''}{' (with the bias)' if augmented else ''}: "
+            "three points on a line span no plane"
+        )
+    if not bool(torch.isfinite(xf).all()):
+        bad = torch.nonzero(~torch.isfinite(xf).all(dim=1)).flatten()
+        raise ValueError(
+            f"features must be finite; rows {bad[:10].cpu().tolist()}"
+            f"{' ...' if bad.numel() > 10 else ''} hold NaN or inf"
+        )
 
     if method == "plane":
         origin = w_aug.mean(dim=0)
