@@ -182,6 +182,7 @@ def wordnet_hierarchy(
     *,
     on_ambiguous: Literal["raise", "first"] = "raise",
     nltk_data: str | Path | None = None,
+    embedded: bool = True,
 ) -> ClassHierarchy:
     """Build a :class:`~lsdiffusion.semantics.ClassHierarchy` for any classes via nltk.
 
@@ -195,6 +196,11 @@ def wordnet_hierarchy(
       unless ``on_ambiguous="first"``, which takes WordNet's first (most
       frequent) sense.
 
+    When every class is a wnid of ImageNet-1K (any subset, any order) and
+    `embedded` is True, the hierarchy comes from the embedded ImageNet-1K one
+    (the same WordNet 3.0 synsets, restricted to these classes and their
+    ancestors): no nltk, no corpus, no loading time.
+
     Parents are the hypernyms and instance hypernyms, and all ancestors over
     every path are kept, so the class sets follow the same rules as the
     embedded ImageNet-1K hierarchy. Save the result with
@@ -205,6 +211,8 @@ def wordnet_hierarchy(
         classes: the class references, in class-index order.
         on_ambiguous: what to do with a lemma that has several noun senses.
         nltk_data: optional nltk data folder, see :func:`load_wordnet`.
+        embedded: use the embedded ImageNet-1K hierarchy for ImageNet-1K wnids
+            (default); `False` always reads WordNet through nltk.
 
     Raises:
         WordNetUnavailableError: nltk or its WordNet corpus is missing.
@@ -218,6 +226,12 @@ def wordnet_hierarchy(
         raise ValueError(f"on_ambiguous must be 'raise' or 'first', got {on_ambiguous!r}")
     if isinstance(classes, str):
         raise TypeError("classes must be a sequence of str, got a single str")
+    if not isinstance(embedded, bool):
+        raise TypeError(f"embedded must be a bool (True or False), got {embedded!r}")
+    if embedded:
+        subset = _imagenet_subset(classes)
+        if subset is not None:
+            return subset
     wn = load_wordnet(nltk_data)
     version = str(wn.get_version())
     synsets = []
@@ -262,6 +276,28 @@ def wordnet_hierarchy(
     return ClassHierarchy(
         records.values(), [_wnid(s) for s in synsets], source=f"WordNet {version}"
     )
+
+
+def _imagenet_subset(classes: Sequence[str]) -> ClassHierarchy | None:
+    """The embedded hierarchy restricted to `classes`, when all are distinct ImageNet-1K wnids."""
+    from lsdiffusion.semantics.imagenet import imagenet1k_hierarchy, imagenet1k_wnids
+
+    known = set(imagenet1k_wnids())
+    refs = [c.strip() if isinstance(c, str) else c for c in classes]
+    if not refs or not all(isinstance(c, str) and c in known for c in refs):
+        return None
+    if len(set(refs)) != len(refs):
+        return None  # the nltk path reports the duplicate
+    full = imagenet1k_hierarchy()
+    by_wnid = {rec.wnid: rec for rec in full.records}
+    keep: dict[str, SynsetRecord] = {}
+    todo = list(refs)
+    while todo:
+        wnid = todo.pop()
+        if wnid not in keep:
+            keep[wnid] = by_wnid[wnid]
+            todo.extend(by_wnid[wnid].parents)
+    return ClassHierarchy(keep.values(), refs, source=full.source)
 
 
 def _wnid(synset: Any) -> str:
