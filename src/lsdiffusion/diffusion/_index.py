@@ -34,16 +34,17 @@ _REFERENCES: tuple[str, ...] = ("union", "all")
 
 
 def _scaled(c: torch.Tensor, needed: torch.Tensor) -> torch.Tensor:
-    """`c` times the power of two that brings the needed rows' largest entry into [0.5, 1).
+    """`c` times a power of two bringing its largest needed entry into [0.5, 1), if far off.
 
     Eq. 1 is invariant to a uniform scale, and a power of two scales every
     distance exactly, so ordinary inputs give the same bits; centroids near
     float64's limits (1e-170: squares underflow to 0; 1e155: squares
     overflow) then give the same index as at scale 1.
     """
-    peak = float(torch.where(needed.unsqueeze(1), c.abs(), 0.0).amax())
-    if not 0.0 < peak < math.inf:
-        return c
+    row_peak = torch.maximum(c.amax(dim=1), c.amin(dim=1).neg())  # no (C, D) temporary
+    peak = float(torch.where(needed, row_peak, 0.0).amax())
+    if not 0.0 < peak < math.inf or 1e-100 < peak < 1e100:
+        return c  # far from under/overflow: no need to touch the data
     k = -math.frexp(peak)[1]
     half = k // 2  # two factors: 2**k alone over/underflows for subnormal or huge peaks
     out: torch.Tensor = c * math.ldexp(1.0, half) * math.ldexp(1.0, k - half)
