@@ -2,7 +2,7 @@
 
 Needs the optional ``plot`` extra (``pip install "lsdiffusion[plot]"``);
 matplotlib is imported only when a function here is called. Figures are drawn
-on a bare :class:`matplotlib.figure.Figure` (no ``pyplot``, no global backend
+on a bare `matplotlib.figure.Figure` (no ``pyplot``, no global backend
 change), so they work headless, and are written in the format the file suffix
 names (`.png`, `.pdf`, `.svg`, ...; PNG when there is no suffix).
 """
@@ -141,7 +141,7 @@ def plot_projections(
 
     Args:
         panels: ``{key: (projection, labels)}`` with ``projection`` from
-            :func:`~lsdiffusion.projection.muller_projection` and ``labels`` the (N,)
+            [`muller_projection`][lsdiffusion.muller_projection] and ``labels`` the (N,)
             global class of each projected feature. Keys ``(teacher, temperature)``
             (strings) lay the panels out as a grid with one row per teacher; plain
             string keys are panel titles, wrapped ``ncols`` per row.
@@ -366,20 +366,20 @@ def plot_diffusion_index(
     r"""Chart the diffusion index against the distillation temperature and save it.
 
     Two panels, each with its own y scale and a line at zero: the similar-set
-    index :math:`\alpha(\pi, S_{sim})` on the left, the dissimilar-set index
-    :math:`\alpha(\pi, S_{dissim})` on the right (usually a few percent,
+    index $\alpha(\pi, S_{sim})$ on the left, the dissimilar-set index
+    $\alpha(\pi, S_{dissim})$ on the right (usually a few percent,
     which one shared axis would flatten), one line per series. Error bars are
     one standard deviation (``ddof=1``): across the results when a list is
     given for a temperature (e.g. one per seed: the seed spread), across
-    targets for a single :class:`~lsdiffusion.diffusion.DiffusionIndexTable`.
+    targets for a single [`DiffusionIndexTable`][lsdiffusion.DiffusionIndexTable].
     Series without any spread are drawn without error bars. Systematic
     diffusion shows as the left line below zero and the right one above.
 
     Args:
         results: ``{T1: result}`` for one series, or ``{series: {T1: result}}`` for
             several (e.g. one per teacher); a result is a
-            :class:`~lsdiffusion.diffusion.DiffusionIndex`, a
-            :class:`~lsdiffusion.diffusion.DiffusionIndexTable`, a
+            [`DiffusionIndex`][lsdiffusion.DiffusionIndex], a
+            [`DiffusionIndexTable`][lsdiffusion.DiffusionIndexTable], a
             ``(similar, dissimilar)`` pair in percent, or a list of these (one
             per seed), drawn as the mean of their means.
         path: where to write the figure; the suffix picks the format

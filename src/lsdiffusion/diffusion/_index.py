@@ -177,7 +177,7 @@ def relative_distances(
         (C,) float64 tensor; entry `target` is 0. Entries of classes outside
         $R$ are still defined (same normaliser).
 
-    Example:
+    Examples:
         >>> import torch
         >>> mu = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]])
         >>> relative_distances(mu, target=0)
@@ -274,7 +274,7 @@ def diffusion_index(
         A [`DiffusionIndex`][lsdiffusion.diffusion.DiffusionIndex]; `.similar`
         and `.dissimilar` are in percent.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t0 = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]])  # d0 = 1/4, 3/4
         >>> t1 = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 4.0]])  # d1 = 1/5, 4/5
@@ -340,7 +340,7 @@ def diffusion_indices(
         A [`DiffusionIndexTable`][lsdiffusion.diffusion.DiffusionIndexTable]
         (percent), rows in the order of `targets`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t0 = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]])
         >>> t1 = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 4.0]])

@@ -18,35 +18,37 @@ from lsdiffusion._arrays import _check_int
 
 @dataclass(frozen=True)
 class DiffusionSignificance:
-    r"""Is the diffusion systematic? Tests over the targets of a :class:`DiffusionIndexTable`.
+    r"""Is the diffusion systematic? Tests over the targets of a `DiffusionIndexTable`.
 
-    Made by :meth:`DiffusionIndexTable.significance`. With :math:`a_i` the
-    :math:`\alpha(\pi_i, S_{sim})` and :math:`b_i` the
-    :math:`\alpha(\pi_i, S_{dissim})` of the :math:`n` targets:
+    Made by
+    [`DiffusionIndexTable.significance`][lsdiffusion.diffusion.DiffusionIndexTable.significance].
+    With $a_i$ the $\alpha(\pi_i, S_{sim})$ and $b_i$ the $\alpha(\pi_i, S_{dissim})$ of the $n$
+    targets:
 
     * ``p_similar_negative``: one-sided Wilcoxon signed-rank test of
-      :math:`a_i`, alternative "located below 0" (``scipy.stats.wilcoxon(a,
+      $a_i$, alternative "located below 0" (``scipy.stats.wilcoxon(a,
       alternative="less")``);
-    * ``p_dissimilar_positive``: the same for :math:`b_i`, alternative "above 0";
-    * ``p_similar_below_dissimilar``: paired, one-sided, on :math:`a_i - b_i`,
+    * ``p_dissimilar_positive``: the same for $b_i$, alternative "above 0";
+    * ``p_similar_below_dissimilar``: paired, one-sided, on $a_i - b_i$,
       alternative "below 0" (``wilcoxon(a, b, alternative="less")``);
     * ``ci_similar``, ``ci_dissimilar``: bootstrap confidence intervals of the
-      means :math:`\bar a`, :math:`\bar b` (``scipy.stats.bootstrap``, BCa,
+      means $\bar a$, $\bar b$ (``scipy.stats.bootstrap``, BCa,
       ``n_resamples`` resamples of the targets).
 
     The tests treat targets as independent units. Targets measured on one
     network share it, so pool targets over several seeds
-    (:meth:`DiffusionIndexTable.concat`) before reading much into a small p.
+    ([`DiffusionIndexTable.concat`][lsdiffusion.diffusion.DiffusionIndexTable.concat]) before
+    reading much into a small p.
 
     Attributes:
         n: the number of targets.
-        mean_similar: :math:`\bar a`, percent.
-        mean_dissimilar: :math:`\bar b`, percent.
-        p_similar_negative: p-value of :math:`a < 0`.
-        p_dissimilar_positive: p-value of :math:`b > 0`.
-        p_similar_below_dissimilar: p-value of :math:`a < b` (paired).
-        ci_similar: ``(low, high)`` interval of :math:`\bar a`, percent.
-        ci_dissimilar: ``(low, high)`` interval of :math:`\bar b`, percent.
+        mean_similar: $\bar a$, percent.
+        mean_dissimilar: $\bar b$, percent.
+        p_similar_negative: p-value of $a < 0$.
+        p_dissimilar_positive: p-value of $b > 0$.
+        p_similar_below_dissimilar: p-value of $a < b$ (paired).
+        ci_similar: ``(low, high)`` interval of $\bar a$, percent.
+        ci_dissimilar: ``(low, high)`` interval of $\bar b$, percent.
         confidence: the intervals' confidence level.
         n_resamples: bootstrap resamples.
     """

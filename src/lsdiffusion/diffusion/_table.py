@@ -78,11 +78,11 @@ class DiffusionIndexTable:
 
     Attributes:
         targets: (T,) int64 target classes.
-        similar: (T,) float64, :math:`\alpha(\pi, S_{sim})` in percent.
-        dissimilar: (T,) float64, :math:`\alpha(\pi, S_{dissim})` in percent.
+        similar: (T,) float64, $\alpha(\pi, S_{sim})$ in percent.
+        dissimilar: (T,) float64, $\alpha(\pi, S_{dissim})$ in percent.
         reference: the normalising set used (``"union"`` or ``"all"``).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> tab = DiffusionIndexTable(np.array([3, 7]), np.array([-2.0, -4.0]),
         ...                           np.array([1.0, 3.0]), "union")
@@ -135,12 +135,12 @@ class DiffusionIndexTable:
 
     @property
     def mean_similar(self) -> float:
-        """Mean of :attr:`similar` over targets, in percent."""
+        """Mean of `similar` over targets, in percent."""
         return float(np.mean(self.similar))
 
     @property
     def mean_dissimilar(self) -> float:
-        """Mean of :attr:`dissimilar` over targets, in percent."""
+        """Mean of `dissimilar` over targets, in percent."""
         return float(np.mean(self.dissimilar))
 
     @property
@@ -161,9 +161,9 @@ class DiffusionIndexTable:
         """Pool the rows of several tables (e.g. one per seed) into one table.
 
         Targets may then repeat (class 3 of seed 0 and class 3 of seed 1 are
-        two rows); :meth:`significance` treats every row as one observation.
+        two rows); `significance` treats every row as one observation.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> a = DiffusionIndexTable(np.array([0, 1]), np.array([-2.0, -4.0]),
             ...                         np.array([1.0, 3.0]))
@@ -195,12 +195,12 @@ class DiffusionIndexTable:
     ) -> DiffusionSignificance:
         r"""Test systematic diffusion over the targets: Wilcoxon p-values, bootstrap intervals.
 
-        With :math:`a_i = \alpha(\pi_i, S_{sim})` and :math:`b_i = \alpha(\pi_i, S_{dissim})`:
+        With $a_i = \alpha(\pi_i, S_{sim})$ and $b_i = \alpha(\pi_i, S_{dissim})$:
 
         * ``p_similar_negative`` = ``scipy.stats.wilcoxon(a, alternative="less").pvalue``
         * ``p_dissimilar_positive`` = ``wilcoxon(b, alternative="greater").pvalue``
         * ``p_similar_below_dissimilar`` = ``wilcoxon(a, b, alternative="less").pvalue``
-          (paired: the signed ranks of :math:`a_i - b_i`)
+          (paired: the signed ranks of $a_i - b_i$)
         * ``ci_similar`` / ``ci_dissimilar``: ``scipy.stats.bootstrap((a,), np.mean,
           confidence_level=confidence, n_resamples=n_resamples)`` (BCa), each
           with a generator ``np.random.default_rng(seed)``.
@@ -208,24 +208,25 @@ class DiffusionIndexTable:
         The signed-rank test asks whether the values are located (their
         pseudo-median) below or above zero, without assuming normality; it
         assumes independent targets and a distribution symmetric about its
-        centre. See :class:`DiffusionSignificance` and the concepts page.
+        centre. See [`DiffusionSignificance`][lsdiffusion.DiffusionSignificance] and the concepts
+        page.
 
         Args:
             confidence: confidence level of the intervals, in (0, 1); ``1 -
                 confidence`` is also the default level of
-                :meth:`DiffusionSignificance.systematic_at`.
+                [`DiffusionSignificance.systematic_at`][lsdiffusion.diffusion.DiffusionSignificance.systematic_at].
             n_resamples: bootstrap resamples (>= 1; the default 10 000 takes
                 milliseconds for thousands of targets).
             seed: seeds the bootstrap, so that a table always gives the same
                 intervals; ``None`` draws fresh entropy.
 
         Returns:
-            A :class:`DiffusionSignificance`.
+            A [`DiffusionSignificance`][lsdiffusion.DiffusionSignificance].
 
         Raises:
             ValueError: fewer than 2 targets, or bad arguments.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> tab = DiffusionIndexTable(np.arange(8),
             ...     np.array([-9.0, -4.0, -6.0, -1.0, -7.5, -3.0, -8.0, 0.5]),
@@ -262,7 +263,7 @@ class DiffusionIndexTable:
 
         `json.dumps` of the result is standard JSON (no `NaN` tokens).
 
-        Example:
+        Examples:
             >>> import json, numpy as np
             >>> tab = DiffusionIndexTable(np.array([3]), np.array([-2.0]), np.array([np.nan]))
             >>> json.dumps(tab.to_dict(names={3: "cat"})["rows"])

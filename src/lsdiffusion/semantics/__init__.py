@@ -2,18 +2,18 @@
 
 Two methods, as in Chandrasegaran et al. (ICML 2022):
 
-1. **WordNet** (:func:`wordnet_class_sets`, :class:`ClassHierarchy`): siblings
-   under the immediate hypernym, and classes whose lowest common ancestor with
-   the target is near the root. ImageNet-1K's hierarchy ships with the package
-   (no nltk, no network); other class lists go through nltk
-   (:func:`wordnet_hierarchy`).
-2. **Feature distance** (:func:`feature_class_sets`): the classes whose
+1. **WordNet** ([`wordnet_class_sets`][lsdiffusion.wordnet_class_sets],
+   [`ClassHierarchy`][lsdiffusion.ClassHierarchy]): siblings under the immediate hypernym, and
+   classes whose lowest common ancestor with the target is near the root. ImageNet-1K's hierarchy
+   ships with the package (no nltk, no network); other class lists go through nltk
+   ([`wordnet_hierarchy`][lsdiffusion.wordnet_hierarchy]).
+2. **Feature distance** ([`feature_class_sets`][lsdiffusion.feature_class_sets]): the classes whose
    centroids are closest (1%) and farthest (90%) from the target's.
 
-:func:`set_consistency` compares two selections (paper Table G.1) and
-:func:`paper_class_set` returns the paper's hand-picked sets. CIFAR-100's
+[`set_consistency`][lsdiffusion.set_consistency] compares two selections (paper Table G.1) and
+[`paper_class_set`][lsdiffusion.paper_class_set] returns the paper's hand-picked sets. CIFAR-100's
 official hierarchy (20 superclasses of 5 classes) ships too
-(:func:`cifar100_class_sets`: similar = the other four classes of the
+([`cifar100_class_sets`][lsdiffusion.cifar100_class_sets]: similar = the other four classes of the
 superclass, dissimilar = the classes of the other superclasses).
 """
 

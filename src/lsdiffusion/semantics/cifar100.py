@@ -64,7 +64,7 @@ def _table() -> tuple[tuple[str, ...], tuple[tuple[str, tuple[int, ...]], ...]]:
 def cifar100_class_names() -> tuple[str, ...]:
     """The 100 fine label names in the dataset's label order.
 
-    Example:
+    Examples:
         >>> from lsdiffusion.semantics import cifar100_class_names
         >>> names = cifar100_class_names()
         >>> len(names), names[0], names[47], names[99]
@@ -76,7 +76,7 @@ def cifar100_class_names() -> tuple[str, ...]:
 def cifar100_superclasses() -> dict[str, tuple[int, ...]]:
     """The 20 superclasses (coarse label order) with the fine labels of their classes.
 
-    Example:
+    Examples:
         >>> from lsdiffusion.semantics import cifar100_superclasses
         >>> supers = cifar100_superclasses()
         >>> list(supers)[:2], supers["trees"]
@@ -94,7 +94,7 @@ def cifar100_hierarchy() -> ClassHierarchy:
     `cifar100.fine.NN`, lemma = the fine label name), in fine label order.
     The ids are not WordNet ids.
 
-    Example:
+    Examples:
         >>> from lsdiffusion.semantics import cifar100_hierarchy
         >>> h = cifar100_hierarchy()
         >>> h.num_classes, h.index("maple tree"), h.similar_basis(47).synsets
@@ -128,7 +128,7 @@ def cifar100_class_sets(target: int | str) -> ClassSets:
         ClassLookupError: an unknown name (close matches are listed) or an
             index outside 0-99.
 
-    Example:
+    Examples:
         >>> from lsdiffusion.semantics import cifar100_class_sets, cifar100_class_names
         >>> similar, dissimilar = cifar100_class_sets("maple_tree")
         >>> [cifar100_class_names()[i] for i in similar], len(dissimilar)
@@ -140,7 +140,7 @@ def cifar100_class_sets(target: int | str) -> ClassSets:
 def cifar100_class_masks() -> ClassSetMasks:
     """[`cifar100_class_sets`][lsdiffusion.semantics.cifar100_class_sets] of every class, as masks.
 
-    Example:
+    Examples:
         >>> from lsdiffusion.semantics import cifar100_class_masks
         >>> masks = cifar100_class_masks()
         >>> masks.similar.shape, int(masks.similar.sum()), int(masks.dissimilar[0].sum())

@@ -1,12 +1,13 @@
 """``lsdiffusion classes``: print a class's WordNet similar and dissimilar classes.
 
-Examples::
-
+Examples:
+    ```bash
     lsdiffusion classes "golden retriever"
     lsdiffusion classes 207 208 --dissimilar-depth 4 --sample 20
     lsdiffusion classes pillow --max-size 20
     lsdiffusion classes --dataset cifar100 maple_tree
     lsdiffusion classes maple_tree --classes my_classes.txt --first-sense
+    ```
 
 Module-level imports stay light (argparse only) so ``lsdiffusion --help`` is fast.
 """

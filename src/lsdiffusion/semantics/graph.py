@@ -109,7 +109,7 @@ def build_graph(records: Sequence[SynsetRecord], classes: Sequence[str]) -> Hier
         ValueError: on duplicate wnids or classes, a parent without a record, a
             class without a record, or a cycle.
 
-    Example:
+    Examples:
         >>> recs = [SynsetRecord("n1", "a.n.01", (), ("a",)),
         ...         SynsetRecord("n2", "b.n.01", ("n1",), ("b",)),
         ...         SynsetRecord("n3", "c.n.01", ("n1",), ("c",))]

@@ -1,27 +1,27 @@
 """Class hierarchies from WordNet: class lookup and semantic class sets (method 1).
 
-A :class:`ClassHierarchy` holds the classes of a dataset (ImageNet-1K, or any
-list of WordNet synsets) together with every hypernym ancestor they need, as a
+A [`ClassHierarchy`][lsdiffusion.semantics.hierarchy.ClassHierarchy] holds the classes of a dataset
+(ImageNet-1K, or any list of WordNet synsets) together with every hypernym ancestor they need, as a
 directed acyclic graph (a synset may have several parents). From it come the
 paper's WordNet class sets for a target class π:
 
-* **Similar**, :math:`S_{sim}(π)`: the *siblings* of π, i.e. the other classes
+* **Similar**, $S_{sim}(π)$: the *siblings* of π, i.e. the other classes
   that have one of π's immediate hypernyms as an immediate hypernym. When π has
   several immediate hypernyms the siblings under each of them are united. When
   π has no sibling, fall back to the *smallest ancestor subtree* that holds at
   least ``min_size`` classes besides π: among the ancestors ``v`` of π (over
   all hypernym paths, π itself included) with ``|classes under v| - 1 >=
   min_size``, take the one with the fewest classes (ties: the deepest, then the
-  smallest wnid); :math:`S_{sim}(π)` is every class under it except π.
+  smallest wnid); $S_{sim}(π)$ is every class under it except π.
   With ``max_size`` set, a fallback set larger than ``max_size`` keeps only
   its ``max_size`` *closest* classes: deepest lowest common ancestor with π
   first, ties broken by the smaller class index. Sibling sets are never cut
   (they are the paper's definition: the retrievers, the snakes); without a
   cap, 14 of ImageNet's classes fall back to subtrees of over 100 classes
   (pillow and stage: all 521 artifacts).
-* **Dissimilar**, :math:`S_{dissim}(π)`: the classes ``c != π`` whose lowest
+* **Dissimilar**, $S_{dissim}(π)$: the classes ``c != π`` whose lowest
   common ancestor with π sits at depth ``<= dissimilar_depth``, except those
-  already in :math:`S_{sim}(π)`: the two sets never overlap. (An overlap needs
+  already in $S_{sim}(π)$: the two sets never overlap. (An overlap needs
   a similar set taken under a synset at most ``dissimilar_depth`` deep; with
   the defaults this happens to 6 of ImageNet's 1000 classes, e.g. "cliff",
   whose similar set is the other classes under ``geological_formation.n.01``.)
@@ -45,9 +45,9 @@ convention ``dog.n.01`` (depth 13 here, 8 by its shortest path through
 ``domestic_animal.n.01``) would sit above some of its own ancestors.
 
 ImageNet-1K's hierarchy ships with the package
-(:mod:`lsdiffusion.semantics.imagenet`, loaded on first use);
-:func:`lsdiffusion.semantics.wordnet_hierarchy` builds one for any class list
-through nltk.
+([`lsdiffusion.semantics.imagenet`][lsdiffusion.semantics.imagenet], loaded on first use);
+[`lsdiffusion.semantics.wordnet_hierarchy`][lsdiffusion.wordnet_hierarchy] builds one for any class
+list through nltk.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ class ClassHierarchy:
         ValueError: on duplicate wnids or classes, a parent without a record, a
             class without a record, or a cycle.
 
-    Example:
+    Examples:
         >>> from lsdiffusion.semantics import imagenet1k_hierarchy
         >>> h = imagenet1k_hierarchy()
         >>> h.num_classes, h.index("Golden_Retriever"), h.names[207]
@@ -245,7 +245,7 @@ class ClassHierarchy:
 
         Ordered by depth, then wnid; the class itself is not included.
 
-        Example:
+        Examples:
             >>> from lsdiffusion.semantics import imagenet1k_hierarchy
             >>> imagenet1k_hierarchy().ancestors(207)[-3:]
             ('hunting_dog.n.01', 'sporting_dog.n.01', 'retriever.n.01')
@@ -277,7 +277,7 @@ class ClassHierarchy:
                 range; unknown names come with close matches.
             TypeError: ``target`` is neither an int nor a str.
 
-        Example:
+        Examples:
             >>> from lsdiffusion.semantics import imagenet1k_hierarchy
             >>> h = imagenet1k_hierarchy()
             >>> h.index(207), h.index("n02099601"), h.index("golden_retriever.n.01")
@@ -442,7 +442,7 @@ class ClassHierarchy:
     def similar_basis(self, target: int | str, *, min_size: int = DEFAULT_MIN_SIZE) -> SimilarBasis:
         """Say which synset(s) the similar set of ``target`` was taken under.
 
-        Example:
+        Examples:
             >>> from lsdiffusion.semantics import imagenet1k_hierarchy
             >>> imagenet1k_hierarchy().similar_basis(207)
             SimilarBasis(kind='siblings', synsets=('retriever.n.01',))
@@ -483,7 +483,7 @@ class ClassHierarchy:
             ``ClassSets(similar, dissimilar)``, ascending class indices, disjoint;
             the target is in neither.
 
-        Example:
+        Examples:
             >>> from lsdiffusion.semantics import imagenet1k_hierarchy
             >>> h = imagenet1k_hierarchy()
             >>> sim, dis = h.class_sets("golden retriever")
@@ -507,7 +507,7 @@ class ClassHierarchy:
         )
 
     def _class_sets_direct(self, i: int, m: int, k: int, cap: int | None = None) -> ClassSets:
-        """:meth:`class_sets` of one class without building the ``(C, C)`` masks."""
+        """`class_sets` of one class without building the ``(C, C)`` masks."""
         sim = self._siblings(i)
         if sim.size == 0:
             sim = self._fallback_members(i, self._fallback_root(i, m), cap)
@@ -528,11 +528,11 @@ class ClassHierarchy:
     ) -> ClassSetMasks:
         """Class sets of every class at once, as ``(C, C)`` bool masks.
 
-        Row ``t`` equals :meth:`class_sets` of target ``t`` (same arguments).
-        Results are cached per set of arguments and returned read-only (copy
-        before editing). Memory is ``2 C²`` bytes.
+        Row ``t`` equals [`class_sets`][lsdiffusion.semantics.hierarchy.ClassHierarchy.class_sets]
+        of target ``t`` (same arguments). Results are cached per set of arguments and returned
+        read-only (copy before editing). Memory is ``2 C²`` bytes.
 
-        Example:
+        Examples:
             >>> from lsdiffusion.semantics import imagenet1k_hierarchy
             >>> masks = imagenet1k_hierarchy().class_masks()
             >>> masks.similar.shape, int(masks.similar[207].sum())
@@ -590,7 +590,7 @@ class ClassHierarchy:
         ``a`` and ``b`` (a class counts as its own ancestor, so the diagonal is
         the class's depth), or -1 when they share none. Cached, read-only.
 
-        Example:
+        Examples:
             >>> from lsdiffusion.semantics import imagenet1k_hierarchy
             >>> d = imagenet1k_hierarchy().lca_depths()
             >>> int(d[207, 208]), int(d[207, 833])  # retriever.n.01; whole.n.02

@@ -55,7 +55,7 @@ def is_index_text(text: str) -> bool:
 def echo(text: str) -> str:
     """`repr(text)`, cut to [`ECHO_LIMIT`][lsdiffusion.semantics.names.ECHO_LIMIT] characters.
 
-    Example:
+    Examples:
         >>> echo("a" * 100)
         "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa…' (100 characters)"
     """
@@ -67,7 +67,7 @@ def echo(text: str) -> str:
 def normalize_name(name: str) -> str:
     """Casefold, treat `_` and `-` as spaces and collapse whitespace.
 
-    Example:
+    Examples:
         >>> normalize_name("  Golden_Retriever ")
         'golden retriever'
     """
@@ -80,7 +80,7 @@ class NameIndex:
     Args:
         lemmas: per class (in class-index order), its lemma names.
 
-    Example:
+    Examples:
         >>> idx = NameIndex([("golden_retriever",), ("Labrador_retriever", "Labrador")])
         >>> idx.classes("labrador"), idx.classes("retriever")
         ([1], [])

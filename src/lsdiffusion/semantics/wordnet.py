@@ -1,11 +1,13 @@
 """Class hierarchies for any class list through nltk's WordNet (imported lazily).
 
 Use this for ImageNet-21k wnids, CIFAR-100 names or your own synsets; the
-resulting :class:`~lsdiffusion.semantics.ClassHierarchy` applies exactly the
+resulting [`ClassHierarchy`][lsdiffusion.ClassHierarchy] applies exactly the
 rules of the embedded ImageNet-1K one, and can be saved for offline use.
 
 nltk and its WordNet corpus are optional. Nothing here ever downloads: when
-either is missing, :class:`WordNetUnavailableError` says how to install it.
+either is missing,
+[`WordNetUnavailableError`][lsdiffusion.semantics.wordnet.WordNetUnavailableError] says how to
+install it.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ The ImageNet-1K hierarchy ships with lsdiffusion and needs none of this."""
 
 
 class ClassProblem(NamedTuple):
-    """One class of a list that :func:`wordnet_hierarchy` could not resolve.
+    """One class of a list that `wordnet_hierarchy` could not resolve.
 
     Attributes:
         position: its index in the class list.
@@ -66,7 +68,8 @@ class ClassListError(ClassLookupError):
     """Every class of a list that names no WordNet synset, or several, reported at once.
 
     Attributes:
-        problems: one :class:`ClassProblem` per such class, in list order.
+        problems: one [`ClassProblem`][lsdiffusion.semantics.wordnet.ClassProblem] per such class,
+            in list order.
     """
 
     def __init__(self, problems: Sequence[ClassProblem], advice: str) -> None:
@@ -94,13 +97,14 @@ def prepare_wordnet_corpus(dest: str | Path, source: str | Path = "/usr/share/wo
         source: folder with WordNet's ``data.noun``, ``index.noun``, ...
 
     Returns:
-        ``dest`` as a :class:`~pathlib.Path`; point ``NLTK_DATA`` at it or pass
-        it as ``nltk_data=`` to :func:`wordnet_hierarchy`.
+        ``dest`` as a `Path`; point ``NLTK_DATA`` at it or pass
+        it as ``nltk_data=`` to
+        [`wordnet_hierarchy`][lsdiffusion.semantics.wordnet.wordnet_hierarchy].
 
     Raises:
         FileNotFoundError: ``source`` lacks ``data.noun`` or ``index.noun``.
 
-    Example:
+    Examples:
         >>> import os, tempfile
         >>> from lsdiffusion.semantics import prepare_wordnet_corpus
         >>> with tempfile.TemporaryDirectory() as tmp:
@@ -184,7 +188,7 @@ def wordnet_hierarchy(
     nltk_data: str | Path | None = None,
     embedded: bool = True,
 ) -> ClassHierarchy:
-    """Build a :class:`~lsdiffusion.semantics.ClassHierarchy` for any classes via nltk.
+    """Build a [`ClassHierarchy`][lsdiffusion.ClassHierarchy] for any classes via nltk.
 
     Each class is one of:
 
@@ -204,22 +208,23 @@ def wordnet_hierarchy(
     Parents are the hypernyms and instance hypernyms, and all ancestors over
     every path are kept, so the class sets follow the same rules as the
     embedded ImageNet-1K hierarchy. Save the result with
-    :meth:`ClassHierarchy.save` to use it without nltk later. Loading the
-    corpus takes a few seconds.
+    [`ClassHierarchy.save`][lsdiffusion.semantics.hierarchy.ClassHierarchy.save] to use it without
+    nltk later. Loading the corpus takes a few seconds.
 
     Args:
         classes: the class references, in class-index order.
         on_ambiguous: what to do with a lemma that has several noun senses.
-        nltk_data: optional nltk data folder, see :func:`load_wordnet`.
+        nltk_data: optional nltk data folder, see
+            [`load_wordnet`][lsdiffusion.semantics.wordnet.load_wordnet].
         embedded: use the embedded ImageNet-1K hierarchy for ImageNet-1K wnids
             (default); `False` always reads WordNet through nltk.
 
     Raises:
         WordNetUnavailableError: nltk or its WordNet corpus is missing.
-        ClassListError: (a :class:`ClassLookupError`) classes that name no
-            synset (close matches are listed), or ambiguous lemmas with
+        ClassListError: (a [`ClassLookupError`][lsdiffusion.semantics.names.ClassLookupError])
+            classes that name no synset (close matches are listed), or ambiguous lemmas with
             ``on_ambiguous="raise"``: every one of them at once, in
-            :attr:`ClassListError.problems`.
+            `ClassListError.problems`.
         ValueError: duplicate classes; wnids with a WordNet other than 3.0.
     """
     if on_ambiguous not in ("raise", "first"):
