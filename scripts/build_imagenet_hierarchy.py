@@ -41,7 +41,7 @@ def read_wnids(path: Path) -> list[str]:
 
 
 def build(wnids: list[str], nltk_data: Path | None) -> ClassHierarchy:
-    return wordnet_hierarchy(wnids, nltk_data=nltk_data)
+    return wordnet_hierarchy(wnids, nltk_data=nltk_data, embedded=False)  # from WordNet itself
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -319,7 +319,7 @@ def test_vectorised_errors(cents):
     with pytest.raises(ValueError, match=r"similar of target 3 has duplicate classes \[4\]"):
         diffusion_indices(c0, c1, [0, 3], [[1], [4, 4]], [[2], [5]])
     with pytest.raises(
-        ValueError, match=r"dissimilar of target 0 must hold class indices in \[0, 5\].*got 9"
+        ValueError, match=r"dissimilar of target 0 must hold class indices in \[0, 5\].*got \[9\]"
     ):
         diffusion_indices(c0, c1, [0, 3], [[1], [4]], [[9], [5]])
     with pytest.raises(ValueError, match=r"targets has duplicate classes \[0\]"):
@@ -495,7 +495,7 @@ def test_significance_equals_scipy_called_directly(dtype):
     assert sig.n_resamples == 2000
     # the diffusion built into the table is detected
     assert sig.mean_similar < 0 < sig.mean_dissimilar
-    assert sig.systematic()
+    assert sig.systematic
     assert sig.ci_similar[1] < 0 < sig.ci_dissimilar[0]
 
 
@@ -530,7 +530,7 @@ def test_no_diffusion_is_not_systematic():
     rng = np.random.default_rng(5)
     tab = DiffusionIndexTable(np.arange(40), rng.normal(0, 1, 40), rng.normal(0, 1, 40))
     sig = tab.significance(n_resamples=500)
-    assert not sig.systematic()
+    assert not sig.systematic
     # the opposite effect gives large one-sided p-values
     flipped = DiffusionIndexTable(np.arange(40), rng.normal(5, 1, 40), rng.normal(-5, 1, 40))
     sig = flipped.significance(n_resamples=500)
@@ -552,9 +552,9 @@ def test_significance_outputs():
     assert "p(α_dissim > 0) = " in lines[2]
     assert lines[3].startswith("paired")
     assert lines[3].index("p(") == lines[1].index("p(")
-    assert sig.systematic(level=1e-30) is False
+    assert sig.systematic_at(1e-30) is False
     with pytest.raises(ValueError, match=r"level must be in \(0, 1\), got 1.5"):
-        sig.systematic(level=1.5)
+        sig.systematic_at(1.5)
 
 
 def test_concat_pools_seeds():
@@ -597,3 +597,93 @@ def test_geometry_module_keeps_the_old_import_path():
 
     for name in geometry.__all__:
         assert getattr(geometry, name) is getattr(lsdiffusion, name), name
+
+
+# ---------------------------------------------------------------------------
+# review fixes (issues 16 and 20)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore:The BCa")
+def test_systematic_is_a_property_on_both_results():
+    tab = _table_from_centroids(torch.float64)
+    sig = tab.significance(n_resamples=300)
+    assert isinstance(sig.systematic, bool)  # `if sig.systematic:` means what it says
+    assert sig.systematic is sig.systematic_at(0.05)
+    quiet = DiffusionIndexTable(np.arange(6), np.zeros(6) + 1.0, np.zeros(6) - 1.0)
+    assert quiet.significance(n_resamples=200).systematic is False
+    one = diffusion_index(*_review_centroids(), 0, [1, 2], [3, 4])
+    assert isinstance(one.systematic, bool)
+    with pytest.raises(TypeError, match="level must be a float"):
+        sig.systematic_at("0.05")  # type: ignore[arg-type]
+
+
+def test_table_checks_its_columns():
+    tab = DiffusionIndexTable([0, 1], [-1.0, -2.0], (3, 4))  # type: ignore[arg-type]
+    assert tab.targets.dtype == np.int64
+    assert tab.similar.dtype == np.float64
+    assert tab.dissimilar.dtype == np.float64
+    assert tab.mean_dissimilar == 3.5
+    assert tab.fraction_systematic == 1.0
+    from_tensors = DiffusionIndexTable(torch.tensor([0, 1]), torch.tensor([-1.0, -2.0]),
+                                       torch.tensor([3.0, 4.0]))  # fmt: skip
+    assert from_tensors.row(1) == (-2.0, 4.0)
+    with pytest.raises(
+        ValueError, match="similar must have one value per target: 2 targets, got 3"
+    ):
+        DiffusionIndexTable(np.arange(2), np.zeros(3), np.zeros(2))
+    with pytest.raises(ValueError, match="dissimilar must have one value per target"):
+        DiffusionIndexTable(np.arange(2), np.zeros(2), np.zeros(1))
+    with pytest.raises(
+        ValueError, match=r"reference must be one of \['union', 'all'\], got 'bogus'"
+    ):
+        DiffusionIndexTable(np.arange(2), np.zeros(2), np.zeros(2), "bogus")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="targets must hold integer class indices"):
+        DiffusionIndexTable(np.array([0.0, 1.0]), np.zeros(2), np.zeros(2))
+    with pytest.raises(TypeError, match="similar must hold real numbers"):
+        DiffusionIndexTable(np.arange(2), np.array(["a", "b"]), np.zeros(2))
+    with pytest.raises(ValueError, match="targets must be 1-D"):
+        DiffusionIndexTable(np.zeros((2, 2), dtype=int), np.zeros(2), np.zeros(2))
+    with pytest.raises(ValueError, match="targets is empty"):
+        DiffusionIndexTable(np.arange(0), np.zeros(0), np.zeros(0))
+
+
+def test_exports_escape_their_special_characters():
+    tab = DiffusionIndexTable(np.arange(3), np.array([-1.0, -2.0, -3.0]), np.array([1.0, 2.0, 3.0]))
+    names = ["a^b~c\\d", "x|y", "50% & $5 #1 {u}_v"]
+    latex = tab.to_latex(names=names)
+    assert "a\\textasciicircum{}b\\textasciitilde{}c\\textbackslash{}d & " in latex
+    assert "50\\% \\& \\$5 \\#1 \\{u\\}\\_v & " in latex
+    md = tab.to_markdown(names=names)
+    rows = md.splitlines()
+    assert rows[3] == "| x\\|y | -2.00 | +2.00 |"
+    assert all(r.replace("\\|", "").count("|") == 4 for r in rows)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore:The BCa")
+def test_to_dict_is_standard_json():
+    tab = DiffusionIndexTable(np.array([4, 9]), np.array([-1.0, np.nan]), np.array([2.0, 1.0]))
+    data = tab.to_dict(names={4: "cat"})
+    text = json.dumps(data, allow_nan=False)  # raises on NaN
+    assert json.loads(text) == data
+    assert data["rows"][1] == {"target": 9, "name": "9", "similar": None, "dissimilar": 1.0}
+    assert data["mean_similar"] is None
+    assert data["mean_dissimilar"] == 1.5
+    assert data["reference"] == "union"
+    sig = DiffusionIndexTable(np.arange(4), np.zeros(4), np.zeros(4)).significance(n_resamples=50)
+    json.dumps(sig.to_dict(), allow_nan=False)
+
+
+@pytest.mark.parametrize("scale", [1e-160, 1e-170, 1e-300, 1e155, 1e300])
+def test_index_is_the_same_at_extreme_float64_scales(scale):
+    c0, c1 = _review_centroids()
+    want = diffusion_index(c0, c1, 0, [1, 2], [3, 4], reference="all")
+    got = diffusion_index(c0 * scale, c1 * scale, 0, [1, 2], [3, 4], reference="all")
+    assert got.similar == pytest.approx(want.similar, rel=1e-12)
+    assert got.dissimilar == pytest.approx(want.dissimilar, rel=1e-12)
+    tab = diffusion_indices(c0 * scale, c1 * scale, [0, 5], [[1, 2], [6]], [[3, 4], [7]])
+    ref = diffusion_indices(c0, c1, [0, 5], [[1, 2], [6]], [[3, 4], [7]])
+    np.testing.assert_allclose(tab.similar, ref.similar, rtol=1e-10)
+    np.testing.assert_allclose(tab.dissimilar, ref.dissimilar, rtol=1e-10)
+    d = relative_distances(c0 * scale, 0)
+    np.testing.assert_allclose(d.numpy(), relative_distances(c0, 0).numpy(), rtol=1e-12)

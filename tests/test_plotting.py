@@ -245,3 +245,30 @@ def test_diffusion_chart_error_bars_from_seeds(tmp_path, captured):
     assert labels == ["LS teacher", "plain teacher"]
     with pytest.raises(TypeError, match="non-empty list of them"):
         plot_diffusion_index({2.0: []}, tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize(
+    ("suffix", "magic"), [(".pdf", b"%PDF"), (".png", b"\x89PNG"), (".svg", b"<?xml")]
+)
+def test_format_follows_the_suffix(tmp_path, suffix, magic):
+    out = plot_diffusion_index({2.0: (-1.0, 1.0), 4.0: (-2.0, 1.5)}, tmp_path / f"a{suffix}")
+    assert out.read_bytes().startswith(magic)
+    g = torch.Generator().manual_seed(0)
+    feats, w = torch.randn(12, 4, generator=g), torch.randn(3, 4, generator=g)
+    proj = muller_projection(feats, w)
+    labels = np.repeat([0, 1, 2], 4)
+    out = plot_projections({"p": (proj, labels)}, tmp_path / f"p{suffix}")
+    assert out.read_bytes().startswith(magic)
+
+
+def test_unknown_suffix_and_label_keys_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="path must end in a format matplotlib writes"):
+        plot_diffusion_index({2.0: (-1.0, 1.0)}, tmp_path / "a.docx")
+    assert not (tmp_path / "a.docx").exists()
+    with pytest.raises(TypeError, match=r"keys must be temperatures .*got 'T=4'.*series_name"):
+        plot_diffusion_index({"T=4": (-1.0, 1.0)}, tmp_path / "a.png")  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match=r"results\['a'\] keys must be temperatures"):
+        plot_diffusion_index({"a": {"T=4": (-1.0, 1.0)}}, tmp_path / "a.png")  # type: ignore[dict-item]
+    # labelled series of numeric temperatures work, int keys too
+    out = plot_diffusion_index({"LS": {4: (-1.0, 1.0)}, "CE": {4: (0.5, 0.2)}}, tmp_path / "b.png")
+    assert out.stat().st_size > 0

@@ -336,3 +336,40 @@ def test_projection_centroid_and_transform_errors():
         proj.transform(torch.zeros(2, 5))
     with pytest.raises(ValueError, match="features must be 2-D"):
         proj.transform(torch.zeros(4))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_random_16_bit_heads_span_a_plane(dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 16, generator=g).to(dtype)
+    accepted = 0
+    for _ in range(50):
+        w = torch.randn(3, 16, generator=g).to(dtype)
+        proj = muller_projection(x, w)
+        accepted += 1
+        ref = muller_projection(x.double(), w.double())  # same numbers, float64 input
+        torch.testing.assert_close(proj.points, ref.points)
+    assert accepted == 50
+    w = torch.randn(3, 16, generator=g).to(dtype)
+    with pytest.raises(ValueError, match="collinear"):
+        muller_projection(x, torch.stack([w[0], 2 * w[0], 4 * w[0]]))
+
+
+def test_one_feature_templates_span_no_plane():
+    x = torch.randn(5, 1)
+    with pytest.raises(ValueError, match="span no plane"):
+        muller_projection(x, torch.tensor([[0.0], [1.0], [3.0]]))
+    with pytest.raises(ValueError, match="needs templates spanning 3 dimensions"):
+        muller_projection(x, torch.tensor([[0.0], [1.0], [3.0]]), method="pca")
+    # with a bias, D' = 2: a plane exists
+    proj = muller_projection(x, torch.tensor([[0.0], [1.0], [3.0]]), torch.tensor([0.0, 1.0, 0.0]))
+    assert proj.points.shape == (5, 2)
+
+
+@pytest.mark.parametrize("method", ["plane", "pca"])
+def test_non_finite_features_are_refused(method):
+    x = torch.randn(6, 4)
+    x[2, 1] = math.nan
+    x[4, 0] = math.inf
+    with pytest.raises(ValueError, match=r"features must be finite; rows \[2, 4\]"):
+        muller_projection(x, torch.randn(3, 4), method=method)

@@ -2,8 +2,9 @@
 
 Needs the optional ``plot`` extra (``pip install "lsdiffusion[plot]"``);
 matplotlib is imported only when a function here is called. Figures are drawn
-on a bare :class:`matplotlib.figure.Figure` (no ``pyplot``, no global backend
-change), so they work headless, and are written as PNG files.
+on a bare `matplotlib.figure.Figure` (no ``pyplot``, no global backend
+change), so they work headless, and are written in the format the file suffix
+names (`.png`, `.pdf`, `.svg`, ...; PNG when there is no suffix).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def plot_projections(
     panel_size: float = 3.2,
     dpi: int = 150,
 ) -> Path:
-    """Draw projections of features, one panel per (teacher, temperature), and save a PNG.
+    """Draw projections of features, one panel per (teacher, temperature), and save it.
 
     In each panel the features are coloured by class (the three template classes
     in blue, red and green, any other label in grey). Class centroids, when the
@@ -140,11 +141,12 @@ def plot_projections(
 
     Args:
         panels: ``{key: (projection, labels)}`` with ``projection`` from
-            :func:`~lsdiffusion.projection.muller_projection` and ``labels`` the (N,)
+            [`muller_projection`][lsdiffusion.muller_projection] and ``labels`` the (N,)
             global class of each projected feature. Keys ``(teacher, temperature)``
             (strings) lay the panels out as a grid with one row per teacher; plain
             string keys are panel titles, wrapped ``ncols`` per row.
-        path: where to write the PNG (parent directories are created).
+        path: where to write the figure (parent directories are created); the
+            suffix picks the format (`.png`, `.pdf`, `.svg`, ...).
         class_names: names by global class index (``{266: "miniature poodle"}`` or a list).
         ncols: panels per row for string keys (default: up to 4).
         title: a figure title.
@@ -154,7 +156,7 @@ def plot_projections(
         point_size: marker area of the feature points.
         alpha: opacity of the feature points.
         panel_size: size of one panel in inches.
-        dpi: resolution of the PNG.
+        dpi: resolution of raster formats.
 
     Returns:
         The path written.
@@ -298,10 +300,28 @@ def plot_projections(
 
 
 def _save(fig: Any, path: str | Path, dpi: int) -> Path:
+    """Save in the format named by the suffix (`.pdf`, `.svg`, ...), PNG when there is none."""
     out = Path(path)
+    fmt = out.suffix[1:].lower() or "png"
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise ValueError(
+            f"path must end in a format matplotlib writes ({', '.join(sorted(supported))}), "
+            f"got {str(out)!r}"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, format="png")
+    fig.savefig(out, dpi=dpi, format=fmt)
     return out
+
+
+def _temperature(key: object, where: str) -> float:
+    """A temperature key of `results`: a real number, not a label such as `"T=4"`."""
+    if isinstance(key, bool) or not isinstance(key, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"{where} keys must be temperatures (numbers such as 4.0), got {key!r}; for "
+            "several labelled series pass {series_name: {T1: result}}"
+        )
+    return float(key)
 
 
 def _is_pair(value: object) -> bool:
@@ -343,30 +363,31 @@ def plot_diffusion_index(
     figsize: tuple[float, float] = (7.5, 3.3),
     dpi: int = 150,
 ) -> Path:
-    r"""Chart the diffusion index against the distillation temperature and save a PNG.
+    r"""Chart the diffusion index against the distillation temperature and save it.
 
     Two panels, each with its own y scale and a line at zero: the similar-set
-    index :math:`\alpha(\pi, S_{sim})` on the left, the dissimilar-set index
-    :math:`\alpha(\pi, S_{dissim})` on the right (usually a few percent,
+    index $\alpha(\pi, S_{sim})$ on the left, the dissimilar-set index
+    $\alpha(\pi, S_{dissim})$ on the right (usually a few percent,
     which one shared axis would flatten), one line per series. Error bars are
     one standard deviation (``ddof=1``): across the results when a list is
     given for a temperature (e.g. one per seed: the seed spread), across
-    targets for a single :class:`~lsdiffusion.diffusion.DiffusionIndexTable`.
+    targets for a single [`DiffusionIndexTable`][lsdiffusion.DiffusionIndexTable].
     Series without any spread are drawn without error bars. Systematic
     diffusion shows as the left line below zero and the right one above.
 
     Args:
         results: ``{T1: result}`` for one series, or ``{series: {T1: result}}`` for
             several (e.g. one per teacher); a result is a
-            :class:`~lsdiffusion.diffusion.DiffusionIndex`, a
-            :class:`~lsdiffusion.diffusion.DiffusionIndexTable`, a
+            [`DiffusionIndex`][lsdiffusion.DiffusionIndex], a
+            [`DiffusionIndexTable`][lsdiffusion.DiffusionIndexTable], a
             ``(similar, dissimilar)`` pair in percent, or a list of these (one
             per seed), drawn as the mean of their means.
-        path: where to write the PNG.
+        path: where to write the figure; the suffix picks the format
+            (`.png`, `.pdf`, `.svg`, ...).
         title: a figure title.
         t0: the reference temperature, named in the axis label (``None`` to omit).
         figsize: figure size in inches.
-        dpi: resolution of the PNG.
+        dpi: resolution of raster formats.
 
     Returns:
         The path written.
@@ -380,7 +401,11 @@ def plot_diffusion_index(
         series = {str(k): v for k, v in results.items()}  # type: ignore[misc]
     else:
         series = {"": results}  # type: ignore[dict-item]
-    temps = sorted({float(t) for s in series.values() for t in s})
+    for name, mapping in series.items():
+        if not isinstance(mapping, Mapping):
+            raise TypeError(f"results[{name!r}] must be a mapping {{T1: result}}")
+    where = {k: "results" if not k else f"results[{k!r}]" for k in series}
+    temps = sorted({_temperature(t, where[k]) for k, s in series.items() for t in s})
     xpos = {t: i for i, t in enumerate(temps)}
     fig = figure_cls(figsize=figsize, layout="constrained")
     axes = fig.subplots(1, 2, sharex=True)
@@ -393,10 +418,9 @@ def plot_diffusion_index(
         ax.set_title(panel_title, fontsize=9)
     handles: list[Any] = []
     for n, (name, mapping) in enumerate(series.items()):
-        if not isinstance(mapping, Mapping):
-            raise TypeError(f"results[{name!r}] must be a mapping {{T1: result}}")
-        ts = sorted(float(t) for t in mapping)
-        vals = [_summary(mapping[t], f"results[{t!r}]") for t in ts]
+        keys = sorted(mapping, key=lambda t: _temperature(t, where[name]))
+        ts = [float(t) for t in keys]
+        vals = [_summary(mapping[t], f"results[{t!r}]") for t in keys]
         x = np.asarray([xpos[t] for t in ts], dtype=float) + 0.08 * (n - (len(series) - 1) / 2)
         style = {"color": f"C{n}", "marker": "os"[n % 2], "ls": "-", "label": name or None}
         for ax, mean_at, sd_at in ((axes[0], 0, 2), (axes[1], 1, 3)):

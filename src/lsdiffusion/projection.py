@@ -2,7 +2,7 @@ r"""Projections of penultimate features onto three class templates, as 2-D point
 
 Two methods, both orthogonal projections onto a 2-D plane of the
 (bias-augmented) feature space; they differ in which plane
-(:func:`muller_projection` gives the formulas):
+([`muller_projection`][lsdiffusion.muller_projection] gives the formulas):
 
 * ``method="plane"`` (the default) is **Müller et al.'s construction** (2019,
   "When does label smoothing help?", Section 2): the plane through the three
@@ -10,11 +10,11 @@ Two methods, both orthogonal projections onto a 2-D plane of the
 * ``method="pca"`` is **the seed paper's Algorithm 1** (Chandrasegaran et al.,
   2022) as its released code runs it: a QR basis of the 3-D span of the
   templates, then a PCA to 2-D fitted on the features *and* the three class
-  centroids. :meth:`Projection.transform` reuses the fitted map on another
-  split (the paper fits on the training split and plots the validation split).
+  centroids. [`Projection.transform`][lsdiffusion.projection.Projection.transform] reuses the fitted
+  map on another split (the paper fits on the training split and plots the validation split).
 
-:func:`templates_from_linear` takes the templates from a final linear layer,
-weights and biases both by *global* class index.
+[`templates_from_linear`][lsdiffusion.templates_from_linear] takes the templates from a final linear
+layer, weights and biases both by *global* class index.
 """
 
 from __future__ import annotations
@@ -75,14 +75,15 @@ def templates_from_linear(
 
     Args:
         linear: an ``nn.Linear`` (or a model: its last registered ``nn.Linear``
-            is used, see :func:`lsdiffusion.features.find_final_linear`).
+            is used, see [`lsdiffusion.features.find_final_linear`][lsdiffusion.find_final_linear]).
         classes: three distinct global class indices.
         bias: append the biases (Müller's augmentation); the layer must have one.
 
     Returns:
-        :class:`Templates` with (3, D) weights, (3,) biases or ``None``, and ``classes``.
+        [`Templates`][lsdiffusion.Templates] with (3, D) weights, (3,) biases or ``None``, and
+        ``classes``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> fc = torch.nn.Linear(4, 10)
         >>> tpl = templates_from_linear(fc, [2, 5, 9])
@@ -124,12 +125,13 @@ def templates_from_linear(
 class Projection:
     r"""Features, templates and (optionally) class centroids mapped to 2-D, and the map.
 
-    The map is :math:`p = B^\top (\tilde x - o)`, with :math:`\tilde x = [x, 1]`
-    when the templates carry biases (:attr:`augmented`), else :math:`x`. For
-    both methods :math:`B` has orthonormal columns, so the map is an orthogonal
+    The map is $p = B^\top (\tilde x - o)$, with $\tilde x = [x, 1]$
+    when the templates carry biases ([`augmented`][lsdiffusion.projection.Templates.augmented]),
+    else $x$. For both methods $B$ has orthonormal columns, so the map is an orthogonal
     projection onto a 2-D plane: distances within that plane are kept exactly,
     and moving a feature orthogonally to it does not move its point.
-    :meth:`transform` applies the same map to other features.
+    [`transform`][lsdiffusion.projection.Projection.transform] applies the same map to other
+    features.
 
     Unpacks as ``points, templates = muller_projection(...)``.
 
@@ -137,12 +139,12 @@ class Projection:
         points: (N, 2) float64 coordinates of the features.
         templates: (3, 2) float64 coordinates of the three templates.
         classes: the templates' global class indices, if known.
-        basis: :math:`B`, (D', 2) float64 with orthonormal columns (D' = D + 1
+        basis: $B$, (D', 2) float64 with orthonormal columns (D' = D + 1
             with biases). ``"plane"``: the QR basis of
-            :math:`\tilde w_1 - \tilde w_0, \tilde w_2 - \tilde w_0`.
-            ``"pca"``: :math:`Q V`, the 3-D QR basis of the templates times the
+            $\tilde w_1 - \tilde w_0, \tilde w_2 - \tilde w_0$.
+            ``"pca"``: $Q V$, the 3-D QR basis of the templates times the
             PCA's two principal directions.
-        origin: :math:`o`, (D',) the point mapped to (0, 0): the templates' mean
+        origin: $o$, (D',) the point mapped to (0, 0): the templates' mean
             (``"plane"``) or the mean of the points the PCA was fitted on (``"pca"``).
         method: ``"plane"`` (Müller et al.) or ``"pca"`` (the paper's Algorithm 1).
         centroids: (3, 2) float64 coordinates of the three class centroids, when
@@ -174,15 +176,15 @@ class Projection:
         Fitting on one split and drawing another, as the paper does (PCA fitted
         on the training split, validation split plotted), is
         ``muller_projection(train, tpl, method="pca", centroids=c).transform(val)``.
-        On the features it was fitted on it returns :attr:`points` exactly.
+        On the features it was fitted on it returns `points` exactly.
 
         Args:
             features: (N, D) features (tensor on any device, or numpy array).
 
         Returns:
-            (N, 2) float64 coordinates, on the device of :attr:`basis`.
+            (N, 2) float64 coordinates, on the device of `basis`.
 
-        Example:
+        Examples:
             >>> import torch
             >>> w = torch.eye(3)
             >>> x = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
@@ -233,33 +235,33 @@ def muller_projection(
 ) -> Projection:
     r"""Project features onto three class templates: Müller's plane or the paper's QR + PCA.
 
-    The templates are :math:`\tilde w_k = [w_k, b_k]` and the features
-    :math:`\tilde x = [x, 1]` when biases are given (:math:`w_k` and :math:`x`
-    otherwise). Both methods return :math:`p = B^\top (\tilde x - o)` with an
-    orthonormal (D', 2) basis :math:`B`; they differ in the plane.
+    The templates are $\tilde w_k = [w_k, b_k]$ and the features
+    $\tilde x = [x, 1]$ when biases are given ($w_k$ and $x$
+    otherwise). Both methods return $p = B^\top (\tilde x - o)$ with an
+    orthonormal (D', 2) basis $B$; they differ in the plane.
 
-    **method="plane": Müller et al. (2019), the default.** :math:`B = [q_1, q_2]`
-    is the QR basis of :math:`\tilde w_1 - \tilde w_0,\ \tilde w_2 - \tilde w_0`
-    (:math:`q_1` along :math:`\tilde w_1 - \tilde w_0`, :math:`q_2` towards
-    :math:`\tilde w_2`) and :math:`o = \tfrac13 (\tilde w_0 + \tilde w_1 + \tilde w_2)`:
+    **method="plane": Müller et al. (2019), the default.** $B = [q_1, q_2]$
+    is the QR basis of $\tilde w_1 - \tilde w_0,\ \tilde w_2 - \tilde w_0$
+    ($q_1$ along $\tilde w_1 - \tilde w_0$, $q_2$ towards
+    $\tilde w_2$) and $o = \tfrac13 (\tilde w_0 + \tilde w_1 + \tilde w_2)$:
     the plane *through* the three templates. It keeps every distance within
     that plane, so the templates' triangle is drawn true to size, and drops
     each feature's offset orthogonal to the plane.
 
     **method="pca": the seed paper's Algorithm 1** (Chandrasegaran et al., 2022),
-    step for step as its released code runs it: (1) :math:`Q` (D', 3), the QR
-    basis of the span of :math:`\tilde w_0, \tilde w_1, \tilde w_2` (through
+    step for step as its released code runs it: (1) $Q$ (D', 3), the QR
+    basis of the span of $\tilde w_0, \tilde w_1, \tilde w_2$ (through
     the origin); (2) features and class centroids to 3-D,
-    :math:`\tilde x Q` and :math:`\tilde \mu_k Q`; (3) a PCA to 2-D *fitted
+    $\tilde x Q$ and $\tilde \mu_k Q$; (3) a PCA to 2-D *fitted
     on the projected features plus the three projected centroids* (mean
-    :math:`m`, principal directions :math:`V`, 3 x 2); so :math:`B = Q V`,
-    :math:`o = Q m`. It keeps the distances within the 2-D plane of largest
+    $m$, principal directions $V$, 3 x 2); so $B = Q V$,
+    $o = Q m$. It keeps the distances within the 2-D plane of largest
     spread of the fitted points inside the templates' 3-D span; template
     distances are not kept in general. The map depends on the data it was
-    fitted on: reuse it on another split with :meth:`Projection.transform`.
-    Biases are taken by *global* class index (the released code indexed
-    them by 0, 1, 2: a bug not copied). Each axis is signed so that its largest
-    basis entry is positive (a PCA fixes axes only up to sign).
+    fitted on: reuse it on another split with
+    [`Projection.transform`][lsdiffusion.projection.Projection.transform]. Biases are taken by
+    *global* class index (the released code indexed them by 0, 1, 2: a bug not copied). Each axis is
+    signed so that its largest basis entry is positive (a PCA fixes axes only up to sign).
 
     **Why "plane" is the default.** It fits nothing: the map is a function of
     the three templates alone, so every split, subset or batch of features
@@ -269,25 +271,27 @@ def muller_projection(
 
     Args:
         features: (N, D) features (tensor or numpy array).
-        templates: :class:`Templates` (e.g. from :func:`templates_from_linear`), or a
-            (3, D) array of template weights.
+        templates: [`Templates`][lsdiffusion.Templates] (e.g. from
+            [`templates_from_linear`][lsdiffusion.templates_from_linear]), or a (3, D) array of
+            template weights.
         bias: (3,) template biases when ``templates`` is an array (``None``: no
-            augmentation); must be ``None`` when ``templates`` is :class:`Templates`.
+            augmentation); must be ``None`` when ``templates`` is
+            [`Templates`][lsdiffusion.Templates].
         method: ``"plane"`` (default, Müller et al.) or ``"pca"`` (the paper's Algorithm 1).
         centroids: (3, D) centroids of the three template classes, in template
-            order (e.g. :func:`~lsdiffusion.centroids.class_centroids` rows).
-            They are projected too (:attr:`Projection.centroids`); for
+            order (e.g. [`class_centroids`][lsdiffusion.class_centroids] rows).
+            They are projected too (`Projection.centroids`); for
             ``"pca"`` they enter the PCA fit, as in the paper's code.
 
     Returns:
-        A :class:`Projection`: ``points`` (N, 2), ``templates`` (3, 2) and
+        A [`Projection`][lsdiffusion.Projection]: ``points`` (N, 2), ``templates`` (3, 2) and
         ``centroids`` (3, 2) or ``None``, all float64, and the map itself.
 
     Shape:
         - features: (N, D); templates: (3, D); bias: (3,); centroids: (3, D).
         - points: (N, 2); templates, centroids: (3, 2).
 
-    Example:
+    Examples:
         >>> import torch
         >>> w = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
         >>> x = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
@@ -349,7 +353,24 @@ def muller_projection(
                 "centroids must be finite; an empty class has a NaN centroid: collect "
                 "samples of all three template classes"
             )
-    rel_tol = 100 * torch.finfo(w_raw.dtype).eps  # degenerate up to the input's precision
+    # Degenerate up to the precision of the values as given, at least float32's: the
+    # work is float64, and a 16-bit head's eps (bfloat16: 100 eps = 0.78) would refuse
+    # random templates. Templates combined in float32 (w0 + w1) are still refused.
+    rel_tol = 100 * torch.finfo(torch.promote_types(w_raw.dtype, torch.float32)).eps
+    dims = int(w_aug.shape[1])
+    needed = 2 if method == "plane" else 3
+    if dims < needed:
+        raise ValueError(
+            f"method={method!r} needs templates spanning {needed} dimensions, but they have "
+            f"{dims} column{'s' if dims > 1 else ''}{' (with the bias)' if augmented else ''}: "
+            "three points on a line span no plane"
+        )
+    if not bool(torch.isfinite(xf).all()):
+        bad = torch.nonzero(~torch.isfinite(xf).all(dim=1)).flatten()
+        raise ValueError(
+            f"features must be finite; rows {bad[:10].cpu().tolist()}"
+            f"{' ...' if bad.numel() > 10 else ''} hold NaN or inf"
+        )
 
     if method == "plane":
         origin = w_aug.mean(dim=0)

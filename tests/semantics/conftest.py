@@ -35,4 +35,4 @@ def nltk_imagenet(nltk_data: Path, wn) -> ClassHierarchy:
     """ImageNet-1K's hierarchy rebuilt from WordNet through nltk."""
     from lsdiffusion.semantics import wordnet_hierarchy
 
-    return wordnet_hierarchy(list(imagenet1k_wnids()), nltk_data=nltk_data)
+    return wordnet_hierarchy(list(imagenet1k_wnids()), nltk_data=nltk_data, embedded=False)

@@ -176,3 +176,33 @@ def test_through_the_main_command_line(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["classes", "golden", "retriever", "--sample", "1"]) == 0
     assert "Labrador retriever" in capsys.readouterr().out
     assert main(["classes", "goldn retriever"]) == 2
+
+
+def test_cifar100_dataset(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["--dataset", "cifar100", "maple_tree"]) == 0
+    out = capsys.readouterr().out
+    assert "similar (4): siblings under trees" in out
+    for name in ("oak tree", "palm tree", "pine tree", "willow tree"):
+        assert name in out
+    assert "dissimilar (95): lowest common ancestor at depth <= 0; 10 shown" in out
+    assert run(["--dataset", "cifar100", "maple", "tree"]) == 0
+    assert "similar (4): siblings under trees" in capsys.readouterr().out
+    assert run(["--dataset", "imagenet1k", "207"]) == 0
+    assert "retriever.n.01" in capsys.readouterr().out
+
+
+def test_max_size_caps_a_fallback_set(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["pillow"]) == 0
+    assert "similar (521)" in capsys.readouterr().out
+    assert run(["pillow", "--max-size", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "similar (20): subtree of" in out
+    assert run(["pillow", "--max-size", "0"]) == 2
+    assert "--max-size must be >= 1, got 0" in capsys.readouterr().err
+    assert run(["pillow", "--min-size", "5", "--max-size", "3"]) == 2
+    assert "--max-size must be >= --min-size=5, got 3" in capsys.readouterr().err
+
+
+def test_first_sense_needs_classes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["207", "--first-sense"]) == 2
+    assert "--first-sense applies to the lemmas of a --classes FILE" in capsys.readouterr().err

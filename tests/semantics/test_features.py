@@ -218,3 +218,16 @@ def test_consistency_errors() -> None:
         set_consistency([0.5, 1.5], [1])
     with pytest.raises(TypeError, match="1-D"):
         set_consistency([[1, 2]], [1])
+
+
+def test_masks_agree_with_sets_for_nearly_coincident_centroids():
+    rng = np.random.default_rng(0)
+    far = rng.normal(size=(20, 16)) * 1e3
+    base = rng.normal(size=16) * 1e3
+    near = base + 1e-8 * np.linalg.norm(base) * rng.normal(size=(10, 16))
+    centroids = np.concatenate([near, far])
+    masks = feature_class_masks(centroids, similar_frac=0.1, dissimilar_frac=0.5)
+    for t in range(30):
+        sim, dis = feature_class_sets(centroids, t, similar_frac=0.1, dissimilar_frac=0.5)
+        assert np.flatnonzero(masks.similar[t]).tolist() == list(sim), t
+        assert np.flatnonzero(masks.dissimilar[t]).tolist() == list(dis), t

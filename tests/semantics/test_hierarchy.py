@@ -481,6 +481,41 @@ def test_save_load_round_trip(tmp_path) -> None:
     assert (tmp_path / "again.tsv.gz").read_bytes() == (tmp_path / "toy.tsv.gz").read_bytes()
 
 
+def test_save_load_round_trips_names_with_spaces_and_percent(tmp_path) -> None:
+    recs = [
+        SynsetRecord("n00000001", "animal.n.01", (), ("animal",)),
+        SynsetRecord("n00000002", "big_cat.n.01", ("n00000001",), ("big cat", "50%_cat")),
+        SynsetRecord("n00000003", "dog.n.01", ("n00000001",), ("dog", "a%20b")),
+    ]
+    h = ClassHierarchy(recs, ["n00000002", "n00000003"], source="hand made")
+    h.save(tmp_path / "h.tsv")
+    back = ClassHierarchy.load(tmp_path / "h.tsv")
+    assert sorted(back.records) == sorted(h.records)
+    assert back.lemmas(0) == ("big cat", "50%_cat")
+    assert back.lemmas(1) == ("dog", "a%20b")
+    assert back.index("big cat") == 0
+    assert back.names == ("big cat", "dog")
+
+
+@pytest.mark.parametrize("bad", ["big\tcat", "big\ncat", "big\rcat"])
+def test_save_rejects_tab_and_newline_in_names(tmp_path, bad) -> None:
+    bad = bad.encode().decode("unicode_escape")
+    root = SynsetRecord("n00000001", "animal.n.01", (), ("animal",))
+    for rec in (
+        SynsetRecord("n00000002", "x.n.01", ("n00000001",), (bad,)),
+        SynsetRecord("n00000002", bad, ("n00000001",), ("x",)),
+    ):
+        h = ClassHierarchy([root, rec], ["n00000002"])
+        with pytest.raises(ValueError, match="must not contain"):
+            h.save(tmp_path / "h.tsv")
+        assert not (tmp_path / "h.tsv").exists()
+    with pytest.raises(ValueError, match="source must not contain"):
+        ClassHierarchy([root], ["n00000001"], source="a\nb").save(tmp_path / "h.tsv")
+    spaced = SynsetRecord("n 0000002", "x.n.01", ("n00000001",), ("x",))
+    with pytest.raises(ValueError, match="wnid without whitespace"):
+        ClassHierarchy([root, spaced], ["n 0000002"]).to_text()
+
+
 def test_invalid_hierarchies() -> None:
     r = SynsetRecord("n00000001", "r.n.01", (), ("r",))
     x = SynsetRecord("n00000002", "x.n.01", ("n00000001",), ("x",))
@@ -505,3 +540,14 @@ def test_invalid_hierarchies() -> None:
         ClassHierarchy.from_text(head + "n00000001\tr.n.01\t0\n")
     with pytest.raises(ValueError, match="without gaps"):
         ClassHierarchy.from_text(head + "n00000001\tr.n.01\t1\t\tr\n")
+
+
+def test_targets_as_integer_tensors_and_arrays() -> None:
+    import torch
+
+    want = wordnet_class_sets(207)
+    for ref in (torch.tensor(207), torch.tensor([207]), np.int32(207), np.array(207)):
+        assert wordnet_class_sets(ref) == want  # type: ignore[arg-type]
+    for bad in (torch.tensor(207.0), torch.tensor([207, 208]), torch.tensor(True), 207.0):
+        with pytest.raises(TypeError, match="target must be a class index"):
+            wordnet_class_sets(bad)  # type: ignore[arg-type]

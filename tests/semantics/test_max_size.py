@@ -119,13 +119,3 @@ def test_max_size_errors(h):
         wordnet_class_sets(721, max_size=True)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_size must be >= min_size=5"):
         h.class_masks(min_size=5, max_size=3)
-
-
-def test_imagenet_names_keep_their_old_import_path():
-    from lsdiffusion.semantics import imagenet
-    from lsdiffusion.semantics.hierarchy import imagenet1k_hierarchy, wordnet_class_sets
-
-    assert imagenet1k_hierarchy is imagenet.imagenet1k_hierarchy
-    assert wordnet_class_sets is imagenet.wordnet_class_sets
-    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
-        hierarchy_module.nothing  # noqa: B018

@@ -240,3 +240,40 @@ def test_every_bad_class_of_a_list_is_reported_at_once(nltk_data: Path) -> None:
         wordnet_hierarchy(classes, on_ambiguous="first", nltk_data=nltk_data)
     assert [p.position for p in info.value.problems] == [2, 4]
     assert "on_ambiguous" not in str(info.value)
+
+
+def test_imagenet_wnids_use_the_embedded_hierarchy_without_nltk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lsdiffusion.semantics import wordnet as wordnet_module
+
+    def no_wordnet(*args: object, **kwargs: object) -> None:
+        raise WordNetUnavailableError("no WordNet here")
+
+    monkeypatch.setattr(wordnet_module, "load_wordnet", no_wordnet)
+    full = imagenet1k_hierarchy()
+    picked = [full.wnids[i] for i in (209, 205, 207, 833, 266, 267, 52)]
+    h = wordnet_hierarchy(picked)
+    assert h.wnids == tuple(picked)
+    assert h.source == "WordNet 3.0"
+    assert h.class_sets(2).similar == (0, 1)  # golden: Chesapeake Bay, flat-coated
+    assert h.ancestors(2) == full.ancestors(207)
+    assert h.num_classes == 7
+    # only the classes and their ancestors, not the other 993 classes
+    assert {r.wnid for r in h.records} == {
+        w for i in (209, 205, 207, 833, 266, 267, 52) for w in (full.wnids[i], *[
+            r.wnid for r in full.records if r.name in full.ancestors(i)
+        ])
+    }  # fmt: skip
+    with pytest.raises(WordNetUnavailableError):
+        wordnet_hierarchy([*picked, "n99999999"])  # not all ImageNet-1K: nltk needed
+    with pytest.raises(WordNetUnavailableError):
+        wordnet_hierarchy(picked, embedded=False)
+
+
+def test_embedded_subset_equals_the_nltk_subset(nltk_data: Path) -> None:
+    full = imagenet1k_hierarchy()
+    picked = [full.wnids[i] for i in range(0, 1000, 37)]
+    fast = wordnet_hierarchy(picked)
+    slow = wordnet_hierarchy(picked, nltk_data=nltk_data, embedded=False)
+    assert fast.to_text() == slow.to_text()

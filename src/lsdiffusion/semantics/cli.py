@@ -1,10 +1,13 @@
 """``lsdiffusion classes``: print a class's WordNet similar and dissimilar classes.
 
-Examples::
-
+Examples:
+    ```bash
     lsdiffusion classes "golden retriever"
     lsdiffusion classes 207 208 --dissimilar-depth 4 --sample 20
-    lsdiffusion classes maple_tree --classes cifar100.txt --first-sense
+    lsdiffusion classes pillow --max-size 20
+    lsdiffusion classes --dataset cifar100 maple_tree
+    lsdiffusion classes maple_tree --classes my_classes.txt --first-sense
+    ```
 
 Module-level imports stay light (argparse only) so ``lsdiffusion --help`` is fast.
 """
@@ -33,7 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "hypernym, else the smallest ancestor subtree with at least --min-size others) "
             "and a sample of its dissimilar classes (lowest common ancestor at depth <= "
             "--dissimilar-depth, root = 0). Uses the embedded ImageNet-1K hierarchy unless "
-            "--classes or --hierarchy is given."
+            "--dataset, --classes or --hierarchy is given. With --dataset cifar100 the sets "
+            "come from CIFAR-100's 20 official superclasses: similar = the other four classes "
+            "of the superclass, dissimilar = the classes of the other superclasses."
         ),
     )
     parser.add_argument(
@@ -51,7 +56,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--dissimilar-depth",
         type=int,
         default=None,
-        help="max depth of the lowest common ancestor for dissimilar classes (default 3)",
+        help=(
+            "max depth of the lowest common ancestor for dissimilar classes (default 3; "
+            "0 with --dataset cifar100)"
+        ),
+    )
+    parser.add_argument(
+        "--max-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help=(
+            "keep at most N classes of a fallback similar set, the closest ones "
+            "(default: no cap; sibling sets are never cut)"
+        ),
     )
     parser.add_argument(
         "--sample",
@@ -61,6 +79,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="dissimilar classes to show, evenly spaced in index order (default 10)",
     )
     source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--dataset",
+        choices=("imagenet1k", "cifar100"),
+        default=None,
+        help="an embedded hierarchy: imagenet1k (WordNet, the default) or cifar100 (superclasses)",
+    )
     source.add_argument(
         "--classes",
         type=Path,
@@ -86,25 +110,43 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lsdiffusion classes``; returns the exit code (2 on bad input)."""
+    from lsdiffusion.semantics.cifar100 import CIFAR100_DISSIMILAR_DEPTH, cifar100_hierarchy
     from lsdiffusion.semantics.hierarchy import DEFAULT_DISSIMILAR_DEPTH, DEFAULT_MIN_SIZE
     from lsdiffusion.semantics.imagenet import imagenet1k_hierarchy
     from lsdiffusion.semantics.wordnet import WordNetUnavailableError
 
+    cifar = args.dataset == "cifar100"
+    default_depth = CIFAR100_DISSIMILAR_DEPTH if cifar else DEFAULT_DISSIMILAR_DEPTH
     min_size = DEFAULT_MIN_SIZE if args.min_size is None else args.min_size
-    depth = DEFAULT_DISSIMILAR_DEPTH if args.dissimilar_depth is None else args.dissimilar_depth
+    depth = default_depth if args.dissimilar_depth is None else args.dissimilar_depth
     try:
         for flag, value, minimum in (
             ("--min-size", min_size, 1),
             ("--dissimilar-depth", depth, 0),
             ("--sample", args.sample, 0),
+            ("--max-size", 1 if args.max_size is None else args.max_size, 1),
         ):
             if value < minimum:
                 raise ValueError(f"{flag} must be >= {minimum}, got {value}")
+        if args.max_size is not None and args.max_size < min_size:
+            raise ValueError(f"--max-size must be >= --min-size={min_size}, got {args.max_size}")
+        if args.first_sense and args.classes is None:
+            raise ValueError(
+                "--first-sense applies to the lemmas of a --classes FILE; without --classes "
+                "there is no lemma to resolve"
+            )
+        if args.nltk_data is not None and args.classes is None:
+            raise ValueError(
+                "--nltk-data is read only to resolve a --classes FILE through WordNet; "
+                "pass --classes too, or drop --nltk-data"
+            )
         hierarchy: ClassHierarchy
         if args.classes is not None:
             hierarchy = _hierarchy_from_list(args.classes, args.first_sense, args.nltk_data)
         elif args.hierarchy is not None:
             hierarchy = _load_hierarchy(args.hierarchy)
+        elif cifar:
+            hierarchy = cifar100_hierarchy()
         else:
             hierarchy = imagenet1k_hierarchy()
         if min_size > hierarchy.num_classes - 1:
@@ -114,7 +156,9 @@ def run(args: argparse.Namespace) -> int:
         found = [
             (
                 i,
-                *hierarchy.class_sets(i, min_size=min_size, dissimilar_depth=depth),
+                *hierarchy.class_sets(
+                    i, min_size=min_size, dissimilar_depth=depth, max_size=args.max_size
+                ),
                 hierarchy.similar_basis(i, min_size=min_size),
             )
             for i in targets
@@ -141,7 +185,7 @@ def _targets(hierarchy: ClassHierarchy, words: list[str]) -> list[int]:
     ``classes 207 208`` gives two targets. ``classes golden retriever`` gives one:
     when no argument names a class on its own but all of them together do.
     """
-    from lsdiffusion.semantics.hierarchy import ClassLookupError
+    from lsdiffusion.semantics.names import ClassLookupError
 
     found: list[int] = []
     failed: list[ClassLookupError] = []

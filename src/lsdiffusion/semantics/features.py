@@ -1,12 +1,12 @@
 """Feature-distance class sets (the paper's method 2) and set consistency (Table G.1).
 
-For class centroids :math:`μ_1..μ_C` (e.g. penultimate-layer features of a
+For class centroids $μ_1..μ_C$ (e.g. penultimate-layer features of a
 teacher, averaged per class), the classes other than the target π are ranked
-by the Euclidean distance :math:`‖μ_π − μ_c‖_2`:
+by the Euclidean distance $‖μ_π − μ_c‖_2$:
 
-* :math:`S_{sim}(π)`: the ``n_sim`` closest, with
+* $S_{sim}(π)$: the ``n_sim`` closest, with
   ``n_sim = max(1, round(similar_frac · C))``;
-* :math:`S_{dissim}(π)`: the ``n_dissim`` farthest, with
+* $S_{dissim}(π)$: the ``n_dissim`` farthest, with
   ``n_dissim = max(1, round(dissimilar_frac · C))``.
 
 Fractions are of all ``C`` classes (the paper's "closest 1%" of ImageNet's
@@ -71,7 +71,7 @@ def feature_set_sizes(
     ``n = max(1, floor(frac · C + 1/2))`` for each; raises unless
     ``n_sim + n_dissim <= C − 1``.
 
-    Example:
+    Examples:
         >>> from lsdiffusion.semantics import feature_set_sizes
         >>> feature_set_sizes(1000), feature_set_sizes(200), feature_set_sizes(10, 0.1, 0.5)
         ((10, 900), (2, 180), (1, 5))
@@ -113,6 +113,27 @@ def _centroids(centroids: Any) -> npt.NDArray[np.float64]:
     return centred  # distances are translation-invariant; this limits cancellation
 
 
+def _squared_distances(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """(C, C) squared distances: the Gram expansion, exact where it could cancel.
+
+    `|a|² + |b|² - 2 a·b` loses the digits of a pair whose distance is small
+    next to the norms (centroids 1e-8·|μ| apart come out as 0 or noise), so
+    the pairs with `d² <= 1e-6 (|a|² + |b|²)` are recomputed by differences
+    (then the relative error is below ~1e-10): the masks rank like
+    [`feature_class_sets`][lsdiffusion.semantics.feature_class_sets].
+    """
+    sq = np.einsum("ij,ij->i", x, x)
+    norms = sq[:, None] + sq[None, :]
+    d2: npt.NDArray[np.float64] = norms - 2.0 * (x @ x.T)
+    rows, cols = np.nonzero(d2 <= 1e-6 * norms)
+    for start in range(0, rows.size, 1 << 16):  # bounded memory when many pairs are close
+        r, c = rows[start : start + (1 << 16)], cols[start : start + (1 << 16)]
+        diff = x[r] - x[c]
+        d2[r, c] = np.einsum("ij,ij->i", diff, diff)
+    np.maximum(d2, 0.0, out=d2)
+    return d2
+
+
 def feature_class_masks(
     centroids: ArrayLike, similar_frac: float = 0.01, dissimilar_frac: float = 0.9
 ) -> ClassSetMasks:
@@ -132,7 +153,7 @@ def feature_class_masks(
         ``ClassSetMasks(similar, dissimilar)``, numpy bool ``(C, C)``, with
         False diagonals.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from lsdiffusion.semantics import feature_class_masks
         >>> centroids = np.array([[0.0], [1.0], [2.0], [10.0], [11.0]])
@@ -149,9 +170,7 @@ def feature_class_masks(
     x = _centroids(centroids)
     c = x.shape[0]
     n_sim, n_dis = feature_set_sizes(c, similar_frac, dissimilar_frac)
-    sq = np.einsum("ij,ij->i", x, x)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
-    np.maximum(d2, 0.0, out=d2)
+    d2 = _squared_distances(x)
     np.fill_diagonal(d2, -1.0)  # the target sorts first
     order = np.argsort(d2, axis=1)  # quicksort: 4x faster than a stable sort ...
     ranked = np.take_along_axis(d2, order, axis=1)
@@ -177,7 +196,8 @@ def feature_class_sets(
     The ``n_sim = max(1, round(similar_frac · C))`` classes whose centroids are
     closest to the target's, and the ``n_dissim = max(1, round(dissimilar_frac
     · C))`` farthest (module doc). For every target at once use
-    :func:`feature_class_masks` (same sets, up to rounding on exact ties).
+    [`feature_class_masks`][lsdiffusion.semantics.features.feature_class_masks] (same sets, up to
+    rounding on exact ties).
 
     Args:
         centroids: ``(C, D)`` class centroids (numpy array or torch tensor).
@@ -188,7 +208,7 @@ def feature_class_sets(
     Returns:
         ``ClassSets(similar, dissimilar)`` of ascending class indices.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from lsdiffusion.semantics import feature_class_sets
         >>> rng = np.random.default_rng(0)
@@ -223,11 +243,12 @@ def set_consistency(
 
     Either two collections of class indices (returns a float; ``a`` must be
     non-empty, neither may repeat an index), or two bool masks of the same
-    shape: ``(C,)`` gives a float, ``(T, C)`` (e.g. :class:`ClassSetMasks`
-    fields) gives one value per row, NaN where ``a``'s row is empty (0/0), so
-    average with ``np.nanmean``. Not symmetric: divide by ``|A|``.
+    shape: ``(C,)`` gives a float, ``(T, C)`` (e.g.
+    [`ClassSetMasks`][lsdiffusion.semantics.hierarchy.ClassSetMasks] fields) gives one value per
+    row, NaN where ``a``'s row is empty (0/0), so average with ``np.nanmean``. Not symmetric: divide
+    by ``|A|``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from lsdiffusion.semantics import set_consistency
         >>> set_consistency([205, 206, 208, 209], [206, 208, 210])

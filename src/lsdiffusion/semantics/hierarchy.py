@@ -1,27 +1,27 @@
 """Class hierarchies from WordNet: class lookup and semantic class sets (method 1).
 
-A :class:`ClassHierarchy` holds the classes of a dataset (ImageNet-1K, or any
-list of WordNet synsets) together with every hypernym ancestor they need, as a
+A [`ClassHierarchy`][lsdiffusion.semantics.hierarchy.ClassHierarchy] holds the classes of a dataset
+(ImageNet-1K, or any list of WordNet synsets) together with every hypernym ancestor they need, as a
 directed acyclic graph (a synset may have several parents). From it come the
 paper's WordNet class sets for a target class π:
 
-* **Similar**, :math:`S_{sim}(π)`: the *siblings* of π, i.e. the other classes
+* **Similar**, $S_{sim}(π)$: the *siblings* of π, i.e. the other classes
   that have one of π's immediate hypernyms as an immediate hypernym. When π has
   several immediate hypernyms the siblings under each of them are united. When
   π has no sibling, fall back to the *smallest ancestor subtree* that holds at
   least ``min_size`` classes besides π: among the ancestors ``v`` of π (over
   all hypernym paths, π itself included) with ``|classes under v| - 1 >=
   min_size``, take the one with the fewest classes (ties: the deepest, then the
-  smallest wnid); :math:`S_{sim}(π)` is every class under it except π.
+  smallest wnid); $S_{sim}(π)$ is every class under it except π.
   With ``max_size`` set, a fallback set larger than ``max_size`` keeps only
   its ``max_size`` *closest* classes: deepest lowest common ancestor with π
   first, ties broken by the smaller class index. Sibling sets are never cut
   (they are the paper's definition: the retrievers, the snakes); without a
   cap, 14 of ImageNet's classes fall back to subtrees of over 100 classes
   (pillow and stage: all 521 artifacts).
-* **Dissimilar**, :math:`S_{dissim}(π)`: the classes ``c != π`` whose lowest
+* **Dissimilar**, $S_{dissim}(π)$: the classes ``c != π`` whose lowest
   common ancestor with π sits at depth ``<= dissimilar_depth``, except those
-  already in :math:`S_{sim}(π)`: the two sets never overlap. (An overlap needs
+  already in $S_{sim}(π)$: the two sets never overlap. (An overlap needs
   a similar set taken under a synset at most ``dissimilar_depth`` deep; with
   the defaults this happens to 6 of ImageNet's 1000 classes, e.g. "cliff",
   whose similar set is the other classes under ``geological_formation.n.01``.)
@@ -45,36 +45,48 @@ convention ``dog.n.01`` (depth 13 here, 8 by its shortest path through
 ``domestic_animal.n.01``) would sit above some of its own ancestors.
 
 ImageNet-1K's hierarchy ships with the package
-(:mod:`lsdiffusion.semantics.imagenet`, loaded on first use);
-:func:`lsdiffusion.semantics.wordnet_hierarchy` builds one for any class list
-through nltk.
+([`lsdiffusion.semantics.imagenet`][lsdiffusion.semantics.imagenet], loaded on first use);
+[`lsdiffusion.semantics.wordnet_hierarchy`][lsdiffusion.wordnet_hierarchy] builds one for any class
+list through nltk.
 """
+
+# Over 600 lines for a reason: about 200 are the definitions of the class-set rules
+# (module doc) and the doctests of every method; the graph, the names and the file
+# format already live in graph.py, names.py and hierarchy_file.py.
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import gc
-import gzip
-import io
 import operator
-import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from lsdiffusion.semantics.graph import SynsetRecord, build_graph
+from lsdiffusion.semantics.hierarchy_file import (
+    format_hierarchy,
+    parse_hierarchy,
+    read_hierarchy_file,
+    write_hierarchy_file,
+)
+from lsdiffusion.semantics.names import (
+    ClassLookupError,
+    NameIndex,
+    echo,
+    is_index_text,
+    is_synset_name,
+    is_wnid,
+)
+
 __all__ = [
     "DEFAULT_DISSIMILAR_DEPTH",
     "DEFAULT_MIN_SIZE",
     "ClassHierarchy",
-    "ClassLookupError",
     "ClassSetMasks",
     "ClassSets",
     "SimilarBasis",
-    "SynsetRecord",
 ]
 
 DEFAULT_MIN_SIZE = 1
@@ -97,33 +109,7 @@ dissimilar set is every ImageNet class that is not an organism, and a
 submarine's is every class that is not an artifact.
 """
 
-_HEADER = ("wnid", "synset", "class", "parents", "lemmas")
-_WNID_RE = re.compile(r"^[nvasr][0-9]{8}$")
-_INDEX_RE = re.compile(r"^[+-]?[0-9]+$")  # ASCII digits only: int("²") raises, int("٣") is 3
-_ECHO_LIMIT = 60  # longest user input echoed in full by an error message
-_SYNSET_NAME_RE = re.compile(r"^\S+\.[nvasr]\.\d+$")
 _MASK_LIMIT = 4096  # above this many classes, class_sets works row by row
-
-
-class ClassLookupError(ValueError, LookupError):
-    """A class reference (index, wnid or name) that names no class, or several."""
-
-
-class SynsetRecord(NamedTuple):
-    """One synset of a :class:`ClassHierarchy`.
-
-    Attributes:
-        wnid: WordNet id, part of speech + 8-digit offset (``"n02099601"``).
-        name: nltk synset name (``"golden_retriever.n.01"``).
-        parents: wnids of the immediate hypernyms (and instance hypernyms).
-        lemmas: WordNet lemma names, the first one used for display
-            (``("golden_retriever",)``).
-    """
-
-    wnid: str
-    name: str
-    parents: tuple[str, ...]
-    lemmas: tuple[str, ...]
 
 
 class ClassSets(NamedTuple):
@@ -160,29 +146,21 @@ class SimilarBasis(NamedTuple):
     synsets: tuple[str, ...]
 
 
-def _echo(text: str) -> str:
-    """``repr(text)``, cut to :data:`_ECHO_LIMIT` characters for error messages.
-
-    Example:
-        >>> _echo("a" * 100)
-        "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa…' (100 characters)"
-    """
-    if len(text) <= _ECHO_LIMIT:
-        return repr(text)
-    return f"{text[:_ECHO_LIMIT]!r}"[:-1] + f"…' ({len(text)} characters)"
-
-
-def _normalize_name(name: str) -> str:
-    """Casefold, treat ``_`` and ``-`` as spaces and collapse whitespace."""
-    return " ".join(name.replace("_", " ").replace("-", " ").casefold().split())
-
-
 def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _describe(value: object) -> str:
+    """The type of `value`, with the dtype and shape of an array or tensor."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is None or dtype is None:
+        return type(value).__name__
+    return f"{type(value).__name__} of dtype {dtype} and shape {tuple(shape)}"
 
 
 class ClassHierarchy:
@@ -199,7 +177,7 @@ class ClassHierarchy:
         ValueError: on duplicate wnids or classes, a parent without a record, a
             class without a record, or a cycle.
 
-    Example:
+    Examples:
         >>> from lsdiffusion.semantics import imagenet1k_hierarchy
         >>> h = imagenet1k_hierarchy()
         >>> h.num_classes, h.index("Golden_Retriever"), h.names[207]
@@ -213,91 +191,20 @@ class ClassHierarchy:
     ) -> None:
         recs = list(records)
         self.source = source
-        self._node_of: dict[str, int] = {}
-        for i, rec in enumerate(recs):
-            if rec.wnid in self._node_of:
-                raise ValueError(f"records must have unique wnids, got {rec.wnid!r} twice")
-            self._node_of[rec.wnid] = i
-        self._records = tuple(recs)
-        n = len(recs)
-        parents: list[tuple[int, ...]] = []
-        for rec in recs:
-            missing = [p for p in rec.parents if p not in self._node_of]
-            if missing:
-                raise ValueError(
-                    f"records must include every parent: {rec.wnid} ({rec.name}) has parents "
-                    f"{missing} without a record"
-                )
-            parents.append(tuple(sorted({self._node_of[p] for p in rec.parents})))
-        self._parents = tuple(parents)
-
-        # Topological order (parents first) and longest-path depth from a root.
-        n_parents = [len(p) for p in parents]
-        children: list[list[int]] = [[] for _ in range(n)]
-        for v, ps in enumerate(parents):
-            for p in ps:
-                children[p].append(v)
-        order = [v for v in range(n) if n_parents[v] == 0]
-        depth = np.zeros(n, dtype=np.int64)
-        for v in order:  # `order` grows while iterating
-            for ch in children[v]:
-                depth[ch] = max(depth[ch], depth[v] + 1)
-                n_parents[ch] -= 1
-                if n_parents[ch] == 0:
-                    order.append(ch)
-        if len(order) != n:
-            stuck = sorted(recs[v].wnid for v in range(n) if n_parents[v] > 0)
-            raise ValueError(f"records must form an acyclic hierarchy; cycle among {stuck[:10]}")
-        self._depth = depth
-        depth.flags.writeable = False
-
-        # Inclusive ancestor sets.
-        ancestors: list[frozenset[int]] = [frozenset()] * n
-        for v in order:
-            acc = {v}
-            for p in parents[v]:
-                acc |= ancestors[p]
-            ancestors[v] = frozenset(acc)
-
-        if len(set(classes)) != len(classes):
-            dup = sorted({c for c in classes if list(classes).count(c) > 1})
-            raise ValueError(f"classes must be unique, got duplicates {dup[:10]}")
-        unknown = [c for c in classes if c not in self._node_of]
-        if unknown:
-            raise ValueError(f"classes must all have a record, got unknown wnids {unknown[:10]}")
-        self._class_node = np.array([self._node_of[c] for c in classes], dtype=np.int64)
-        self._class_of_node = {int(v): i for i, v in enumerate(self._class_node)}
-        c = len(classes)
-        self._class_anc: tuple[npt.NDArray[np.int64], ...] = tuple(
-            np.array(sorted(ancestors[v]), dtype=np.int64) for v in self._class_node
-        )
-        members: list[list[int]] = [[] for _ in range(n)]
-        child_classes: list[list[int]] = [[] for _ in range(n)]
-        for i, v in enumerate(self._class_node):
-            for a in ancestors[v]:
-                members[a].append(i)
-            for p in parents[v]:
-                child_classes[p].append(i)
-        self._members = tuple(np.array(m, dtype=np.int64) for m in members)
-        self._child_classes = tuple(np.array(m, dtype=np.int64) for m in child_classes)
-        self._has_siblings = np.array(
-            [any(len(child_classes[p]) > 1 for p in parents[v]) for v in self._class_node],
-            dtype=bool,
-        )
-        self._num_classes = c
-
-        # Name index: every lemma of every class, normalised.
-        by_name: dict[str, list[int]] = {}
-        spelled: dict[str, str] = {}
-        for i, v in enumerate(self._class_node):
-            for lemma in recs[v].lemmas:
-                key = _normalize_name(lemma)
-                spelled.setdefault(key, lemma.replace("_", " "))
-                if i not in by_name.setdefault(key, []):
-                    by_name[key].append(i)
-        self._by_name = by_name
-        self._spelled = spelled
+        g = build_graph(recs, classes)
+        self._records = g.records
+        self._node_of = g.node_of
+        self._parents = g.parents
+        self._depth = g.depth
+        self._class_node = g.class_node
+        self._class_of_node = g.class_of_node
+        self._class_anc = g.class_ancestors
+        self._members = g.members
+        self._child_classes = g.child_classes
+        self._has_siblings = g.has_siblings
+        self._num_classes = len(classes)
         self._by_synset = {recs[v].name.casefold(): i for i, v in enumerate(self._class_node)}
+        self._names = NameIndex(recs[v].lemmas for v in self._class_node)
         self._mask_cache: dict[
             tuple[int, int, int | None], tuple[ClassSetMasks, npt.NDArray[np.bool_]]
         ] = {}
@@ -342,7 +249,7 @@ class ClassHierarchy:
 
         Ordered by depth, then wnid; the class itself is not included.
 
-        Example:
+        Examples:
             >>> from lsdiffusion.semantics import imagenet1k_hierarchy
             >>> imagenet1k_hierarchy().ancestors(207)[-3:]
             ('hunting_dog.n.01', 'sporting_dog.n.01', 'retriever.n.01')
@@ -374,7 +281,7 @@ class ClassHierarchy:
                 range; unknown names come with close matches.
             TypeError: ``target`` is neither an int nor a str.
 
-        Example:
+        Examples:
             >>> from lsdiffusion.semantics import imagenet1k_hierarchy
             >>> h = imagenet1k_hierarchy()
             >>> h.index(207), h.index("n02099601"), h.index("golden_retriever.n.01")
@@ -387,19 +294,27 @@ class ClassHierarchy:
         c = self._num_classes
         if isinstance(target, str):
             text = target.strip()
-            if _INDEX_RE.match(text):
+            if is_index_text(text):
                 return self.index(int(text))
-            if _WNID_RE.match(text):
+            if is_wnid(text):
                 return self._index_of_wnid(text)
-            if _SYNSET_NAME_RE.match(text) and text.casefold() in self._by_synset:
+            if is_synset_name(text) and text.casefold() in self._by_synset:
                 return self._by_synset[text.casefold()]
             return self._index_of_name(text)
-        if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+        # an int, a numpy integer or a one-element integer tensor (all have __index__)
+        boolean = isinstance(target, (bool, np.bool_)) or str(getattr(target, "dtype", "")) in (
+            "bool",
+            "torch.bool",
+        )
+        try:
+            i = None if boolean else operator.index(target)
+        except TypeError:
+            i = None
+        if i is None:
             raise TypeError(
-                "target must be a class index (int), a wnid or a class name (str), "
-                f"got {type(target).__name__}"
+                "target must be a class index (an int, or a one-element integer tensor or "
+                f"array), a wnid or a class name (str), got {_describe(target)}"
             )
-        i = operator.index(target)
         if not 0 <= i < c:
             raise ClassLookupError(f"target index must be in [0, {c - 1}], got {i}")
         return i
@@ -408,7 +323,7 @@ class ClassHierarchy:
         node = self._node_of.get(wnid)
         if node is None:
             raise ClassLookupError(
-                f"target wnid {_echo(wnid)} is not one of the {self._num_classes} classes "
+                f"target wnid {echo(wnid)} is not one of the {self._num_classes} classes "
                 "nor one of their ancestors"
             )
         i = self._class_of_node.get(node)
@@ -416,38 +331,31 @@ class ClassHierarchy:
             rec = self._records[node]
             under = self._members[node]
             raise ClassLookupError(
-                f"target wnid {_echo(wnid)} is {rec.name}, an ancestor of {len(under)} classes, "
+                f"target wnid {echo(wnid)} is {rec.name}, an ancestor of {len(under)} classes, "
                 f"not a class itself; its classes include: {self._list(under[:5])}"
             )
         return i
 
     def _index_of_name(self, name: str) -> int:
-        key = _normalize_name(name)
-        hits = self._by_name.get(key, [])
+        hits = self._names.classes(name)
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
             raise ClassLookupError(
-                f"target name {_echo(name)} is ambiguous, it names {len(hits)} classes: "
+                f"target name {echo(name)} is ambiguous, it names {len(hits)} classes: "
                 f"{self._list(hits, detailed=True)}; pass the index or the wnid instead"
             )
-        # (a name far longer than any class name has no close match: skip the work)
-        word = re.compile(rf"\b{re.escape(key)}\b") if 0 < len(key) <= 200 else None
-        close = [k for k in self._by_name if word is not None and word.search(k)][:5]
-        close += [
-            k
-            for k in difflib.get_close_matches(key[:200], list(self._by_name), n=5, cutoff=0.6)
-            if k not in close
-        ]
-        if close:
-            hint = "; close matches: " + ", ".join(
-                f"{self._spelled[k]!r} ({', '.join(str(i) for i in self._by_name[k])})"
-                for k in close
+        close = self._names.close_matches(name)
+        hint = (
+            "; close matches: "
+            + ", ".join(
+                f"{k!r} ({', '.join(str(i) for i in self._names.classes(k))})" for k in close
             )
-        else:
-            hint = ""
+            if close
+            else ""
+        )
         raise ClassLookupError(
-            f"target name {_echo(name)} matches no class{hint}. Look classes up by index "
+            f"target name {echo(name)} matches no class{hint}. Look classes up by index "
             f"(0-{self._num_classes - 1}), wnid (e.g. {self.wnids[0]!r}) or a WordNet lemma name"
         )
 
@@ -538,7 +446,7 @@ class ClassHierarchy:
     def similar_basis(self, target: int | str, *, min_size: int = DEFAULT_MIN_SIZE) -> SimilarBasis:
         """Say which synset(s) the similar set of ``target`` was taken under.
 
-        Example:
+        Examples:
             >>> from lsdiffusion.semantics import imagenet1k_hierarchy
             >>> imagenet1k_hierarchy().similar_basis(207)
             SimilarBasis(kind='siblings', synsets=('retriever.n.01',))
@@ -579,7 +487,7 @@ class ClassHierarchy:
             ``ClassSets(similar, dissimilar)``, ascending class indices, disjoint;
             the target is in neither.
 
-        Example:
+        Examples:
             >>> from lsdiffusion.semantics import imagenet1k_hierarchy
             >>> h = imagenet1k_hierarchy()
             >>> sim, dis = h.class_sets("golden retriever")
@@ -603,7 +511,7 @@ class ClassHierarchy:
         )
 
     def _class_sets_direct(self, i: int, m: int, k: int, cap: int | None = None) -> ClassSets:
-        """:meth:`class_sets` of one class without building the ``(C, C)`` masks."""
+        """`class_sets` of one class without building the ``(C, C)`` masks."""
         sim = self._siblings(i)
         if sim.size == 0:
             sim = self._fallback_members(i, self._fallback_root(i, m), cap)
@@ -624,11 +532,11 @@ class ClassHierarchy:
     ) -> ClassSetMasks:
         """Class sets of every class at once, as ``(C, C)`` bool masks.
 
-        Row ``t`` equals :meth:`class_sets` of target ``t`` (same arguments).
-        Results are cached per set of arguments and returned read-only (copy
-        before editing). Memory is ``2 C²`` bytes.
+        Row ``t`` equals [`class_sets`][lsdiffusion.semantics.hierarchy.ClassHierarchy.class_sets]
+        of target ``t`` (same arguments). Results are cached per set of arguments and returned
+        read-only (copy before editing). Memory is ``2 C²`` bytes.
 
-        Example:
+        Examples:
             >>> from lsdiffusion.semantics import imagenet1k_hierarchy
             >>> masks = imagenet1k_hierarchy().class_masks()
             >>> masks.similar.shape, int(masks.similar[207].sum())
@@ -686,7 +594,7 @@ class ClassHierarchy:
         ``a`` and ``b`` (a class counts as its own ancestor, so the diagonal is
         the class's depth), or -1 when they share none. Cached, read-only.
 
-        Example:
+        Examples:
             >>> from lsdiffusion.semantics import imagenet1k_hierarchy
             >>> d = imagenet1k_hierarchy().lca_depths()
             >>> int(d[207, 208]), int(d[207, 833])  # retriever.n.01; whole.n.02
@@ -710,153 +618,34 @@ class ClassHierarchy:
     def to_text(self) -> str:
         """Serialise as TSV: the classes in index order, then the other synsets by wnid.
 
-        Columns: ``wnid``, ``synset`` (nltk name), ``class`` (index, empty for
-        ancestors), ``parents`` (space-separated wnids, sorted), ``lemmas``
-        (space-separated, WordNet order). Lines starting with ``#`` are comments.
+        The format is described in
+        [`lsdiffusion.semantics.hierarchy_file`][lsdiffusion.semantics.hierarchy_file].
+
+        Raises:
+            ValueError: a name holding a tab, newline or carriage return.
         """
-        out = io.StringIO()
-        out.write("# lsdiffusion class hierarchy v1: classes and all their hypernym ancestors\n")
-        if self.source:
-            out.write(f"# source: {self.source}\n")
-        out.write("\t".join(_HEADER) + "\n")
-        rest = sorted(
-            (v for v in range(len(self._records)) if v not in self._class_of_node),
-            key=lambda v: self._records[v].wnid,
-        )
-        for v in [*map(int, self._class_node), *rest]:
-            rec = self._records[v]
-            cls = self._class_of_node.get(v)
-            parents = sorted(self._records[p].wnid for p in self._parents[v])
-            out.write(
-                f"{rec.wnid}\t{rec.name}\t{'' if cls is None else cls}\t"
-                f"{' '.join(parents)}\t{' '.join(rec.lemmas)}\n"
-            )
-        return out.getvalue()
+        return format_hierarchy(self._records, self.wnids, self.source)
 
     @classmethod
     def from_text(cls, text: str) -> ClassHierarchy:
-        """Parse the format written by :meth:`to_text`."""
-        with _gc_paused():
-            return cls._from_text(text)
-
-    @classmethod
-    def _from_text(cls, text: str) -> ClassHierarchy:
-        lines = iter(enumerate(text.splitlines(), start=1))
-        source = ""
-        header: list[str] | None = None
-        records: list[SynsetRecord] = []
-        classes: dict[int, str] = {}
-        for lineno, line in lines:
-            if not line.strip():
-                continue
-            if line.startswith("#"):
-                if line.startswith("# source: "):
-                    source = line[len("# source: ") :]
-                continue
-            fields = line.split("\t")
-            if header is None:
-                header = fields
-                if tuple(header) != _HEADER:
-                    raise ValueError(
-                        f"hierarchy file must start with the header {_HEADER}, got {tuple(fields)}"
-                    )
-                continue
-            if len(fields) != len(_HEADER):
-                raise ValueError(
-                    f"hierarchy line {lineno} must have {len(_HEADER)} tab-separated fields, "
-                    f"got {len(fields)}: {line!r}"
-                )
-            wnid, name, cls_field, parents, lemmas = fields
-            if not lemmas.split():
-                raise ValueError(f"hierarchy line {lineno} must list at least one lemma: {line!r}")
-            records.append(SynsetRecord(wnid, name, tuple(parents.split()), tuple(lemmas.split())))
-            if cls_field:
-                idx = int(cls_field)
-                if idx in classes:
-                    raise ValueError(f"hierarchy line {lineno}: class index {idx} appears twice")
-                classes[idx] = wnid
-        if header is None:
-            raise ValueError("hierarchy file is empty: no header line")
-        if sorted(classes) != list(range(len(classes))):
-            raise ValueError(
-                f"hierarchy class indices must be 0..{len(classes) - 1} without gaps, got "
-                f"{sorted(set(range(len(classes))) ^ set(classes))[:10]} wrong"
-            )
-        return cls(records, [classes[i] for i in range(len(classes))], source=source)
+        """Parse the format written by [`to_text`][lsdiffusion.semantics.ClassHierarchy.to_text]."""
+        records, classes, source = parse_hierarchy(text)
+        return cls(records, classes, source=source)
 
     def save(self, path: str | Path) -> None:
-        """Write :meth:`to_text` to ``path``, gzip'd when it ends in ``.gz``.
+        """Write the `to_text` TSV to `path`, gzip'd when it ends in `.gz`.
 
         The gzip header carries no time stamp or file name, so identical
-        hierarchies give identical files.
+        hierarchies give identical files; every name comes back from
+        [`load`][lsdiffusion.semantics.ClassHierarchy.load] as saved.
         """
-        data = self.to_text().encode("utf-8")
-        target = Path(path)
-        if target.suffix == ".gz":
-            with (
-                target.open("wb") as raw,
-                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
-            ):
-                gz.write(data)
-        else:
-            target.write_bytes(data)
+        write_hierarchy_file(path, self.to_text())
 
     @classmethod
     def load(cls, path: str | Path) -> ClassHierarchy:
-        """Read a file written by :meth:`save`."""
-        raw = Path(path).read_bytes()
-        return cls.from_text(_decode(raw))
+        """Read a file written by [`save`][lsdiffusion.semantics.ClassHierarchy.save]."""
+        return cls.from_text(read_hierarchy_file(path))
 
     def __repr__(self) -> str:
         src = f", source={self.source!r}" if self.source else ""
         return f"ClassHierarchy(num_classes={self._num_classes}, synsets={len(self._records)}{src})"
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while building many small acyclic objects.
-
-    Loading creates ~20k tuples and strings; in a process that already holds
-    torch's objects, the full collections this triggers cost more than the
-    loading itself.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _decode(raw: bytes) -> str:
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    return raw.decode("utf-8")
-
-
-_MOVED_TO_IMAGENET = frozenset(
-    {
-        "PAPER_CLASS_SETS",
-        "find_class",
-        "imagenet1k_hierarchy",
-        "imagenet1k_wnids",
-        "paper_class_set",
-        "wordnet_class_masks",
-        "wordnet_class_sets",
-    }
-)
-
-
-def __getattr__(name: str) -> object:
-    """Keep ``from lsdiffusion.semantics.hierarchy import imagenet1k_hierarchy`` working.
-
-    The ImageNet-1K data and the functions that default to it live in
-    :mod:`lsdiffusion.semantics.imagenet`; import them from
-    :mod:`lsdiffusion.semantics`.
-    """
-    if name in _MOVED_TO_IMAGENET:
-        from lsdiffusion.semantics import imagenet
-
-        return getattr(imagenet, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,11 +2,14 @@
 
 ImageNet-1K's 1000 classes are WordNet 3.0 noun synsets. Their hierarchy (the
 classes plus their 860 hypernym ancestors) ships with the package and loads on
-first use (:func:`imagenet1k_hierarchy`), without nltk or a network. The
-functions :func:`find_class`, :func:`wordnet_class_sets` and
-:func:`wordnet_class_masks` apply a :class:`~lsdiffusion.semantics.hierarchy.ClassHierarchy`'s
-rules to it by default (pass ``hierarchy=`` for another class list), and
-:func:`paper_class_set` names the paper's hand-picked sets.
+first use ([`imagenet1k_hierarchy`][lsdiffusion.semantics.imagenet.imagenet1k_hierarchy]), without
+nltk or a network. The functions [`find_class`][lsdiffusion.semantics.imagenet.find_class],
+[`wordnet_class_sets`][lsdiffusion.semantics.imagenet.wordnet_class_sets] and
+[`wordnet_class_masks`][lsdiffusion.semantics.imagenet.wordnet_class_masks] apply a
+[`ClassHierarchy`][lsdiffusion.semantics.hierarchy.ClassHierarchy]'s rules to it by default (pass
+``hierarchy=`` for another class list), and
+[`paper_class_set`][lsdiffusion.semantics.imagenet.paper_class_set] names the paper's hand-picked
+sets.
 """
 
 from __future__ import annotations
@@ -20,13 +23,11 @@ from lsdiffusion.semantics.hierarchy import (
     DEFAULT_DISSIMILAR_DEPTH,
     DEFAULT_MIN_SIZE,
     ClassHierarchy,
-    ClassLookupError,
     ClassSetMasks,
     ClassSets,
-    _decode,
-    _echo,
-    _normalize_name,
 )
+from lsdiffusion.semantics.hierarchy_file import decode_hierarchy_bytes
+from lsdiffusion.semantics.names import ClassLookupError, echo, normalize_name
 
 __all__ = [
     "PAPER_CLASS_SETS",
@@ -61,20 +62,20 @@ def imagenet1k_hierarchy() -> ClassHierarchy:
     1000 classes in the standard index order plus their 860 hypernym ancestors.
     Needs neither nltk nor a network.
 
-    Example:
+    Examples:
         >>> from lsdiffusion.semantics import imagenet1k_hierarchy
         >>> imagenet1k_hierarchy()
         ClassHierarchy(num_classes=1000, synsets=1860, source='WordNet 3.0')
     """
     raw = (resources.files("lsdiffusion.semantics") / "data" / _HIERARCHY_FILE).read_bytes()
-    return ClassHierarchy.from_text(_decode(raw))
+    return ClassHierarchy.from_text(decode_hierarchy_bytes(raw))
 
 
 @functools.lru_cache(maxsize=1)
 def imagenet1k_wnids() -> tuple[str, ...]:
     """The 1000 ImageNet-1K wnids in class-index order (the shipped list).
 
-    Example:
+    Examples:
         >>> from lsdiffusion.semantics import imagenet1k_wnids
         >>> wnids = imagenet1k_wnids()
         >>> len(wnids), wnids[0], wnids[207]
@@ -96,14 +97,14 @@ def find_class(target: int | str, *, hierarchy: ClassHierarchy | None = None) ->
     Raises:
         ClassLookupError: unknown (with close matches) or ambiguous names.
 
-    Example:
+    Examples:
         >>> from lsdiffusion.semantics import find_class
         >>> find_class("Golden Retriever"), find_class("n01440764")
         (207, 0)
         >>> find_class("golden retriver")
         Traceback (most recent call last):
         ...
-        lsdiffusion.semantics.hierarchy.ClassLookupError: target name 'golden retriver' matches
+        lsdiffusion.semantics.names.ClassLookupError: target name 'golden retriver' matches
         no class; close matches: 'golden retriever' (207)...
     """
     h = imagenet1k_hierarchy() if hierarchy is None else hierarchy
@@ -126,14 +127,14 @@ def wordnet_class_sets(
     is given. Dissimilar: the other classes whose lowest common ancestor
     with the target has depth ``<= dissimilar_depth`` (root = 0, longest path). Full
     definitions, and how several parents are handled, are in
-    :mod:`lsdiffusion.semantics.hierarchy`.
+    [`lsdiffusion.semantics.hierarchy`][lsdiffusion.semantics.hierarchy].
 
     Args:
         target: class index, wnid, synset name or lemma name.
         min_size: fallback size of the similar set (default 1).
         dissimilar_depth: depth threshold of the dissimilar set (default 3).
         hierarchy: defaults to the embedded ImageNet-1K hierarchy (no nltk,
-            no network); pass :func:`~lsdiffusion.semantics.wordnet_hierarchy`
+            no network); pass [`wordnet_hierarchy`][lsdiffusion.wordnet_hierarchy]
             for other class lists.
         max_size: cap on a fallback similar set (default ``None``, no cap): its
             ``max_size`` classes with the deepest lowest common ancestor with
@@ -143,7 +144,7 @@ def wordnet_class_sets(
     Returns:
         ``ClassSets(similar, dissimilar)`` of ascending class indices.
 
-    Example:
+    Examples:
         >>> from lsdiffusion.semantics import wordnet_class_sets
         >>> similar, dissimilar = wordnet_class_sets(207)
         >>> similar, len(dissimilar)
@@ -166,9 +167,9 @@ def wordnet_class_masks(
     hierarchy: ClassHierarchy | None = None,
     max_size: int | None = None,
 ) -> ClassSetMasks:
-    """:func:`wordnet_class_sets` of every class at once, as ``(C, C)`` bool masks.
+    """`wordnet_class_sets` of every class at once, as ``(C, C)`` bool masks.
 
-    Example:
+    Examples:
         >>> from lsdiffusion.semantics import wordnet_class_masks
         >>> masks = wordnet_class_masks()
         >>> masks.dissimilar.shape, bool(masks.dissimilar[207, 833])
@@ -185,12 +186,12 @@ def paper_class_set(name: str) -> tuple[int, ...]:
     54, king 56, water 58) and ``"figure1"`` (miniature poodle 266, standard
     poodle 267, submarine 833). Case, ``_``, ``-`` and spaces are ignored.
 
-    Example:
+    Examples:
         >>> from lsdiffusion.semantics import paper_class_set
         >>> paper_class_set("Figure 1")
         (266, 267, 833)
     """
-    key = _normalize_name(name).replace(" ", "")
+    key = normalize_name(name).replace(" ", "")
     if key not in _PAPER_SETS:
-        raise ClassLookupError(f"name must be one of {sorted(_PAPER_SETS)}, got {_echo(name)}")
+        raise ClassLookupError(f"name must be one of {sorted(_PAPER_SETS)}, got {echo(name)}")
     return _PAPER_SETS[key]

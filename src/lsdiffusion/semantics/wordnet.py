@@ -1,11 +1,13 @@
 """Class hierarchies for any class list through nltk's WordNet (imported lazily).
 
 Use this for ImageNet-21k wnids, CIFAR-100 names or your own synsets; the
-resulting :class:`~lsdiffusion.semantics.ClassHierarchy` applies exactly the
+resulting [`ClassHierarchy`][lsdiffusion.ClassHierarchy] applies exactly the
 rules of the embedded ImageNet-1K one, and can be saved for offline use.
 
 nltk and its WordNet corpus are optional. Nothing here ever downloads: when
-either is missing, :class:`WordNetUnavailableError` says how to install it.
+either is missing,
+[`WordNetUnavailableError`][lsdiffusion.semantics.wordnet.WordNetUnavailableError] says how to
+install it.
 """
 
 from __future__ import annotations
@@ -19,14 +21,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from lsdiffusion.semantics.hierarchy import (
-    _SYNSET_NAME_RE,
-    _WNID_RE,
-    ClassHierarchy,
-    ClassLookupError,
-    SynsetRecord,
-    _echo,
-)
+from lsdiffusion.semantics.graph import SynsetRecord
+from lsdiffusion.semantics.hierarchy import ClassHierarchy
+from lsdiffusion.semantics.names import ClassLookupError, echo, is_synset_name, is_wnid
 
 __all__ = [
     "ClassListError",
@@ -51,7 +48,7 @@ The ImageNet-1K hierarchy ships with lsdiffusion and needs none of this."""
 
 
 class ClassProblem(NamedTuple):
-    """One class of a list that :func:`wordnet_hierarchy` could not resolve.
+    """One class of a list that `wordnet_hierarchy` could not resolve.
 
     Attributes:
         position: its index in the class list.
@@ -71,7 +68,8 @@ class ClassListError(ClassLookupError):
     """Every class of a list that names no WordNet synset, or several, reported at once.
 
     Attributes:
-        problems: one :class:`ClassProblem` per such class, in list order.
+        problems: one [`ClassProblem`][lsdiffusion.semantics.wordnet.ClassProblem] per such class,
+            in list order.
     """
 
     def __init__(self, problems: Sequence[ClassProblem], advice: str) -> None:
@@ -99,13 +97,14 @@ def prepare_wordnet_corpus(dest: str | Path, source: str | Path = "/usr/share/wo
         source: folder with WordNet's ``data.noun``, ``index.noun``, ...
 
     Returns:
-        ``dest`` as a :class:`~pathlib.Path`; point ``NLTK_DATA`` at it or pass
-        it as ``nltk_data=`` to :func:`wordnet_hierarchy`.
+        ``dest`` as a `Path`; point ``NLTK_DATA`` at it or pass
+        it as ``nltk_data=`` to
+        [`wordnet_hierarchy`][lsdiffusion.semantics.wordnet.wordnet_hierarchy].
 
     Raises:
         FileNotFoundError: ``source`` lacks ``data.noun`` or ``index.noun``.
 
-    Example:
+    Examples:
         >>> import os, tempfile
         >>> from lsdiffusion.semantics import prepare_wordnet_corpus
         >>> with tempfile.TemporaryDirectory() as tmp:
@@ -187,8 +186,9 @@ def wordnet_hierarchy(
     *,
     on_ambiguous: Literal["raise", "first"] = "raise",
     nltk_data: str | Path | None = None,
+    embedded: bool = True,
 ) -> ClassHierarchy:
-    """Build a :class:`~lsdiffusion.semantics.ClassHierarchy` for any classes via nltk.
+    """Build a [`ClassHierarchy`][lsdiffusion.ClassHierarchy] for any classes via nltk.
 
     Each class is one of:
 
@@ -200,29 +200,43 @@ def wordnet_hierarchy(
       unless ``on_ambiguous="first"``, which takes WordNet's first (most
       frequent) sense.
 
+    When every class is a wnid of ImageNet-1K (any subset, any order) and
+    `embedded` is True, the hierarchy comes from the embedded ImageNet-1K one
+    (the same WordNet 3.0 synsets, restricted to these classes and their
+    ancestors): no nltk, no corpus, no loading time.
+
     Parents are the hypernyms and instance hypernyms, and all ancestors over
     every path are kept, so the class sets follow the same rules as the
     embedded ImageNet-1K hierarchy. Save the result with
-    :meth:`ClassHierarchy.save` to use it without nltk later. Loading the
-    corpus takes a few seconds.
+    [`ClassHierarchy.save`][lsdiffusion.semantics.hierarchy.ClassHierarchy.save] to use it without
+    nltk later. Loading the corpus takes a few seconds.
 
     Args:
         classes: the class references, in class-index order.
         on_ambiguous: what to do with a lemma that has several noun senses.
-        nltk_data: optional nltk data folder, see :func:`load_wordnet`.
+        nltk_data: optional nltk data folder, see
+            [`load_wordnet`][lsdiffusion.semantics.wordnet.load_wordnet].
+        embedded: use the embedded ImageNet-1K hierarchy for ImageNet-1K wnids
+            (default); `False` always reads WordNet through nltk.
 
     Raises:
         WordNetUnavailableError: nltk or its WordNet corpus is missing.
-        ClassListError: (a :class:`ClassLookupError`) classes that name no
-            synset (close matches are listed), or ambiguous lemmas with
+        ClassListError: (a [`ClassLookupError`][lsdiffusion.semantics.names.ClassLookupError])
+            classes that name no synset (close matches are listed), or ambiguous lemmas with
             ``on_ambiguous="raise"``: every one of them at once, in
-            :attr:`ClassListError.problems`.
+            `ClassListError.problems`.
         ValueError: duplicate classes; wnids with a WordNet other than 3.0.
     """
     if on_ambiguous not in ("raise", "first"):
         raise ValueError(f"on_ambiguous must be 'raise' or 'first', got {on_ambiguous!r}")
     if isinstance(classes, str):
         raise TypeError("classes must be a sequence of str, got a single str")
+    if not isinstance(embedded, bool):
+        raise TypeError(f"embedded must be a bool (True or False), got {embedded!r}")
+    if embedded:
+        subset = _imagenet_subset(classes)
+        if subset is not None:
+            return subset
     wn = load_wordnet(nltk_data)
     version = str(wn.get_version())
     synsets = []
@@ -248,8 +262,8 @@ def wordnet_hierarchy(
     for i, s in enumerate(synsets):
         if s.name() in seen:
             raise ValueError(
-                f"classes must name distinct synsets: {_echo(classes[seen[s.name()]])} (index "
-                f"{seen[s.name()]}) and {_echo(classes[i])} (index {i}) are both {s.name()}"
+                f"classes must name distinct synsets: {echo(classes[seen[s.name()]])} (index "
+                f"{seen[s.name()]}) and {echo(classes[i])} (index {i}) are both {s.name()}"
             )
         seen[s.name()] = i
     records: dict[str, SynsetRecord] = {}
@@ -269,6 +283,28 @@ def wordnet_hierarchy(
     )
 
 
+def _imagenet_subset(classes: Sequence[str]) -> ClassHierarchy | None:
+    """The embedded hierarchy restricted to `classes`, when all are distinct ImageNet-1K wnids."""
+    from lsdiffusion.semantics.imagenet import imagenet1k_hierarchy, imagenet1k_wnids
+
+    known = set(imagenet1k_wnids())
+    refs = [c.strip() if isinstance(c, str) else c for c in classes]
+    if not refs or not all(isinstance(c, str) and c in known for c in refs):
+        return None
+    if len(set(refs)) != len(refs):
+        return None  # the nltk path reports the duplicate
+    full = imagenet1k_hierarchy()
+    by_wnid = {rec.wnid: rec for rec in full.records}
+    keep: dict[str, SynsetRecord] = {}
+    todo = list(refs)
+    while todo:
+        wnid = todo.pop()
+        if wnid not in keep:
+            keep[wnid] = by_wnid[wnid]
+            todo.extend(by_wnid[wnid].parents)
+    return ClassHierarchy(keep.values(), refs, source=full.source)
+
+
 def _wnid(synset: Any) -> str:
     pos = synset.pos()
     return f"{'a' if pos == 's' else pos}{synset.offset():08d}"
@@ -281,7 +317,7 @@ def _resolve(wn: Any, ref: str, version: str) -> Any:
     from nltk.corpus.reader.wordnet import WordNetError
 
     text = ref.strip()
-    if _WNID_RE.match(text):
+    if is_wnid(text):
         if version != "3.0":
             raise ValueError(
                 f"wnids are WordNet 3.0 offsets, but nltk loaded WordNet {version}; "
@@ -294,13 +330,13 @@ def _resolve(wn: Any, ref: str, version: str) -> Any:
         except (WordNetError, ValueError):
             found = None
         if found is None:
-            return f"{_echo(ref)} is not a WordNet {version} wnid", ()
+            return f"{echo(ref)} is not a WordNet {version} wnid", ()
         return found
-    if _SYNSET_NAME_RE.match(text):
+    if is_synset_name(text):
         try:
             return wn.synset(text)
         except (WordNetError, ValueError):
-            return f"{_echo(ref)} is not a WordNet synset name", ()
+            return f"{echo(ref)} is not a WordNet synset name", ()
     lemma = "_".join(text.split())
     found = wn.synsets(lemma, pos="n")
     if not found:
@@ -309,12 +345,12 @@ def _resolve(wn: Any, ref: str, version: str) -> Any:
         words = [w for w in lemma.split("_") if len(lemma.split("_")) > 1 and wn.synsets(w, "n")]
         if words:
             hint += f"; its words that are nouns: {words[:10]}"
-        return f"{_echo(ref)} is not a WordNet noun{hint}", ()
+        return f"{echo(ref)} is not a WordNet noun{hint}", ()
     if len(found) > 1:
         senses = "; ".join(f"{s.name()} ({s.definition()})" for s in found[:8])
         more = f"; and {len(found) - 8} more" if len(found) > 8 else ""
         return (
-            f"{_echo(ref)} has {len(found)} noun senses: {senses}{more}",
+            f"{echo(ref)} has {len(found)} noun senses: {senses}{more}",
             tuple(s.name() for s in found),
         )
     return found[0]
