@@ -96,7 +96,7 @@ class DemoResult:
                 f"significant (one-sided Wilcoxon p < {self.SIGNIFICANCE_LEVEL:g} each, "
                 f"n = {sig.n})"
             )
-            out[name] = sig.systematic(self.SIGNIFICANCE_LEVEL)
+            out[name] = sig.systematic_at(self.SIGNIFICANCE_LEVEL)
         return out
 
     def to_json(self) -> dict[str, Any]:
