@@ -274,3 +274,22 @@ def test_cli_two_heads_need_layer(setup, capsys):
     assert "'head' (6 -> 6), 'head_dist' (6 -> 6); pass layer=" in err[0]
     assert cli_main([*argv, "--layer", "head", "--relative-to", "all"]) == 0
     assert (tmp / "out" / "report.md").is_file()
+
+
+def test_cifar100_sets_follow_the_dataset_class_order():
+    from lsdiffusion.analyze import _cifar100_sets
+    from lsdiffusion.semantics import cifar100_class_names, cifar100_class_sets
+
+    names = list(cifar100_class_names())
+    shuffled = names[::-1]  # folders in another order than the fine labels
+    choice = _cifar100_sets(shuffled)
+    i = shuffled.index("maple_tree")
+    expected = cifar100_class_sets("maple_tree")
+    similar = sorted(names.index(shuffled[j]) for j in choice.similar[i].nonzero()[0])
+    dissimilar = sorted(names.index(shuffled[j]) for j in choice.dissimilar[i].nonzero()[0])
+    assert similar == list(expected.similar)
+    assert dissimilar == list(expected.dissimilar)
+    with pytest.raises(ValueError, match="needs the 100 CIFAR-100 classes, got 3"):
+        _cifar100_sets(["a", "b", "c"])
+    with pytest.raises(ValueError, match="'not_a_class' is not a CIFAR-100 fine label name"):
+        _cifar100_sets([*names[:99], "not_a_class"])

@@ -12,6 +12,8 @@ through it: class centroids and cluster geometry
 projected classes, and the teacher's target entropy.
 
 Class sets (`--sets`): `wordnet` (ImageNet wnid folders: the embedded hierarchy),
+`cifar100` (the 100 CIFAR-100 classes, matched by fine label name: the other four
+classes of the superclass are similar, the other superclasses' classes dissimilar),
 `feature` (distances between the centroids of a *reference* model: `--reference`,
 by default the teacher), or a hand-picked group (`--similar ... --dissimilar ...`).
 Feature sets never come from the students being measured: sets chosen as the
@@ -131,7 +133,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperatures", type=float, nargs="+", required=True, metavar="T")
     p.add_argument("--reference", type=Path, default=None, help="feature sets from (def: teacher)")
     p.add_argument("--reference-model", default=None, help="its model (default: --model)")
-    p.add_argument("--sets", choices=("auto", "wordnet", "feature"), default="auto")
+    p.add_argument("--sets", choices=("auto", "wordnet", "cifar100", "feature"), default="auto")
     p.add_argument(
         "--layer", default=None, help="the classifier layer, when two could be (e.g. head)"
     )
@@ -294,6 +296,29 @@ def _hierarchy(classes: list[str], required: bool) -> Any:
     return wordnet_hierarchy(classes, on_ambiguous="first")
 
 
+def _cifar100_sets(classes: list[str]) -> SetChoice:
+    """CIFAR-100's superclass sets, mapped onto the dataset's classes by name."""
+    from lsdiffusion.semantics import cifar100_class_masks, cifar100_hierarchy
+
+    if len(classes) != 100:
+        raise ValueError(f"--sets cifar100 needs the 100 CIFAR-100 classes, got {len(classes)}")
+    hierarchy = cifar100_hierarchy()
+    order = []
+    for c in classes:
+        try:
+            order.append(hierarchy.index(c))
+        except (KeyError, ValueError, LookupError):
+            raise ValueError(
+                f"--sets cifar100: class {c!r} is not a CIFAR-100 fine label name"
+            ) from None
+    if len(set(order)) != 100:
+        raise ValueError("--sets cifar100: the dataset's class names repeat a CIFAR-100 class")
+    masks = cifar100_class_masks()
+    similar = masks.similar[order][:, order]
+    dissimilar = masks.dissimilar[order][:, order]
+    return SetChoice(list(range(100)), similar, dissimilar, "CIFAR-100 superclasses")
+
+
 def _hand_picked(args: argparse.Namespace, classes: list[str], names: Sequence[str]) -> SetChoice:
     import numpy as np
 
@@ -358,6 +383,8 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
         measured[f"student T={t:g}"] = _measure(args, args.model, path, loader, k, picked, None)
     if hand is not None:
         sets = hand
+    elif args.sets == "cifar100":
+        sets = _cifar100_sets(classes)
     elif hierarchy is not None and args.sets != "feature":
         masks = hierarchy.class_masks()
         source = f"WordNet ({hierarchy.source or 'nltk'}): siblings / LCA depth <= 3"
