@@ -51,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "collect_features": "lsdiffusion.features",
     "find_final_linear": "lsdiffusion.features",
     "iter_features": "lsdiffusion.features",
+    "TopKTeacher": "lsdiffusion.teachers",
     "KDTerms": "lsdiffusion.functional",
     "fused_linear_kd_loss": "lsdiffusion.functional",
     "kd_loss": "lsdiffusion.functional",
@@ -145,6 +146,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         wordnet_class_sets,
         wordnet_hierarchy,
     )
+    from lsdiffusion.teachers import TopKTeacher
 
 
 def __getattr__(name: str) -> Any:
@@ -186,6 +188,7 @@ __all__ = [
     "Projection",
     "TargetEntropy",
     "Templates",
+    "TopKTeacher",
     "WordNetUnavailableError",
     "__version__",
     "capture_features",

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from lsdiffusion._kernels.autograd import apply, tracing_or_transforming
+from lsdiffusion._kernels.base import LossKernel
 from lsdiffusion._kernels.eager.blocks import compute_dtype
 from lsdiffusion._kernels.eager.kd import KDKernel
 from lsdiffusion._kernels.eager.label_smoothing import LabelSmoothingKernel
@@ -53,6 +54,7 @@ from lsdiffusion._validation import (
     check_reduction,
     normalize_dim,
 )
+from lsdiffusion.teachers import TopKTeacher
 
 __all__ = [
     "KDTerms",
@@ -373,7 +375,7 @@ class KDTerms(NamedTuple):
 
 def kd_loss_terms(
     student_logits: Tensor,
-    teacher_logits: Tensor,
+    teacher_logits: Tensor | TopKTeacher,
     temperature: float,
     *,
     target: Tensor | None = None,
@@ -411,7 +413,7 @@ def kd_loss_terms(
 
 def _kd_terms(
     student_logits: Tensor,
-    teacher_logits: Tensor,
+    teacher_logits: Tensor | TopKTeacher,
     temperature: float,
     *,
     target: Tensor | None,
@@ -436,25 +438,34 @@ def _kd_terms(
         raise TypeError(
             f"student_logits must be a torch.Tensor, got {type(student_logits).__name__}"
         )
-    if not isinstance(teacher_logits, Tensor):
+    cached = isinstance(teacher_logits, TopKTeacher)
+    if not cached and not isinstance(teacher_logits, Tensor):
         raise TypeError(
-            f"teacher_logits must be a torch.Tensor, got {type(teacher_logits).__name__}"
+            "teacher_logits must be a torch.Tensor or a TopKTeacher, got "
+            f"{type(teacher_logits).__name__}"
         )
-    if teacher_logits.shape != student_logits.shape:
+    if isinstance(teacher_logits, TopKTeacher):
+        pass  # checked against the student's class dim below
+    elif teacher_logits.shape != student_logits.shape:
         raise ValueError(
             "student_logits and teacher_logits must have the same shape, got "
             f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
         )
-    if teacher_logits.device != student_logits.device:
+    if isinstance(teacher_logits, Tensor) and teacher_logits.device != student_logits.device:
         raise ValueError(
             f"teacher_logits is on {teacher_logits.device} but student_logits is on "
             f"{student_logits.device}"
         )
     x, d = _flatten_logits("student_logits", student_logits, dim)
-    t2d, _ = _flatten_logits("teacher_logits", teacher_logits.detach(), dim)
     cdtype = compute_dtype(x)
-    if t2d.dtype == torch.float64 and cdtype != torch.float64:
-        t2d = t2d.to(cdtype)  # a float64 teacher for a float32 (or half) student
+    if isinstance(teacher_logits, TopKTeacher):
+        from lsdiffusion._kernels.topk import flatten_teacher
+
+        topk = flatten_teacher(teacher_logits, student_logits, d)
+    else:
+        t2d, _ = _flatten_logits("teacher_logits", teacher_logits.detach(), dim)
+        if t2d.dtype == torch.float64 and cdtype != torch.float64:
+            t2d = t2d.to(cdtype)  # a float64 teacher for a float32 (or half) student
 
     if target is None:
         if beta < 1.0:
@@ -476,14 +487,40 @@ def _kd_terms(
         flat = idx if valid is None else torch.where(valid, idx, 0)
 
     scale = _row_scale(valid, x, reduction, None, cdtype)
+    kernel: LossKernel
+    if isinstance(teacher_logits, TopKTeacher):
+        from lsdiffusion._kernels.topk import TopKKDKernel
+
+        _check_backend(backend)  # a cached teacher runs on the eager engine (or composite)
+        indices, values, bucket = topk
+        kernel = TopKKDKernel(
+            indices=indices,
+            values=values,
+            temperature=float(temperature),
+            t2=t2_scaling,
+            bucket=bucket,
+            beta=float(beta),
+            target=flat,
+            with_terms=need_hard,
+            scale=scale,
+            valid=valid,
+        )
+        outs = apply(x, kernel, reduce=reduction != "none")
+        return _terms_of(outs, reduction, student_logits, d, need_hard)
     args = (t2d, float(temperature), t2_scaling, float(beta), flat, need_hard, scale, valid)
     if _use_triton(backend, x):
         from lsdiffusion._kernels.triton.kd import TritonKDKernel
 
-        kernel: KDKernel = TritonKDKernel(*args)
+        kernel = TritonKDKernel(*args)
     else:
         kernel = KDKernel(*args)
     outs = apply(x, kernel, reduce=reduction != "none")
+    return _terms_of(outs, reduction, student_logits, d, need_hard)
+
+
+def _terms_of(
+    outs: tuple[Tensor, ...], reduction: str, student_logits: Tensor, d: int, need_hard: bool
+) -> KDTerms:
     loss = _finish(outs[0], reduction, student_logits, d)
     if not need_hard:  # kd_loss: the loss alone
         return KDTerms(loss, loss.detach(), loss.detach())
@@ -496,7 +533,7 @@ def _kd_terms(
 
 def kd_loss(
     student_logits: Tensor,
-    teacher_logits: Tensor,
+    teacher_logits: Tensor | TopKTeacher,
     temperature: float,
     *,
     target: Tensor | None = None,

@@ -36,6 +36,7 @@ from lsdiffusion.functional import (
     kd_loss_terms,
     label_smoothing_loss,
 )
+from lsdiffusion.teachers import TopKTeacher
 
 __all__ = ["FusedLinearKDLoss", "KDLoss", "LabelSmoothingLoss"]
 
@@ -184,7 +185,10 @@ class KDLoss(nn.Module):
         self.dim = dim
 
     def terms(
-        self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor | None = None
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor | TopKTeacher,
+        target: Tensor | None = None,
     ) -> KDTerms:
         """Return ``KDTerms(loss, hard, soft)``; only ``loss`` carries a gradient."""
         return kd_loss_terms(
@@ -201,7 +205,10 @@ class KDLoss(nn.Module):
         )
 
     def forward(
-        self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor | None = None
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor | TopKTeacher,
+        target: Tensor | None = None,
     ) -> Tensor:
         """Return the distillation loss (see :func:`~lsdiffusion.kd_loss`)."""
         return self.terms(student_logits, teacher_logits, target).loss

@@ -1,0 +1,204 @@
+"""KD against a cached top-k teacher (see `lsdiffusion.teachers` for the math).
+
+`run` holds one logits-sized buffer: the student's tempered softmax, written in
+place over a float copy of the logits and turned into the gradient in place
+(the teacher is scattered into it, never expanded). The hard term (`beta < 1`
+or when the terms are asked for) adds a second softmax at T = 1 while it is
+formed, unless T = 1. `composite` is the same loss as differentiable ops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lsdiffusion._kernels.autograd import tracing_or_transforming
+from lsdiffusion._kernels.base import LossKernel, replace_tensors, where_valid, zero_invalid
+from lsdiffusion._kernels.composite import ls_rows
+from lsdiffusion._kernels.eager.blocks import compute_dtype
+from lsdiffusion.teachers import TopKTeacher
+
+__all__ = ["TopKKDKernel", "flatten_teacher"]
+
+_NEG_INF = float("-inf")
+
+
+def _teacher_log_q(values: Tensor, temperature: float, bucket: bool) -> tuple[Tensor, Tensor]:
+    """Tempered teacher log-probabilities: `(rows, k)` and the bucket's `(rows,)`.
+
+    Without a bucket, the second output is `-inf` (no mass).
+    """
+    a = values / temperature
+    if not bucket:
+        lq = torch.log_softmax(a, 1)
+        return lq, torch.full_like(lq[:, 0], _NEG_INF)
+    # log r = log(1 - sum exp(v)), kept finite-or--inf and stable near sum = 1
+    lse_k = torch.logsumexp(values, 1).clamp(max=0.0)
+    log_r = torch.log(-torch.expm1(lse_k))
+    both = torch.cat([a, (log_r / temperature)[:, None]], 1)
+    lq_all = torch.log_softmax(both, 1)
+    return lq_all[:, :-1], lq_all[:, -1]
+
+
+def _xlogy_terms(lq: Tensor, log_p: Tensor) -> Tensor:
+    """`q (log q - log p)` with `0 log 0 = 0` wherever `q = 0`."""
+    return torch.where(lq == _NEG_INF, 0.0, lq.exp() * (lq - log_p))
+
+
+@dataclass
+class TopKKDKernel(LossKernel):
+    """Row-wise KD of `(rows, V)` student logits against `(rows, k)` cached classes."""
+
+    indices: Tensor  # (rows, k) int64
+    values: Tensor  # (rows, k), compute dtype
+    temperature: float
+    t2: bool
+    bucket: bool  # tail="bucket" and k < V
+    beta: float
+    target: Tensor | None  # (rows,) int64, ignored rows set to 0
+    with_terms: bool
+    scale: Tensor
+    valid: Tensor | None
+
+    def user_tensors(self) -> tuple[Tensor, ...]:
+        """The cached teacher (saved for backward, so an in-place change is caught)."""
+        return (self.indices, self.values)
+
+    def rebind(self, tensors: tuple[Tensor, ...]) -> TopKKDKernel:
+        """A copy reading the saved teacher tensors."""
+        return replace_tensors(self, ("indices", "values"), tensors)
+
+    def _hard_wanted(self) -> bool:
+        return self.target is not None and (self.with_terms or self.beta < 1.0)
+
+    def _t2(self) -> float:
+        return self.temperature**2 if self.t2 else 1.0
+
+    def composite(self, x: Tensor) -> tuple[Tensor, ...]:
+        """The loss as differentiable ops (create_graph, torch.func, compile, forward AD)."""
+        s = zero_invalid(self.valid, x.to(compute_dtype(x)))
+        lsm = torch.log_softmax(s / self.temperature, 1)
+        lq, lq_b = _teacher_log_q(self.values.to(s.dtype), self.temperature, self.bucket)
+        soft = _xlogy_terms(lq, lsm.gather(1, self.indices)).sum(1)
+        if self.bucket:
+            cached = torch.zeros_like(lsm, dtype=torch.bool).scatter(1, self.indices, True)
+            log_pb = torch.logsumexp(torch.where(cached, _NEG_INF, lsm), 1)
+            soft = soft + _xlogy_terms(lq_b, log_pb)
+        soft = soft * self._t2()
+        if self._hard_wanted():
+            assert self.target is not None
+            hard = ls_rows(s, self.target, False, 0.0, None)
+        else:
+            hard = torch.zeros_like(soft)
+        total = soft if self.beta == 1.0 else (1.0 - self.beta) * hard + self.beta * soft
+        scale = self.scale.to(s.dtype)
+        return tuple(where_valid(self.valid, o * scale) for o in (total, hard, soft))
+
+    def run(self, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        """One buffer: tempered softmax, then the gradient, in place (module docstring)."""
+        dtype = compute_dtype(x)
+        temp = self.temperature
+        buf = x.detach().to(dtype) / temp  # u = z / T: the only (rows, V) buffer
+        if self.valid is not None:
+            buf.masked_fill_(~self.valid[:, None], 0.0)
+        u_cached = buf.gather(1, self.indices)
+        m = buf.amax(1, keepdim=True)
+        buf.sub_(m).exp_()  # e = exp(u - m)
+        z = buf.sum(1)
+        lse = m[:, 0] + z.log()
+        lq, lq_b = _teacher_log_q(self.values.to(dtype), temp, self.bucket)
+        soft = _xlogy_terms(lq, u_cached - lse[:, None]).sum(1)
+        e_cached = buf.gather(1, self.indices)
+        if self.bucket:
+            buf.scatter_(1, self.indices, 0.0)  # the tail alone, summed without cancellation
+            tail = buf.sum(1)
+            soft = soft + _xlogy_terms(lq_b, tail.log() - z.log())
+        else:
+            tail = z  # no bucket: unused
+        soft = soft * self._t2()
+        hard = torch.zeros_like(soft)
+        hard_wanted = self._hard_wanted()
+        if hard_wanted:
+            assert self.target is not None
+            hard = self._hard_rows(x, dtype, u_cached, lse)
+        total = soft if self.beta == 1.0 else (1.0 - self.beta) * hard + self.beta * soft
+        scale = self.scale.to(dtype)
+        outs = tuple(where_valid(self.valid, o * scale) for o in (total, hard, soft))
+        if not need_grad:
+            return outs, None
+        # soft gradient: T (p - q) scaled by beta, the reduction and the T^2 choice
+        factor = scale * (self.beta * self._t2() / temp)
+        q = lq.exp()
+        if self.bucket:
+            q_b = lq_b.exp()
+            # tail: p_i (1 - q_b / P_b) = e_i (1/z - q_b / tail)
+            buf.mul_((factor * (1.0 / z - q_b / tail))[:, None])
+        else:
+            buf.mul_((factor / z)[:, None])
+        buf.scatter_(1, self.indices, (e_cached / z[:, None] - q) * factor[:, None])
+        if hard_wanted and self.beta < 1.0:
+            assert self.target is not None
+            self._add_hard_grad(buf, x, dtype, scale * (1.0 - self.beta))
+        if self.valid is not None:
+            buf.masked_fill_(~self.valid[:, None], 0.0)
+        return outs, buf.to(x.dtype)
+
+    def _hard_rows(self, x: Tensor, dtype: torch.dtype, u_cached: Tensor, lse: Tensor) -> Tensor:
+        """Per-row cross-entropy with the labels at T = 1."""
+        assert self.target is not None
+        z_y = x.detach().gather(1, self.target[:, None])[:, 0].to(dtype)
+        if self.temperature == 1.0:
+            return lse - z_y
+        lse1 = torch.logsumexp(x.detach().to(dtype), 1)
+        return lse1 - z_y
+
+    def _add_hard_grad(self, buf: Tensor, x: Tensor, dtype: torch.dtype, factor: Tensor) -> None:
+        """`buf += factor * (softmax(x) - onehot(target))`; a second buffer while it runs."""
+        assert self.target is not None
+        p1 = torch.softmax(x.detach().to(dtype), 1)
+        p1.scatter_add_(1, self.target[:, None], -torch.ones_like(p1[:, :1]))
+        buf.add_(p1.mul_(factor[:, None]))
+
+
+def flatten_teacher(teacher: TopKTeacher, logits: Tensor, dim: int) -> tuple[Tensor, Tensor, bool]:
+    """Check a cached teacher against `logits` (class dim `dim`); return it as `(rows, k)`.
+
+    Returns `(indices, values, bucket)`: int64 indices, values in the logits'
+    compute dtype, and whether a bucket applies (`tail="bucket"` and k < V).
+    Reads the indices on the host to check their range and distinctness
+    (one synchronisation on an accelerator), except while tracing.
+    """
+    num_classes = logits.shape[dim]
+    expected = (*logits.shape[:dim], "k", *logits.shape[dim + 1 :])
+    idx = teacher.indices
+    if idx.dim() != logits.dim() or any(
+        a != b for i, (a, b) in enumerate(zip(idx.shape, logits.shape, strict=True)) if i != dim
+    ):
+        raise ValueError(
+            f"teacher.indices must have shape {expected} (the student logits' shape "
+            f"{tuple(logits.shape)} with k classes at dim {dim}), got {tuple(idx.shape)}"
+        )
+    k = idx.shape[dim]
+    if not 1 <= k <= num_classes:
+        raise ValueError(f"teacher must cache 1 to {num_classes} classes per row, got k={k}")
+    if idx.device != logits.device:
+        raise ValueError(f"teacher is on {idx.device} but student_logits is on {logits.device}")
+    flat = idx.movedim(dim, -1).reshape(-1, k).long()
+    values = teacher.values.detach().movedim(dim, -1).reshape(-1, k).to(compute_dtype(logits))
+    if flat.numel() and not tracing_or_transforming():
+        lo, hi = (int(v) for v in torch.aminmax(flat))
+        if lo < 0 or hi >= num_classes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"teacher.indices contains class index {bad}, outside [0, {num_classes - 1}]"
+            )
+        if k > 1 and bool((flat.sort(1).values.diff(dim=1) == 0).any()):
+            raise ValueError("teacher.indices repeats a class within a row; cache distinct classes")
+        if teacher.kind == "logprobs" and bool((values > 1e-6).any()):
+            raise ValueError(
+                "teacher.values must be log-probabilities (<= 0) with kind='logprobs', got "
+                f"a value of {float(values.max()):.4g}"
+            )
+    return flat, values, teacher.tail == "bucket" and k < num_classes

@@ -1,0 +1,157 @@
+r"""Cached teachers: a teacher given by its top-k outputs instead of its logits.
+
+Distilling a language model from a cached teacher (its top-k classes per token,
+stored once) saves running the teacher, and its memory, at every step. A
+[`TopKTeacher`][lsdiffusion.TopKTeacher] is passed to
+[`kd_loss`][lsdiffusion.kd_loss] (and [`kd_loss_terms`][lsdiffusion.kd_loss_terms],
+[`KDLoss`][lsdiffusion.KDLoss]) in place of the teacher logits; the teacher is
+never expanded to the student's full `(N, V)` shape.
+
+**The two tail rules.** With the student's $p^T = \mathrm{softmax}(z_s / T)$
+over all $V$ classes and the cached classes $I$ (k of them per row):
+
+* `tail="renormalize"`: the teacher is the softmax of the cached values at $T$,
+  $q_j = \mathrm{softmax}(v / T)_j$ over $j \in I$ (for log-probabilities this is
+  the tempered teacher $p_t^{1/T}$ renormalised over the top k), and
+
+    $$ \mathcal{L} = T^2 \sum_{j \in I} q_j \,\big(\log q_j - \log p^T_j\big). $$
+
+  The student keeps its full softmax, so its mass outside $I$ is pushed down.
+  Its gradient is $T\,(p^T - q)$, with $q$ zero outside $I$.
+* `tail="bucket"` (needs `kind="logprobs"`): the teacher's remaining mass
+  $r = 1 - \sum_{j \in I} e^{v_j}$ is one more category, the *bucket*. The
+  tempered teacher over the $k + 1$ categories is
+  $q = \mathrm{softmax}\big([v, \log r] / T\big)$, the student's is
+  $P_j = p^T_j$ for $j \in I$ and $P_b = \sum_{i \notin I} p^T_i$, and
+
+    $$ \mathcal{L} = T^2 \Big(\sum_{j \in I} q_j \log\frac{q_j}{P_j}
+        + q_b \log\frac{q_b}{P_b}\Big). $$
+
+  The student's tail classes share the bucket's gradient in proportion to
+  their probabilities: $T\,p^T_i\,(1 - q_b / P_b)$ for $i \notin I$.
+
+With $k = V$ (every class cached, so there is no tail and no bucket) both rules
+equal dense KD exactly. A cached value of `-inf` carries no teacher mass;
+its class still counts as cached (outside the bucket).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+__all__ = ["TopKTeacher"]
+
+TopKKind = Literal["logits", "logprobs"]
+TopKTail = Literal["renormalize", "bucket"]
+_KINDS = ("logits", "logprobs")
+_TAILS = ("renormalize", "bucket")
+
+
+@dataclass(frozen=True)
+class TopKTeacher:
+    r"""A teacher given by `k` cached classes per row: their indices and values.
+
+    Args:
+        indices: integer tensor, the student logits' shape with the class dim
+            of size `k` (e.g. `(N, k)` for `(N, V)` logits, `(B, L, k)` for
+            `(B, L, V)` with `dim=-1`); distinct classes per row.
+        values: the teacher's logits (`kind="logits"`) or log-probabilities
+            (`kind="logprobs"`, $\le 0$) at those classes, same shape as `indices`.
+        kind: what `values` hold.
+        tail: `"renormalize"` or `"bucket"` (see the module page for the math);
+            `"bucket"` needs `kind="logprobs"`, which knows the remaining mass.
+
+    Examples:
+        >>> import torch
+        >>> from lsdiffusion import TopKTeacher, kd_loss
+        >>> s, t = torch.randn(4, 10), torch.randn(4, 10)
+        >>> cached = TopKTeacher.from_logits(t, k=10, kind="logprobs", tail="bucket")
+        >>> bool(torch.allclose(kd_loss(s, cached, 2.0), kd_loss(s, t, 2.0), atol=1e-6))
+        True
+        >>> cached = TopKTeacher.from_logits(t, k=3)  # 3 of 10 classes, renormalised
+        >>> cached.indices.shape
+        torch.Size([4, 3])
+    """
+
+    indices: Tensor
+    values: Tensor
+    kind: TopKKind = "logits"
+    tail: TopKTail = "renormalize"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.indices, Tensor):
+            raise TypeError(f"indices must be a torch.Tensor, got {type(self.indices).__name__}")
+        if not isinstance(self.values, Tensor):
+            raise TypeError(f"values must be a torch.Tensor, got {type(self.values).__name__}")
+        if self.indices.is_floating_point() or self.indices.is_complex():
+            raise TypeError(f"indices must be an integer tensor, got dtype {self.indices.dtype}")
+        if self.indices.dtype == torch.bool:
+            raise TypeError("indices must be an integer tensor, got dtype torch.bool")
+        if not self.values.is_floating_point():
+            raise TypeError(
+                f"values must be a floating-point tensor, got dtype {self.values.dtype}"
+            )
+        if self.indices.shape != self.values.shape:
+            raise ValueError(
+                "indices and values must have the same shape, got "
+                f"{tuple(self.indices.shape)} and {tuple(self.values.shape)}"
+            )
+        if self.indices.dim() < 2:
+            raise ValueError(
+                "indices must be (N, k, ...) with a batch and a class dimension, got shape "
+                f"{tuple(self.indices.shape)}"
+            )
+        if self.indices.device != self.values.device:
+            raise ValueError(
+                f"indices are on {self.indices.device} but values are on {self.values.device}"
+            )
+        if self.kind not in _KINDS:
+            raise ValueError(f"kind must be one of {list(_KINDS)}, got {self.kind!r}")
+        if self.tail not in _TAILS:
+            raise ValueError(f"tail must be one of {list(_TAILS)}, got {self.tail!r}")
+        if self.tail == "bucket" and self.kind != "logprobs":
+            raise ValueError(
+                "tail='bucket' needs kind='logprobs': the bucket holds the teacher's mass "
+                "outside the cached classes, which logits alone do not give"
+            )
+
+    @classmethod
+    def from_logits(
+        cls,
+        teacher_logits: Tensor,
+        k: int,
+        *,
+        kind: TopKKind = "logits",
+        tail: TopKTail = "renormalize",
+        dim: int = -1,
+    ) -> TopKTeacher:
+        """Cache the top `k` classes of dense teacher logits (class dim `dim`).
+
+        With `kind="logprobs"` the values are the log-probabilities
+        `log_softmax(teacher_logits)` at T = 1 of the top `k` classes.
+        The result keeps the class dim at `dim`.
+        """
+        if not isinstance(teacher_logits, Tensor) or not teacher_logits.is_floating_point():
+            raise TypeError("teacher_logits must be a floating-point torch.Tensor")
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise TypeError(f"k must be an int, got {type(k).__name__}")
+        size = teacher_logits.shape[dim]
+        if not 1 <= k <= size:
+            raise ValueError(f"k must be in [1, {size}] (the number of classes), got {k}")
+        t = teacher_logits.detach()
+        if kind == "logprobs":
+            t = torch.log_softmax(t.float() if t.dtype != torch.float64 else t, dim=dim)
+        values, indices = torch.topk(t, k, dim=dim)
+        return cls(indices, values, kind=kind, tail=tail)
+
+    def to(self, *args: Any, **kwargs: Any) -> TopKTeacher:
+        """Move to a device (`indices` keep their integer dtype; `values` follow a dtype)."""
+        device_only = {key: v for key, v in kwargs.items() if key != "dtype"}
+        others = [a for a in args if not isinstance(a, torch.dtype)]
+        indices = self.indices.to(*others, **device_only)
+        values = self.values.to(*args, **kwargs)
+        return TopKTeacher(indices, values, kind=self.kind, tail=self.tail)

@@ -1,0 +1,208 @@
+"""Cached top-k teachers in kd_loss: against dense KD (k = V) and a float64 re-derivation."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lsdiffusion import KDLoss, TopKTeacher, kd_loss, kd_loss_terms
+
+KINDS = [("logits", "renormalize"), ("logprobs", "renormalize"), ("logprobs", "bucket")]
+
+
+def _reference(s, t, k, temperature, tail, t2=True):
+    """Per-row top-k KD written out densely in float64 (the test's own expansion)."""
+    s, t = s.double(), t.double()
+    lp_t = torch.log_softmax(t, 1)
+    v, idx = lp_t.topk(k, 1)
+    lp_s = torch.log_softmax(s / temperature, 1)
+    if tail == "renormalize":
+        q = torch.softmax(v / temperature, 1)
+        rows = (q * (q.log() - lp_s.gather(1, idx))).sum(1)
+    else:
+        r = (1 - v.exp().sum(1)).clamp(min=0)
+        q = torch.softmax(torch.cat([v, r.log()[:, None]], 1) / temperature, 1)
+        p_cached = lp_s.exp().gather(1, idx)
+        p = torch.cat([p_cached, (1 - p_cached.sum(1))[:, None]], 1)
+        rows = torch.where(q > 0, q * (q.log() - p.log()), 0.0).sum(1)
+    return rows * (temperature**2 if t2 else 1.0)
+
+
+@pytest.mark.parametrize(("kind", "tail"), KINDS)
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_k_equal_v_is_dense_kd(kind, tail, temperature, dtype):
+    torch.manual_seed(0)
+    s = torch.randn(7, 11, dtype=dtype, requires_grad=True)
+    t = torch.randn(7, 11, dtype=dtype)
+    cached = TopKTeacher.from_logits(t, 11, kind=kind, tail=tail)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for reduction in ("batchmean", "sum", "none"):
+        a = kd_loss(s, cached, temperature, reduction=reduction)
+        b = kd_loss(s, t, temperature, reduction=reduction)
+        torch.testing.assert_close(a, b, atol=tol, rtol=tol)
+        (ga,) = torch.autograd.grad(a.sum(), s)
+        (gb,) = torch.autograd.grad(b.sum(), s)
+        torch.testing.assert_close(ga, gb, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("tail", ["renormalize", "bucket"])
+@pytest.mark.parametrize("temperature", [1.0, 2.5, 16.0])
+@pytest.mark.parametrize("t2", [True, False])
+def test_topk_against_float64_reference(tail, temperature, t2):
+    torch.manual_seed(1)
+    s = torch.randn(9, 40, dtype=torch.float64, requires_grad=True)
+    t = 3 * torch.randn(9, 40, dtype=torch.float64)
+    cached = TopKTeacher.from_logits(t, 5, kind="logprobs", tail=tail)
+    loss = kd_loss(s, cached, temperature, t2_scaling=t2)
+    ref = _reference(s, t, 5, temperature, tail, t2).mean()
+    torch.testing.assert_close(loss, ref, atol=1e-12, rtol=1e-10)
+    (g,) = torch.autograd.grad(loss, s)
+    (g_ref,) = torch.autograd.grad(ref, s)
+    torch.testing.assert_close(g, g_ref, atol=1e-12, rtol=1e-10)
+    # create_graph takes the composite formula: same gradient, and differentiable again
+    (g2,) = torch.autograd.grad(
+        kd_loss(s, cached, temperature, t2_scaling=t2), s, create_graph=True
+    )
+    torch.testing.assert_close(g2, g_ref, atol=1e-12, rtol=1e-10)
+    assert g2.requires_grad
+
+
+def test_renormalize_logits_and_logprobs_agree():
+    torch.manual_seed(2)
+    s, t = torch.randn(5, 30, dtype=torch.float64), torch.randn(5, 30, dtype=torch.float64)
+    a = kd_loss(s, TopKTeacher.from_logits(t, 4, kind="logits"), 3.0)
+    b = kd_loss(s, TopKTeacher.from_logits(t, 4, kind="logprobs"), 3.0)
+    torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_ignore_index_beta_and_terms():
+    torch.manual_seed(3)
+    s = torch.randn(8, 20, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(8, 20, dtype=torch.float64)
+    y = torch.randint(0, 20, (8,))
+    y[[1, 5]] = -100
+    cached = TopKTeacher.from_logits(t, 6, kind="logprobs", tail="bucket")
+    terms = kd_loss_terms(s, cached, 2.0, target=y, beta=0.25)
+    keep = y != -100
+    soft = _reference(s[keep], t[keep], 6, 2.0, "bucket").mean()
+    hard = F.cross_entropy(s, y)
+    torch.testing.assert_close(terms.soft, soft.detach(), atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(terms.hard, hard.detach(), atol=1e-12, rtol=1e-10)
+    ref = 0.75 * hard + 0.25 * soft
+    torch.testing.assert_close(terms.loss, ref, atol=1e-12, rtol=1e-10)
+    (g,) = torch.autograd.grad(terms.loss, s)
+    (g_ref,) = torch.autograd.grad(ref, s)
+    torch.testing.assert_close(g, g_ref, atol=1e-12, rtol=1e-10)
+    assert torch.all(g[~keep] == 0)
+
+
+def test_token_shapes_and_module():
+    torch.manual_seed(4)
+    s = torch.randn(2, 3, 16, requires_grad=True)
+    t = torch.randn(2, 3, 16)
+    cached = TopKTeacher.from_logits(t, 16, dim=-1)
+    assert cached.indices.shape == (2, 3, 16)
+    loss = KDLoss(2.0, dim=-1)(s, cached)
+    torch.testing.assert_close(loss, kd_loss(s, t, 2.0, dim=-1), atol=1e-5, rtol=1e-5)
+    rows = kd_loss(s, TopKTeacher.from_logits(t, 4, dim=-1), 2.0, dim=-1, reduction="none")
+    assert rows.shape == (2, 3)
+
+
+def test_float16_and_bfloat16_students():
+    torch.manual_seed(5)
+    t = torch.randn(6, 50)
+    cached = TopKTeacher.from_logits(t, 8, kind="logprobs", tail="bucket")
+    s64 = torch.randn(6, 50, dtype=torch.float64)
+    ref = _reference(s64, t, 8, 2.0, "bucket").mean()
+    for dtype in (torch.float16, torch.bfloat16):
+        s = s64.to(dtype).requires_grad_()
+        loss = kd_loss(s, cached, 2.0)
+        loss.backward()
+        assert loss.dtype == torch.float32
+        assert s.grad is not None
+        assert s.grad.dtype == dtype
+        assert abs(loss.item() - ref.item()) < 0.05 * abs(ref.item()) + 1e-3
+
+
+def test_masked_student_classes_and_no_finite_row():
+    s = torch.tensor([[0.0, 1.0, float("-inf"), 2.0], [float("-inf")] * 4], requires_grad=True)
+    t = torch.tensor([[0.0, 1.0, 3.0, 2.0], [0.0, 1.0, 2.0, 3.0]])
+    cached = TopKTeacher.from_logits(t, 2)  # caches class 2 of row 0, which the student masks
+    loss = kd_loss(s, cached, 1.0, reduction="none")
+    assert loss[0] == float("inf")
+    assert torch.isnan(loss[1])
+    loss[1].backward()
+    assert torch.isnan(s.grad[1]).all()
+
+
+def test_retain_graph_and_upstream():
+    torch.manual_seed(6)
+    s = torch.randn(4, 12, dtype=torch.float64, requires_grad=True)
+    cached = TopKTeacher.from_logits(torch.randn(4, 12, dtype=torch.float64), 3)
+    loss = kd_loss(s, cached, 2.0)
+    (g1,) = torch.autograd.grad(loss, s, torch.tensor(2.5, dtype=torch.float64), retain_graph=True)
+    (g2,) = torch.autograd.grad(loss, s, torch.tensor(-0.5, dtype=torch.float64))
+    torch.testing.assert_close(g1, -5 * g2)
+
+
+def test_torch_func_and_compile():
+    torch.manual_seed(7)
+    s = torch.randn(4, 12, dtype=torch.float64)
+    cached = TopKTeacher.from_logits(torch.randn(4, 12, dtype=torch.float64), 3, kind="logprobs")
+    g = torch.func.grad(lambda x: kd_loss(x, cached, 2.0))(s)
+    x = s.clone().requires_grad_()
+    (g_ref,) = torch.autograd.grad(kd_loss(x, cached, 2.0), x)
+    torch.testing.assert_close(g, g_ref)
+
+
+def test_the_teacher_gets_no_gradient():
+    values = torch.randn(3, 4, requires_grad=True)
+    idx = torch.arange(4).repeat(3, 1)
+    s = torch.randn(3, 10, requires_grad=True)
+    kd_loss(s, TopKTeacher(idx, values), 2.0).backward()
+    assert values.grad is None
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: TopKTeacher(torch.zeros(2, 3), torch.zeros(2, 3)), TypeError, "integer"),
+        (
+            lambda: TopKTeacher(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4)),
+            ValueError,
+            "same shape",
+        ),
+        (
+            lambda: TopKTeacher(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), kind="p"),
+            ValueError,
+            "kind must be one of",
+        ),
+        (
+            lambda: TopKTeacher(
+                torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), tail="bucket"
+            ),
+            ValueError,
+            "needs kind='logprobs'",
+        ),
+        (
+            lambda: TopKTeacher.from_logits(torch.zeros(2, 3), 4),
+            ValueError,
+            r"k must be in \[1, 3\]",
+        ),
+    ],
+)
+def test_bad_teachers(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_bad_teacher_against_student():
+    s = torch.randn(2, 5)
+    with pytest.raises(ValueError, match=r"outside \[0, 4\]"):
+        kd_loss(s, TopKTeacher(torch.tensor([[0, 5]]).repeat(2, 1), torch.zeros(2, 2)), 1.0)
+    with pytest.raises(ValueError, match="repeats a class"):
+        kd_loss(s, TopKTeacher(torch.tensor([[1, 1]]).repeat(2, 1), torch.zeros(2, 2)), 1.0)
+    with pytest.raises(ValueError, match="must have shape"):
+        kd_loss(s, TopKTeacher(torch.zeros(3, 2, dtype=torch.long), torch.zeros(3, 2)), 1.0)
+    with pytest.raises(ValueError, match="log-probabilities"):
+        kd_loss(s, TopKTeacher(torch.tensor([[0, 1]] * 2), torch.ones(2, 2), kind="logprobs"), 1.0)
