@@ -3,6 +3,7 @@
     python examples/distill_lm.py                     # CPU, well under a minute
     python examples/distill_lm.py --quick             # a few seconds: V = 256, 40 steps
     python examples/distill_lm.py --device cuda --vocab 32000 --steps 400
+    python examples/distill_lm.py --quick --offline 16   # distil from a cached top-16 teacher
 
 The recipe of the seed paper for language models: a teacher trained with label
 smoothing, distilled at a low temperature (T = 1). For language models the
@@ -20,6 +21,12 @@ wider causal transformer) learns it with ``label_smoothing_loss``; a smaller
 student learns it from the teacher with ``FusedLinearKDLoss(T=1, beta=0.5,
 alpha=0.1)`` (the hard term label-smoothed). Next-token accuracy is measured on
 held-out sentences.
+
+With ``--offline K`` the teacher runs once: its top-K log-probabilities for every
+training batch are cached (a :class:`lsdiffusion.TopKTeacher`, tail rule
+``"bucket"``: the teacher's remaining mass is one more category), and the student
+is distilled from that cache with ``kd_loss`` on its own logits, the teacher
+never run again and never expanded to the vocabulary.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lsdiffusion import FusedLinearKDLoss, label_smoothing_loss
+from lsdiffusion import FusedLinearKDLoss, TopKTeacher, kd_loss, label_smoothing_loss
 
 PAD = -100  # ignore_index of the targets
 SUCCESSORS = 6  # likely next tokens per token
@@ -125,6 +132,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beta", type=float, default=0.5, help="weight of the KD term")
     p.add_argument("--chunk-size", type=int, default=None, help="tokens per chunk (None: 64 MiB)")
     p.add_argument(
+        "--offline",
+        type=int,
+        default=None,
+        metavar="K",
+        help="cache the teacher's top-K log-probabilities once, then distil from the cache",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -147,6 +161,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         fail(f"--vocab must be >= 12 (each token has 6 likely successors), got {args.vocab}")
     if args.chunk_size is not None and args.chunk_size < 1:
         fail(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    if args.offline is not None and not 1 <= args.offline <= args.vocab:
+        fail(f"--offline must be in [1, --vocab={args.vocab}], got {args.offline}")
     if args.min_len > args.max_len:
         fail(f"--min-len ({args.min_len}) must not exceed --max-len ({args.max_len})")
     if not (math.isfinite(args.temperature) and args.temperature > 0):
@@ -155,6 +171,79 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if not 0 <= getattr(args, key) <= 1:
             fail(f"--{key} must be in [0, 1], got {getattr(args, key):g}")
     return args
+
+
+def distil_online(
+    args: argparse.Namespace,
+    teacher: CausalLM,
+    student: CausalLM,
+    text: MarkovText,
+    g: torch.Generator,
+    device: torch.device,
+) -> None:
+    """Distil through both output heads with the fused loss, the teacher run every step."""
+    criterion = FusedLinearKDLoss(
+        args.temperature,
+        beta=args.beta,
+        alpha=args.alpha,
+        ignore_index=PAD,
+        chunk_size=args.chunk_size,
+    )
+    opt = torch.optim.AdamW(student.parameters(), lr=3e-3)
+    for step in range(args.steps):
+        tokens, targets = (t.to(device) for t in text.batch(args.batch, g))
+        with torch.no_grad():
+            teacher_hidden = teacher.hidden(tokens)
+        loss = criterion(
+            student.hidden(tokens),  # (B, L, H): the logits are never built
+            student.head.weight,
+            teacher_hidden,  # (B, L, H_t): a wider teacher
+            teacher.head.weight,
+            targets,
+            student_bias=student.head.bias,
+            teacher_bias=teacher.head.bias,
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == args.steps - 1:
+            print(f"student step {step:4d}  KD loss {loss.item():.3f}")
+
+
+def distil_offline(
+    args: argparse.Namespace,
+    teacher: CausalLM,
+    student: CausalLM,
+    text: MarkovText,
+    g: torch.Generator,
+    device: torch.device,
+) -> None:
+    """Cache the teacher's top-k log-probabilities once, then distil from the cache."""
+    cache = []
+    with torch.no_grad():
+        for _ in range(args.steps):
+            tokens, targets = text.batch(args.batch, g)
+            logits = teacher(tokens.to(device))
+            top = TopKTeacher.from_logits(logits, args.offline, kind="logprobs", tail="bucket")
+            cache.append((tokens, targets, top.to("cpu")))  # stored: (B, L, K) per batch
+    print(f"cached the teacher's top-{args.offline} of {args.vocab} for {args.steps} batches")
+    opt = torch.optim.AdamW(student.parameters(), lr=3e-3)
+    for step, (tokens, targets, top) in enumerate(cache):
+        tokens, targets = tokens.to(device), targets.to(device)
+        loss = kd_loss(
+            student(tokens),
+            top.to(device),
+            args.temperature,
+            target=targets,
+            beta=args.beta,
+            ignore_index=PAD,
+            dim=-1,
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == args.steps - 1:
+            print(f"student step {step:4d}  KD loss (cached teacher) {loss.item():.3f}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -182,32 +271,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         p.requires_grad_(False)
 
     student = CausalLM(args.vocab, 64, 1, args.max_len).to(device)
-    criterion = FusedLinearKDLoss(
-        args.temperature,
-        beta=args.beta,
-        alpha=args.alpha,
-        ignore_index=PAD,
-        chunk_size=args.chunk_size,
-    )
-    opt = torch.optim.AdamW(student.parameters(), lr=3e-3)
-    for step in range(args.steps):
-        tokens, targets = (t.to(device) for t in text.batch(args.batch, g))
-        with torch.no_grad():
-            teacher_hidden = teacher.hidden(tokens)
-        loss = criterion(
-            student.hidden(tokens),  # (B, L, H): the logits are never built
-            student.head.weight,
-            teacher_hidden,  # (B, L, H_t): a wider teacher
-            teacher.head.weight,
-            targets,
-            student_bias=student.head.bias,
-            teacher_bias=teacher.head.bias,
-        )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 50 == 0 or step == args.steps - 1:
-            print(f"student step {step:4d}  KD loss {loss.item():.3f}")
+    if args.offline is None:
+        distil_online(args, teacher, student, text, g, device)
+    else:
+        distil_offline(args, teacher, student, text, g, device)
 
     result = {
         "teacher_acc": accuracy(teacher, text, device, args.seed + 2),

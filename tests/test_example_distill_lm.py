@@ -89,3 +89,17 @@ def test_distill_lm_quick_threads_and_bad_arguments(distill_lm, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1
         assert message in err[0]
+
+
+def test_distill_lm_offline_from_a_cached_top_k_teacher(distill_lm, capsys):
+    """The teacher runs once; the student learns from its cached top-k log-probabilities."""
+    argv = ["--vocab", "64", "--steps", "30", "--batch", "8", "--max-len", "12", "--offline", "8"]
+    result = distill_lm.main(argv)
+    out = capsys.readouterr().out
+    assert "cached the teacher's top-8 of 64 for 30 batches" in out
+    assert "KD loss (cached teacher)" in out
+    assert result["student_acc"] > 100 / 64
+    with pytest.raises(SystemExit) as info:
+        distill_lm.parse_args(["--vocab", "64", "--offline", "65"])
+    assert info.value.code == 2
+    assert "--offline must be in [1, --vocab=64], got 65" in capsys.readouterr().err
