@@ -11,7 +11,6 @@ from lsdiffusion.centroids import ClassCentroids, class_centroids
 from lsdiffusion.features import (
     FeatureBatch,
     FeatureCapture,
-    capture_features,
     collect_features,
     find_final_linear,
     iter_features,
@@ -85,7 +84,7 @@ def test_capture_matches_manual_penultimate(device, layer):
     torch.manual_seed(0)
     net = TinyResNet().to(device).eval()
     x = torch.randn(6, 3, 8, 8, device=device)
-    with capture_features(net, layer) as cap:
+    with FeatureCapture(net, layer) as cap:
         logits = net(x)
     assert cap.layer_name == "fc"
     assert cap.features is not None
@@ -99,7 +98,7 @@ def test_capture_mobilenet_and_no_grad():
     torch.manual_seed(0)
     net = TinyMobileNet().eval()
     x = torch.randn(3, 3, 9, 9)
-    with torch.no_grad(), capture_features(net, "classifier.1") as cap:
+    with torch.no_grad(), FeatureCapture(net, "classifier.1") as cap:
         net(x)
         first = cap.pop()
         net(x[:2])
@@ -114,7 +113,7 @@ def test_capture_under_autocast():
     torch.manual_seed(0)
     net = TinyResNet().eval()
     x = torch.randn(2, 3, 8, 8)
-    with torch.autocast("cpu", dtype=torch.bfloat16), capture_features(net) as cap:
+    with torch.autocast("cpu", dtype=torch.bfloat16), FeatureCapture(net) as cap:
         logits = net(x)
     assert cap.features is not None
     assert cap.features.shape == (2, 8)
@@ -126,7 +125,7 @@ def test_capture_under_autocast():
 
 def test_hooks_removed_on_exception_and_reentry():
     net = TinyResNet()
-    cap = capture_features(net)
+    cap = FeatureCapture(net)
     seen = []
 
     def fail():
@@ -148,7 +147,7 @@ def test_hooks_removed_on_exception_and_reentry():
 
 def test_capture_keeps_graph_when_detach_false():
     net = TinyResNet()
-    with capture_features(net, detach=False) as cap:
+    with FeatureCapture(net, detach=False) as cap:
         net(torch.randn(2, 3, 4, 4))
     assert cap.features is not None
     assert cap.features.requires_grad
@@ -372,7 +371,7 @@ def test_two_candidate_heads_raise_listing_them():
     with pytest.raises(ValueError, match=r"'head' \(8 -> 5\), 'head_dist' \(8 -> 5\); pass layer="):
         collect_features(net, [(x2, torch.tensor([0, 1, 2]))])
     assert hooks(net) == 0
-    with pytest.raises(ValueError, match="head_dist"), capture_features(net), torch.no_grad():
+    with pytest.raises(ValueError, match="head_dist"), FeatureCapture(net), torch.no_grad():
         net(x2)
     out = collect_features(net, [(x2, torch.tensor([0, 1, 2]))], layer="head")
     torch.testing.assert_close(out.features, net.blocks(x2)[:, 0])
@@ -415,7 +414,7 @@ def test_capture_on_compiled_model(order, how):
             model(x)
     out = collect_features(model, [(x, y)])
     torch.testing.assert_close(out.features, ref)
-    with capture_features(model) as cap, torch.no_grad():
+    with FeatureCapture(model) as cap, torch.no_grad():
         model(x)
     assert cap.features is not None
     torch.testing.assert_close(cap.features, ref)

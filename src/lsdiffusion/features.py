@@ -3,8 +3,7 @@
 * [`find_final_linear`][lsdiffusion.features.find_final_linear] locates the classifier
   layer (the last registered `nn.Linear`) or resolves a user-given name such as
   `"fc"` (torchvision ResNets) or `"classifier.1"` (MobileNetV2).
-* [`FeatureCapture`][lsdiffusion.features.FeatureCapture] (or
-  [`capture_features`][lsdiffusion.features.capture_features]) is a context manager
+* [`FeatureCapture`][lsdiffusion.features.FeatureCapture] is a context manager
   that records that layer's input on every forward pass and removes its hook on exit.
   With the automatic choice it checks, at the first forward pass, that the layer is
   the one producing the model's output, and raises listing the candidates when
@@ -63,7 +62,6 @@ from lsdiffusion._validation import check_ignore_index
 __all__ = [
     "FeatureBatch",
     "FeatureCapture",
-    "capture_features",
     "collect_features",
     "find_final_linear",
     "iter_features",
@@ -178,7 +176,7 @@ class FeatureCapture:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
-        >>> with capture_features(net) as cap, torch.no_grad():
+        >>> with FeatureCapture(net) as cap, torch.no_grad():
         ...     logits = net(torch.randn(4, 5))
         >>> cap.layer_name, tuple(cap.features.shape), tuple(logits.shape)
         ('2', (4, 8), (4, 3))
@@ -286,22 +284,6 @@ class FeatureCapture:
             )
         out, self.features = self.features, None
         return out
-
-
-def capture_features(
-    model: nn.Module, layer: str | nn.Module | None = None, *, detach: bool = True
-) -> FeatureCapture:
-    """Return a [`FeatureCapture`][lsdiffusion.features.FeatureCapture] for `model`.
-
-    Args:
-        model: any `nn.Module`.
-        layer: see [`FeatureCapture`][lsdiffusion.features.FeatureCapture].
-        detach: detach the stored features from the autograd graph.
-
-    Returns:
-        The (not yet entered) context manager.
-    """
-    return FeatureCapture(model, layer, detach=detach)
 
 
 class FeatureBatch(NamedTuple):
