@@ -11,15 +11,64 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from lsdiffusion.demo.result import DemoResult
 
-__all__ = ["OUTPUT_FILES", "STAGING_PREFIX", "prepare_out", "save_demo", "signals_held"]
+__all__ = [
+    "OUTPUT_FILES",
+    "STAGING_PREFIX",
+    "STOP_SIGNALS",
+    "DemoInterrupted",
+    "StopSignals",
+    "missing_folders",
+    "prepare_out",
+    "remove_empty",
+    "save_demo",
+    "signals_blocked",
+    "signals_held",
+]
 
 OUTPUT_FILES = ("figure.png", "diffusion.png", "results.json")
 """The files the demo writes into its folder; ``results.json`` is committed last."""
 STAGING_PREFIX = ".lsdiffusion-demo-"
 """Name prefix of the staging folders (and write probes) inside the output folder."""
+
+
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM) + (
+    (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
+)
+"""The signals that stop the demo cleanly: Ctrl-C, ``kill <pid>``, a closed terminal."""
+
+
+def missing_folders(out: str | Path) -> list[Path]:
+    """The folders that creating ``out`` would create, deepest first.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     [p.name for p in missing_folders(Path(tmp) / "a" / "b")]
+        ['b', 'a']
+    """
+    missing = []
+    path = Path(out).absolute()
+    while not path.exists() and not path.is_symlink() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove those of ``folders`` (deepest first) that are empty; one that is not stops it.
+
+    ``folders`` comes from [`missing_folders`][lsdiffusion.demo.output.missing_folders]:
+    what a run created, which it removes again when it wrote nothing.
+    """
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): leave it and everything above
+            return
 
 
 def prepare_out(out: str | Path, flag: str = "out") -> Path:
@@ -66,9 +115,84 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
+class DemoInterrupted(KeyboardInterrupt):
+    """A stop signal (one of `STOP_SIGNALS`) ended the demo.
+
+    A ``KeyboardInterrupt``, so code that handles Ctrl-C handles the others too.
+
+    Attributes:
+        signum: the signal received.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention, 128 + the signal number: 130 (SIGINT), 143 (SIGTERM), 129."""
+        return 128 + self.signum
+
+    @property
+    def name(self) -> str:
+        """The signal's name, such as ``"SIGTERM"``."""
+        return signal.Signals(self.signum).name
+
+
+class StopSignals:
+    """Turn the first of SIGINT, SIGTERM and SIGHUP into one `DemoInterrupted`.
+
+    While installed (main thread only; elsewhere a no-op), the first stop
+    signal raises `DemoInterrupted` in the main thread, or, inside
+    [`deferred`][lsdiffusion.demo.output.StopSignals.deferred], at the end of
+    that block (imports that must not be cut: a ``KeyboardInterrupt`` inside
+    torch's extension init aborts the interpreter). Every later signal is
+    ignored, so the clean-up after the first runs to its end and prints no
+    traceback; that is why [`restore`][lsdiffusion.demo.output.StopSignals.restore]
+    leaves the handlers in place once a signal has come.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._deferring = 0
+        self._saved: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Install the handlers (a no-op outside the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in STOP_SIGNALS:
+            self._saved[s] = signal.signal(s, self._handle)
+
+    def restore(self) -> None:
+        """Put back the previous handlers, unless a signal came (then later ones stay ignored)."""
+        if self.received is None:
+            for s, handler in self._saved.items():
+                signal.signal(s, handler)
+        self._saved = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received is not None:
+            return
+        self.received = signum
+        if not self._deferring:
+            raise DemoInterrupted(signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Let the block run to its end; a stop signal received meanwhile is raised after it."""
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+            if not self._deferring and self.received is not None:
+                raise DemoInterrupted(self.received)
+
+
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block ends (main thread only; elsewhere a no-op)."""
+    """Hold the stop signals until the block ends (main thread only; elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -77,7 +201,7 @@ def signals_held() -> Iterator[None]:
     def hold(signum: int, frame: object) -> None:
         received.append(signum)
 
-    saved = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    saved = {s: signal.signal(s, hold) for s in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -85,6 +209,26 @@ def signals_held() -> Iterator[None]:
             signal.signal(s, handler)
         for signum in received:
             signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def signals_blocked(signals: tuple[int, ...]) -> Iterator[None]:
+    """Block ``signals`` in this thread for the block: processes started in it inherit the mask.
+
+    The demo starts its workers inside it with SIGINT and SIGHUP blocked, so a
+    Ctrl-C or a closed terminal (sent to the whole process group) reaches only
+    the main process, which stops the workers itself (SIGTERM), even while a
+    worker is still importing torch. A signal that arrives meanwhile is
+    delivered when the block ends. A no-op where ``pthread_sigmask`` is missing.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _fsync(path: Path) -> None:

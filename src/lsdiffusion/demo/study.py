@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lsdiffusion.demo.config import DemoConfig, check_device
+from lsdiffusion.demo.output import STOP_SIGNALS, prepare_out, save_demo, signals_blocked
 from lsdiffusion.demo.result import DemoResult
 from lsdiffusion.demo.task import make_hierarchical_task, mlp, train
 
@@ -111,9 +112,15 @@ def run_study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> 
     )
 
 
-def _ignore_sigint() -> None:
-    """Worker initializer: Ctrl-C is the parent's to handle (no traceback from each worker)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+# Signals a worker never acts on: the parent stops its workers itself (SIGTERM). SIGTERM
+# stays deliverable, for that and for a ``kill`` of the whole process group.
+_PARENTS_SIGNALS = tuple(s for s in STOP_SIGNALS if s != signal.SIGTERM)
+
+
+def _ignore_parents_signals() -> None:
+    """Worker initializer: Ctrl-C and SIGHUP are the parent's to handle (no worker tracebacks)."""
+    for s in _PARENTS_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 def _study_in_worker(args: tuple[DemoConfig, int, float, bool]) -> StudyOutput:
@@ -143,9 +150,18 @@ def _run_jobs(
         finally:
             torch.set_num_threads(threads)
         return outputs
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_ignore_sigint)
+    # The pool's queues start multiprocessing's resource tracker and map() submits every
+    # job, which starts the workers: all inherit the blocked signals, so a Ctrl-C or SIGHUP
+    # sent to the process group reaches only this process, even before a worker's
+    # initializer runs; this process then stops them (SIGTERM).
+    with signals_blocked(_PARENTS_SIGNALS):
+        pool = ProcessPoolExecutor(
+            workers, mp_context=get_context("spawn"), initializer=_ignore_parents_signals
+        )
     try:
-        for output in pool.map(_study_in_worker, jobs):
+        with signals_blocked(_PARENTS_SIGNALS):
+            results = pool.map(_study_in_worker, jobs)
+        for output in results:
             outputs.append(output)
             bar.update()
     except BaseException:  # Ctrl-C included: stop the workers now, not after their study
@@ -185,7 +201,6 @@ def run_demo(
     import os
 
     from lsdiffusion._progress import Progress
-    from lsdiffusion.demo.output import prepare_out, save_demo
 
     cfg = config or DemoConfig()
     check_device(cfg.device, flag="config.device")
@@ -198,9 +213,8 @@ def run_demo(
         raise ValueError(f"workers must be >= 1, got {workers}")
     result = DemoResult(cfg)
     start = time.perf_counter()
-    bar = Progress(len(jobs), "teacher + students", "studies", enabled=progress)
-    outputs = _run_jobs(jobs, workers, bar)
-    bar.close()
+    with Progress(len(jobs), "teacher + students", "studies", enabled=progress) as bar:
+        outputs = _run_jobs(jobs, workers, bar)
 
     students = result.students
     for o in outputs:  # in job order: deterministic whatever the scheduling
