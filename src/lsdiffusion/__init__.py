@@ -61,6 +61,9 @@ _EXPORTS: dict[str, str] = {
     "LabelSmoothingLoss": "lsdiffusion.losses",
     "plot_diffusion_index": "lsdiffusion.plotting",
     "plot_projections": "lsdiffusion.plotting",
+    "ClassScatter": "lsdiffusion.scatter",
+    "ClusterGeometry": "lsdiffusion.scatter",
+    "class_scatter": "lsdiffusion.scatter",
     "Projection": "lsdiffusion.projection",
     "Templates": "lsdiffusion.projection",
     "muller_projection": "lsdiffusion.projection",
@@ -117,6 +120,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         muller_projection,
         templates_from_linear,
     )
+    from lsdiffusion.scatter import ClassScatter, ClusterGeometry, class_scatter
     from lsdiffusion.semantics import (
         PAPER_CLASS_SETS,
         ClassHierarchy,
@@ -158,8 +162,10 @@ __all__ = [
     "ClassCentroids",
     "ClassHierarchy",
     "ClassLookupError",
+    "ClassScatter",
     "ClassSetMasks",
     "ClassSets",
+    "ClusterGeometry",
     "DiffusionIndex",
     "DiffusionIndexTable",
     "DiffusionSignificance",
@@ -178,6 +184,7 @@ __all__ = [
     "__version__",
     "capture_features",
     "class_centroids",
+    "class_scatter",
     "collect_features",
     "diffusion_index",
     "diffusion_indices",

@@ -39,3 +39,46 @@ def _distributed_ready() -> bool:
     import torch.distributed as dist
 
     return bool(dist.is_available() and dist.is_initialized())
+
+
+def _agree_across_ranks(
+    owner: str,
+    config: dict[str, object],
+    group: Any | None,
+    *,
+    optional: tuple[str, ...] = (),
+) -> dict[str, object]:
+    """Check that every rank of ``group`` built ``owner`` with the same ``config``.
+
+    One ``all_gather_object`` of the small ``config`` dict. Keys in ``optional``
+    may be ``None`` on a rank that has not learnt them yet (no data seen); the
+    other ranks' common value is returned for them. Every rank sees the same
+    gathered list, so every rank raises the same error (nobody is left waiting
+    in a collective).
+
+    Returns:
+        ``config`` with the optional ``None`` values filled in from other ranks.
+
+    Raises:
+        ValueError: naming the first mismatching key and the ranks that disagree.
+    """
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, config, group=group)
+    resolved = dict(config)
+    for key in config:
+        values = [g.get(key) for g in gathered]
+        known = [(r, v) for r, v in enumerate(values) if not (key in optional and v is None)]
+        if not known:
+            continue
+        first_rank, first = known[0]
+        for r, v in known[1:]:
+            if v != first:
+                raise ValueError(
+                    f"{owner} is configured differently on the ranks of the process group: "
+                    f"{key}={first!r} on rank {first_rank} but {key}={v!r} on rank {r}; every "
+                    f"rank must build it with the same arguments (and see data of the same shape)"
+                )
+        resolved[key] = first
+    return resolved

@@ -100,3 +100,87 @@ def normalize_dim(name: str, dim: object, tensor: torch.Tensor) -> int:
             f"(expected -{ndim} <= dim < {ndim})"
         )
     return dim % ndim
+
+
+# -- measurement accumulators (centroids, cluster geometry, entropy) ------------
+
+
+def flatten_labelled(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    ignore_index: int | None,
+    check_range: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check (..., D) features against (...) labels; return (M, D) rows and (M,) int64 labels.
+
+    Rows whose label equals ``ignore_index`` (padding) are dropped. Labels are
+    compared in int64, so a narrow dtype (uint8 with 300 classes) cannot wrap.
+    With ``check_range`` every kept label must lie in [0, ``num_classes``).
+
+    Args:
+        features: (..., D) real floating features.
+        labels: (...) integer labels, the shape of ``features`` without its last dim.
+        num_classes: the number of classes C.
+        ignore_index: a label value to skip, or ``None``.
+        check_range: whether to check that the labels are in range.
+
+    Returns:
+        The kept features as (M, D) and their labels as (M,) int64.
+
+    Raises:
+        TypeError: for a non-floating or complex ``features`` or non-integer ``labels``.
+        ValueError: for mismatched shapes or out-of-range labels.
+    """
+    if features.dim() < 1:
+        raise ValueError("features must be (..., D) with the feature dim last, got a 0-d tensor")
+    if features.is_complex() or not features.is_floating_point():
+        raise TypeError(f"features must have a real floating dtype, got {features.dtype}")
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
+    lead = tuple(int(s) for s in features.shape[:-1])
+    if tuple(labels.shape) != lead:
+        raise ValueError(
+            f"labels must have the shape of features without its last (feature) dim: "
+            f"features has shape {tuple(features.shape)}, so labels must be {lead}; "
+            f"got labels of shape {tuple(labels.shape)}"
+        )
+    rows = features.reshape(-1, features.shape[-1])
+    labs = labels.reshape(-1).long()
+    if ignore_index is not None and labs.numel() > 0:
+        keep = labs != ignore_index
+        if not bool(keep.all()):
+            rows, labs = rows[keep], labs[keep]
+    if check_range and labs.numel() > 0:
+        bad = (labs < 0) | (labs >= num_classes)
+        if bool(bad.any()):
+            values = torch.unique(labs[bad]).cpu().tolist()
+            shown = ", ".join(str(v) for v in values[:10])
+            more = f", ... ({len(values)} in total)" if len(values) > 10 else ""
+            skip = "" if ignore_index is None else f"; ignore_index={ignore_index} is skipped"
+            raise ValueError(
+                f"labels must be in [0, {num_classes - 1}] (num_classes={num_classes}{skip}), "
+                f"got [{shown}{more}]"
+            )
+    return rows, labs
+
+
+def count_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-class counts of (M,) int64 ``labels``, with a clear error for bad labels.
+
+    This is the check left when ``validate=False``: ``bincount`` must look at
+    every label anyway, so a label outside [0, ``num_classes``) costs nothing
+    extra to report, and it is reported before any state is changed.
+    """
+    try:
+        counts = torch.bincount(labels, minlength=num_classes)
+    except RuntimeError:  # negative labels
+        counts = None
+    if counts is None or counts.shape[0] != num_classes:
+        raise ValueError(
+            f"labels must be in [0, {num_classes - 1}] (num_classes={num_classes}), got values "
+            f"outside it (validate=False skips only the detailed range report; the labels are "
+            f"still counted, and a bad one still raises)"
+        )
+    return counts
