@@ -222,7 +222,9 @@ def test_without_matplotlib_the_plot_extra_is_named(
         '(pip install "lsdiffusion[plot]", or ".[plot]" from a clone)'
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
-    assert json.loads((tmp_path / "results.json").read_text())["figure"] is None
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["figure"] is None
+    assert data["figures"] == []
 
 
 @pytest.mark.usefixtures("tiny_cli")
@@ -382,6 +384,7 @@ def test_ctrl_c_during_the_renames_completes_the_new_set(result_file: Path, tmp_
     data = json.loads((out / "results.json").read_text())
     assert data["seconds"] == 12345.0
     assert data["figure"] == str(out / "figure.png")
+    assert data["figures"] == [str(out / "diffusion.png"), str(out / "figure.png")]  # both
     assert sorted(p.name for p in out.iterdir()) == ["diffusion.png", "figure.png", "results.json"]
 
 

@@ -296,6 +296,7 @@ def save_demo(result: DemoResult, out: str | Path) -> list[Path]:
             )
         drawn = sorted(p.name for p in staging.iterdir() if p.is_file())
         result.figure = str(out_dir / Path(figure).name) if figure is not None else None
+        result.figures = [str(out_dir / name) for name in drawn]
         data = result.to_json()
         (staging / "results.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         for name in [*drawn, "results.json"]:

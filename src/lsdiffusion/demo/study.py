@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lsdiffusion.demo.config import DemoConfig, check_device
+from lsdiffusion.demo.geometry import GeometryRow, measure_geometry
 from lsdiffusion.demo.output import STOP_SIGNALS, prepare_out, save_demo, signals_blocked
 from lsdiffusion.demo.result import DemoResult
 from lsdiffusion.demo.task import make_hierarchical_task, mlp, train
@@ -28,6 +29,8 @@ class StudyOutput:
     diffusion: dict[float, tuple[float, float]]
     students: dict[float, dict[str, Any]]  # state dicts, first seed only (for the figure)
     tables: dict[float, Any] = field(default_factory=dict)  # per-class DiffusionIndexTable
+    teacher_geometry: GeometryRow | None = None
+    student_geometry: dict[float, GeometryRow] = field(default_factory=dict)
 
 
 def run_study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> StudyOutput:
@@ -44,6 +47,7 @@ def run_study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> 
     task = make_hierarchical_task(cfg, seed)
     classes = list(range(cfg.num_classes))
     similar, dissimilar = task.similar_sets(), task.dissimilar_sets()
+    sets = (cfg.num_classes, similar, dissimilar)
     test_x, test_y = task.test_x.to(device), task.test_y.to(device)
     train_y = task.train_y.to(device)
 
@@ -63,6 +67,9 @@ def run_study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> 
     with torch.no_grad():
         teacher_logits = teacher(task.train_x.to(device))
         teacher_acc = (teacher(test_x).argmax(1) == test_y).float().mean().item() * 100
+        teacher_features = teacher[:-1](test_x)
+    teacher_geometry = measure_geometry(teacher_features, test_y, *sets)
+    student_geometry: dict[float, GeometryRow] = {}
     meter = TargetEntropy(temperatures=temps)
     meter.update(teacher_logits)
     report = meter.compute()
@@ -92,6 +99,7 @@ def run_study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> 
             logits = student[-1](features)
             accuracy[t] = (logits.argmax(1) == test_y).float().mean().item() * 100
         centroids[t] = class_centroids(features, test_y, cfg.num_classes)
+        student_geometry[t] = measure_geometry(features, test_y, *sets)
         if keep_students:
             students[t] = {k: v.cpu() for k, v in student.state_dict().items()}
     diffusion = {}
@@ -109,6 +117,8 @@ def run_study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> 
         diffusion,
         students,
         tables,
+        teacher_geometry,
+        student_geometry,
     )
 
 
@@ -219,6 +229,8 @@ def run_demo(
     students = result.students
     for o in outputs:  # in job order: deterministic whatever the scheduling
         result.teacher_accuracy.setdefault(o.alpha, []).append(o.teacher_accuracy)
+        if o.teacher_geometry is not None:
+            result.teacher_geometry.setdefault(o.alpha, []).append(o.teacher_geometry)
         for t in cfg.temperatures:
             result.student_accuracy.setdefault((o.alpha, t), []).append(o.student_accuracy[t])
             result.entropy.setdefault((o.alpha, t), []).append(o.entropy[t])
@@ -227,6 +239,8 @@ def run_demo(
                 result.diffusion_tables.setdefault((o.alpha, t), []).append(o.tables[t])
             if t in o.students:
                 students[(o.alpha, t)] = o.students[t]
+            if t in o.student_geometry:
+                result.student_geometry.setdefault((o.alpha, t), []).append(o.student_geometry[t])
     result.seconds = time.perf_counter() - start
 
     if out is not None:
