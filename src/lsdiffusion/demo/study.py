@@ -40,7 +40,7 @@ def run_study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> 
     from lsdiffusion.centroids import class_centroids
     from lsdiffusion.diffusion import diffusion_indices
     from lsdiffusion.entropy import TargetEntropy
-    from lsdiffusion.losses import KDLoss, LabelSmoothingLoss
+    from lsdiffusion.losses import LabelSmoothingLoss
 
     device = torch.device(cfg.device)
     temps = cfg.temperatures
@@ -78,22 +78,7 @@ def run_study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> 
     centroids = {}
     students: dict[float, dict[str, Any]] = {}
     for t in temps:
-        kd = KDLoss(t)
-
-        def kd_loss(logits: torch.Tensor, idx: torch.Tensor, kd: KDLoss = kd) -> torch.Tensor:
-            loss: torch.Tensor = kd(logits, teacher_logits[idx])
-            return loss
-
-        student = train(
-            # the same initialisation for every teacher and temperature of a seed
-            mlp(
-                cfg.input_dim, cfg.student_width, cfg.student_features, cfg.num_classes, seed + 1000
-            ),
-            task.train_x,
-            kd_loss,
-            cfg,
-            seed,
-        )
+        student = _distil(cfg, task.train_x, teacher_logits, t, seed)
         with torch.no_grad():
             features = student[:-1](test_x)  # penultimate: the input of the final Linear
             logits = student[-1](features)
@@ -119,6 +104,28 @@ def run_study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> 
         tables,
         teacher_geometry,
         student_geometry,
+    )
+
+
+def _distil(cfg: DemoConfig, train_x: Any, teacher_logits: Any, t: float, seed: int) -> Any:
+    """A student distilled from ``teacher_logits`` at temperature ``t`` (beta = 1)."""
+    import torch
+
+    from lsdiffusion.losses import KDLoss
+
+    kd = KDLoss(t)
+
+    def kd_loss(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        loss: torch.Tensor = kd(logits, teacher_logits[idx])
+        return loss
+
+    return train(
+        # the same initialisation for every teacher and temperature of a seed
+        mlp(cfg.input_dim, cfg.student_width, cfg.student_features, cfg.num_classes, seed + 1000),
+        train_x,
+        kd_loss,
+        cfg,
+        seed,
     )
 
 
