@@ -57,11 +57,10 @@ class DemoResult:
         """Significance of the diffusion index of teacher ``alpha`` at ``t1``, seeds pooled.
 
         The per-class tables of every seed are pooled into one table of
-        ``classes x seeds`` targets
-        ([`DiffusionIndexTable.concat`][lsdiffusion.DiffusionIndexTable.concat]) and tested
-        with [`significance`][lsdiffusion.DiffusionIndexTable.significance] (defaults: 95%
-        intervals, 10 000 bootstrap resamples, seed 0), so the result is the
-        same on every run.
+        ``classes x seeds`` targets (`DiffusionIndexTable.concat`) and tested
+        with `DiffusionIndexTable.significance` (defaults: 95% intervals,
+        10 000 bootstrap resamples, seed 0), so the result is the same on every
+        run.
         """
         from lsdiffusion.diffusion import DiffusionIndexTable
 
@@ -84,7 +83,7 @@ class DemoResult:
 
         Keys ``"teacher"`` and ``"student T=<T0>"``; each compares per-class
         CDNV with one-sided Wilcoxon tests, every class of every seed one pair
-        ([`compare_geometry`][lsdiffusion.demo.geometry.compare_geometry]).
+        (`lsdiffusion.demo.geometry.compare_geometry`).
         Empty when the run measured no geometry.
         """
         plain, ls = min(self.config.alphas), max(self.config.alphas)
