@@ -63,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lsdiffusion: interrupted", file=sys.stderr)
         return 130
+    args.as_program = argv is None  # the process's own command line: it exits after this
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

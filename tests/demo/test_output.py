@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,9 +23,11 @@ from lsdiffusion.demo.output import (
 def saved_handlers():
     """Put the process's signal handlers back after the test, whatever it installed."""
     saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    hook = sys.unraisablehook
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
+    sys.unraisablehook = hook
 
 
 @pytest.mark.usefixtures("saved_handlers")
@@ -85,6 +89,47 @@ def test_signals_held_holds_sighup_too() -> None:
         commit()
     assert done == ["commit"]
     assert info.value.signum == signal.SIGHUP
+
+
+class _SignalledWhileCollected:
+    """Sends itself ``signum`` from ``__del__``: a signal that lands in a finalizer."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def __del__(self) -> None:
+        signal.raise_signal(self.signum)
+
+
+@pytest.mark.usefixtures("saved_handlers")
+def test_a_signal_swallowed_by_a_finalizer_is_sent_again(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stop = StopSignals()
+    stop.install()
+
+    def collect() -> None:
+        obj = _SignalledWhileCollected(signal.SIGTERM)
+        del obj  # DemoInterrupted raised in __del__: Python would only print it
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the signal, sent again, is raised here
+            time.sleep(0.001)
+
+    with pytest.raises(DemoInterrupted) as info:
+        collect()
+    assert info.value.signum == signal.SIGTERM
+    assert "Exception ignored" not in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("saved_handlers")
+def test_finish_ignores_later_signals_and_restore_puts_the_handlers_back() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    stop = StopSignals()
+    stop.install()
+    stop.finish()
+    signal.raise_signal(signal.SIGINT)  # the run is complete: nothing to interrupt
+    stop.restore()
+    assert signal.getsignal(signal.SIGINT) == before
 
 
 def test_missing_folders_and_remove_empty(tmp_path: Path) -> None:

@@ -157,6 +157,7 @@ def _main(args: argparse.Namespace) -> int:
     the workers are ended first, no file is left half-written, and an output
     folder this run created stays only if it holds something.
     """
+    as_program = bool(getattr(args, "as_program", False))  # set by lsdiffusion.cli.main
     stop = StopSignals()
     stop.install()
     state = _RunState(created=missing_folders(args.out))
@@ -170,11 +171,17 @@ def _main(args: argparse.Namespace) -> int:
             print(f"lsdiffusion demo: error: {exc}", file=sys.stderr)
             remove_empty(state.created)
             return 2
-        return _run(config, args, out, state)
+        code = _run(config, args, out, state)
+        # a signal from here on finds the run complete: ignored (to the exit, as a program)
+        stop.finish(until_exit=as_program)
+        return code
     except KeyboardInterrupt as exc:  # DemoInterrupted included (a KeyboardInterrupt)
         return _interrupted(exc, state)
     finally:
-        stop.restore()
+        # as the process's own command, keep them to the exit (a Ctrl-C while Python shuts
+        # down would print a traceback or end it with -SIGINT); called from Python, restore
+        if not as_program:
+            stop.restore()
 
 
 @dataclass

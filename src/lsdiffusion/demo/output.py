@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -103,9 +104,10 @@ def prepare_out(out: str | Path, flag: str = "out") -> Path:
     except OSError as exc:
         raise ValueError(f"{flag} {path}: cannot create the folder: {_reason(exc)}") from None
     try:
-        fd, probe = tempfile.mkstemp(prefix=STAGING_PREFIX + "probe-", dir=path)
-        os.close(fd)
-        os.remove(probe)
+        with signals_held():  # the probe never outlives the check
+            fd, probe = tempfile.mkstemp(prefix=STAGING_PREFIX + "probe-", dir=path)
+            os.close(fd)
+            os.remove(probe)
     except OSError as exc:
         raise ValueError(f"{flag} {path}: cannot write into the folder: {_reason(exc)}") from None
     return path
@@ -154,8 +156,10 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self._finished = False
         self._deferring = 0
         self._saved: dict[int, Any] = {}
+        self._saved_hook = sys.unraisablehook
 
     def install(self) -> None:
         """Install the handlers (a no-op outside the main thread)."""
@@ -163,16 +167,47 @@ class StopSignals:
             return
         for s in STOP_SIGNALS:
             self._saved[s] = signal.signal(s, self._handle)
+        self._saved_hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
 
     def restore(self) -> None:
         """Put back the previous handlers, unless a signal came (then later ones stay ignored)."""
-        if self.received is None:
+        if self.received is None and self._saved:
             for s, handler in self._saved.items():
                 signal.signal(s, handler)
+            sys.unraisablehook = self._saved_hook
         self._saved = {}
 
+    def _unraisable(self, unraisable: Any) -> None:
+        """Send again a signal that a finalizer swallowed (with a traceback).
+
+        A signal that lands in a ``__del__`` or a weakref callback raises there,
+        and Python only reports it; sent again, it is raised where it stops the run.
+        """
+        exc = unraisable.exc_value
+        if isinstance(exc, DemoInterrupted) and self.received == exc.signum:
+            self.received = None
+            # from another thread, a moment later: raised here it would land in this hook
+            resend = threading.Timer(0.005, os.kill, (os.getpid(), exc.signum))
+            resend.daemon = True
+            resend.start()
+        else:
+            self._saved_hook(unraisable)
+
+    def finish(self, *, until_exit: bool = False) -> None:
+        """The work is done: ignore every later signal (nothing is left to interrupt).
+
+        Args:
+            until_exit: the process ends next: also block the signals in this thread, so
+                one that comes while Python shuts down (when it has put back the default
+                actions) stays pending and is dropped at the exit.
+        """
+        self._finished = True
+        if until_exit and hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
     def _handle(self, signum: int, frame: object) -> None:
-        if self.received is not None:
+        if self.received is not None or self._finished:
             return
         self.received = signum
         if not self._deferring:
@@ -286,8 +321,10 @@ def save_demo(result: DemoResult, out: str | Path) -> list[Path]:
 
     out_dir = prepare_out(out)
     _remove_stale_staging(out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out_dir))
+    staging: Path | None = None
     try:
+        with signals_held():  # made and named in one step, so the clean-up always sees it
+            staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out_dir))
         cfg = result.config
         figure = None
         if result.students:
@@ -309,5 +346,7 @@ def save_demo(result: DemoResult, out: str | Path) -> list[Path]:
                     (out_dir / name).unlink(missing_ok=True)
             os.replace(staging / "results.json", out_dir / "results.json")
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            with signals_held():  # removed whole, even when a signal comes meanwhile
+                shutil.rmtree(staging, ignore_errors=True)
     return [out_dir / name for name in [*drawn, "results.json"]]
