@@ -191,6 +191,16 @@ def test_tables_are_printed_before_any_file_is_written(
 
 
 @pytest.mark.usefixtures("tiny_cli")
+def test_called_from_python_the_signal_handlers_come_back(tmp_path: Path) -> None:
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    hook = sys.unraisablehook
+    assert main(["demo", *FAST, "--no-progress", "--out", str(tmp_path)]) == 0
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert sys.unraisablehook is hook
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()  # nothing left blocked
+
+
+@pytest.mark.usefixtures("tiny_cli")
 def test_a_failed_write_still_shows_the_tables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

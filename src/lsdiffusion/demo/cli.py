@@ -155,7 +155,8 @@ def _main(args: argparse.Namespace) -> int:
     training); 128 + the signal number when SIGINT (130), SIGTERM (143) or
     SIGHUP (129) stopped it. A stop is one line on stderr, at every moment:
     the workers are ended first, no file is left half-written, and an output
-    folder this run created stays only if it holds something.
+    folder this run created stays only if it holds something. After the last
+    line a signal is ignored: the run is complete.
     """
     as_program = bool(getattr(args, "as_program", False))  # set by lsdiffusion.cli.main
     stop = StopSignals()
