@@ -2,8 +2,10 @@
 
 The library shows progress only when asked (``progress=True``); the
 ``lsdiffusion`` command asks. On a terminal the line is redrawn in place at
-most ten times a second; elsewhere (a log file, CI) one line is written at
-each tenth of the total, so logs stay short.
+most ten times a second; elsewhere (a log file, CI) one line is written at the
+start and at each tenth of the total, so logs stay short and show at once that
+work began. A block left by an exception (Ctrl-C) ends an open terminal line,
+so whatever is printed next starts on a line of its own.
 """
 
 from __future__ import annotations
@@ -34,8 +36,13 @@ class Progress:
         >>> with Progress(4, "studies", "jobs", stream=out) as bar:
         ...     for _ in range(4):
         ...         bar.update()
-        >>> print(out.getvalue().splitlines()[-1])  # doctest: +ELLIPSIS
+        >>> print(out.getvalue())  # doctest: +ELLIPSIS
+        studies: 0/4 jobs (0 s)
+        studies: 1/4 jobs (... s)
+        studies: 2/4 jobs (... s)
+        studies: 3/4 jobs (... s)
         studies: 4/4 jobs (... s)
+        <BLANKLINE>
     """
 
     def __init__(
@@ -58,7 +65,8 @@ class Progress:
         self._drawn_at = -1.0
         self._next_tenth = 1
         self._closed = False
-        if enabled and self._tty:
+        self._line_open = False  # a terminal line drawn without its newline
+        if enabled:
             self._draw()
 
     def update(self, n: int = 1) -> None:
@@ -83,11 +91,20 @@ class Progress:
         if self.enabled:
             self._draw(final=True)
 
+    def abandon(self) -> None:
+        """Stop without a final count: end an open terminal line; safe to call twice."""
+        self._closed = True
+        if self._line_open:
+            self._line_open = False
+            self._stream.write("\n")
+            self._stream.flush()
+
     def _draw(self, final: bool = False) -> None:
         self._drawn_at = time.perf_counter()
         done = f"{self.count}/{self.total}" if self.total is not None else f"{self.count}"
         line = f"{self.desc}: {done} {self.unit} ({self._drawn_at - self._start:.0f} s)"
         if self._tty:
+            self._line_open = not final  # before the write: a Ctrl-C may come in between
             self._stream.write(f"\r{line}" + ("\n" if final else ""))
         else:
             self._stream.write(line + "\n")
@@ -102,4 +119,7 @@ class Progress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+        else:
+            self.abandon()

@@ -52,8 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # Ctrl-C while the commands' modules import: one line and 130, no traceback
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("lsdiffusion: interrupted", file=sys.stderr)
+        return 130
+    args.as_program = argv is None  # the process's own command line: it exits after this
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

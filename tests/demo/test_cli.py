@@ -3,6 +3,7 @@ atomic writes that survive interrupts, the ``[plot]`` hint, ``--help`` defaults.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -21,6 +22,7 @@ import lsdiffusion.demo.cli as demo_cli
 import lsdiffusion.demo.study as demo_study
 from lsdiffusion.cli import build_parser, main
 from lsdiffusion.demo import DemoConfig, DemoResult, run_demo, save_demo
+from lsdiffusion.demo.output import DemoInterrupted
 
 FAST = ["--seeds", "0", "--epochs", "1", "--temperatures", "1", "3", "--workers", "1"]
 
@@ -189,6 +191,16 @@ def test_tables_are_printed_before_any_file_is_written(
 
 
 @pytest.mark.usefixtures("tiny_cli")
+def test_called_from_python_the_signal_handlers_come_back(tmp_path: Path) -> None:
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    hook = sys.unraisablehook
+    assert main(["demo", *FAST, "--no-progress", "--out", str(tmp_path)]) == 0
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert sys.unraisablehook is hook
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()  # nothing left blocked
+
+
+@pytest.mark.usefixtures("tiny_cli")
 def test_a_failed_write_still_shows_the_tables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -220,7 +232,9 @@ def test_without_matplotlib_the_plot_extra_is_named(
         '(pip install "lsdiffusion[plot]", or ".[plot]" from a clone)'
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
-    assert json.loads((tmp_path / "results.json").read_text())["figure"] is None
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["figure"] is None
+    assert data["figures"] == []
 
 
 @pytest.mark.usefixtures("tiny_cli")
@@ -234,7 +248,57 @@ def test_ctrl_c_during_training_writes_nothing(
     assert main(["demo", *FAST, "--out", str(tmp_path / "run")]) == 130
     captured = capsys.readouterr()
     assert captured.err == "lsdiffusion demo: interrupted; nothing was written\n"
-    assert list((tmp_path / "run").iterdir()) == []
+    assert not (tmp_path / "run").exists()  # the folder this run created goes with it
+    assert tmp_path.exists()
+
+
+@pytest.mark.usefixtures("tiny_cli")
+def test_an_interrupted_run_keeps_a_folder_it_did_not_create(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise DemoInterrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(demo_cli, "run_demo", interrupted)
+    assert main(["demo", *FAST, "--out", str(tmp_path)]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == (
+        "lsdiffusion demo: interrupted by SIGTERM; nothing was written\n"
+    )
+    assert tmp_path.is_dir()
+
+
+@pytest.mark.usefixtures("tiny_cli")
+def test_an_interrupt_after_the_commit_says_the_outputs_are_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    real = demo_cli.save_demo
+
+    def save_then_interrupted(result: DemoResult, where: Path) -> list[Path]:
+        real(result, where)
+        raise DemoInterrupted(signal.SIGINT)  # as signals_held() re-raises a held Ctrl-C
+
+    monkeypatch.setattr(demo_cli, "save_demo", save_then_interrupted)
+    assert main(["demo", *FAST, "--no-progress", "--out", str(out)]) == 130
+    captured = capsys.readouterr()
+    assert "Table 2" in captured.out
+    assert (
+        captured.err == f"lsdiffusion demo: interrupted; {out} holds this run's complete outputs\n"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["diffusion.png", "figure.png", "results.json"]
+
+
+@pytest.mark.usefixtures("tiny_cli")
+def test_a_failed_write_removes_the_folder_it_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def full(result: DemoResult, out: Path) -> list[Path]:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(demo_cli, "save_demo", full)
+    assert main(["demo", *FAST, "--no-progress", "--out", str(tmp_path / "a" / "b")]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- atomic outputs
@@ -330,31 +394,161 @@ def test_ctrl_c_during_the_renames_completes_the_new_set(result_file: Path, tmp_
     data = json.loads((out / "results.json").read_text())
     assert data["seconds"] == 12345.0
     assert data["figure"] == str(out / "figure.png")
+    assert data["figures"] == [str(out / "diffusion.png"), str(out / "figure.png")]  # both
     assert sorted(p.name for p in out.iterdir()) == ["diffusion.png", "figure.png", "results.json"]
 
 
-def test_ctrl_c_stops_the_workers_at_once_without_tracebacks(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    argv = ["demo", "--seeds", "0", "--workers", "2", "--no-progress", "--out", str(out)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lsdiffusion", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
     try:
-        deadline = time.monotonic() + 120
-        while not out.is_dir():  # the folder exists once every argument has been checked
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        time.sleep(5)  # the two studies are training now (each takes far longer)
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=30)  # workers terminated, not awaited
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in status  # a zombie has ended
+
+
+def _demo(out: Path, *extra: str, **kwargs: object) -> subprocess.Popen[str]:
+    argv = ["demo", "--seeds", "0", "--workers", "2", "--out", str(out), *extra]
+    return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
+        [sys.executable, "-m", "lsdiffusion", *argv],
+        **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **kwargs},
+    )
+
+
+def _wait_for(condition: object, proc: subprocess.Popen[str], what: str) -> None:
+    deadline = time.monotonic() + 120
+    while not condition():  # type: ignore[operator]
+        assert proc.poll() is None, (what, proc.communicate())
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+# (signal, message, to the whole process group as a terminal sends Ctrl-C and SIGHUP)
+STOPS = [
+    (signal.SIGINT, "", False),
+    (signal.SIGTERM, " by SIGTERM", False),
+    (signal.SIGHUP, " by SIGHUP", False),
+    (signal.SIGINT, "", True),
+    (signal.SIGHUP, " by SIGHUP", True),
+]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize(
+    ("signum", "by", "group"),
+    STOPS,
+    ids=[f"{s.name}{' to the group' if g else ''}" for s, _, g in STOPS],
+)
+def test_a_stop_signal_ends_the_workers_and_the_resource_tracker(
+    tmp_path: Path, signum: signal.Signals, by: str, group: bool
+) -> None:
+    out = tmp_path / "run"
+    proc = _demo(out, "--no-progress", start_new_session=True)
+    try:
+        # the folder exists once every argument has been checked; then two workers and
+        # multiprocessing's resource tracker start, and the studies take far longer
+        _wait_for(lambda: out.is_dir() and len(_children(proc.pid)) >= 3, proc, "workers")
+        children = _children(proc.pid)
+        if group:  # the workers get it too, maybe while they still import torch
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=60)  # workers terminated, not awaited
     finally:
         proc.kill()
-    assert proc.returncode == 130
+    assert proc.returncode == 128 + signum
     assert stdout == ""
-    assert stderr == "lsdiffusion demo: interrupted; nothing was written\n"
-    assert list(out.iterdir()) == []
+    assert stderr == f"lsdiffusion demo: interrupted{by}; nothing was written\n"
+    assert not out.exists()  # an interrupted first run leaves no empty folder
+    deadline = time.monotonic() + 30
+    while any(_running(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in children if _running(pid)]
+
+
+# When the signal comes: seconds after the start (the imports, the checks, the workers'
+# start) or once the tables are printed (the significance tests and the figures).
+MOMENTS = ["0.3 s", "1 s", "2 s", "4 s", "tables", "tables + 0.5 s", "tables + 1 s"]
+OUTPUT_FILES_SORTED = ["diffusion.png", "figure.png", "results.json"]
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_ctrl_c_at_any_moment_is_one_line_and_130(tmp_path: Path, moment: str) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the tables' lines arrive as printed
+    proc = _demo(out, "--no-progress", env=env)
+    try:
+        if moment.startswith("tables"):
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith("Expected qualitative outcome"):
+                    break
+            time.sleep(float(moment.split("+")[1].split()[0]) if "+" in moment else 0)
+        else:
+            time.sleep(float(moment.split()[0]))
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    if proc.returncode == 0:  # the run was complete: a late signal is ignored
+        assert moment.startswith("tables"), stderr
+        assert stderr == ""
+        assert sorted(p.name for p in out.iterdir()) == OUTPUT_FILES_SORTED
+        return
+    assert proc.returncode == 130, stderr
+    assert stderr in (
+        "lsdiffusion: interrupted\n",  # still importing the commands
+        "lsdiffusion demo: interrupted; nothing was written\n",
+        f"lsdiffusion demo: interrupted; {out} holds this run's complete outputs\n",
+    )
+    if out.exists():
+        assert sorted(p.name for p in out.iterdir()) == OUTPUT_FILES_SORTED
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_ctrl_c_on_a_terminal_prints_the_message_on_its_own_line(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    main_fd, terminal = os.openpty()
+    proc = _demo(out, stderr=terminal)
+    os.close(terminal)
+    seen = b""
+    try:
+        while b"studies" not in seen:  # the progress line is on the terminal
+            assert proc.poll() is None, seen
+            seen += os.read(main_fd, 4096)
+        time.sleep(1)  # the workers are starting: the line stays open on the terminal
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+        with contextlib.suppress(OSError):  # EIO once every writer has closed the terminal
+            while chunk := os.read(main_fd, 4096):
+                seen += chunk
+    finally:
+        proc.kill()
+        os.close(main_fd)
+    assert proc.returncode == 130
+    text = seen.decode().replace("\r\n", "\n")
+    assert text.endswith("\nlsdiffusion demo: interrupted; nothing was written\n"), text
+    assert "\rteacher + students: 0/2 studies" in text  # drawn in place before
+
+
+def test_a_log_shows_the_progress_line_before_the_first_study_ends(
+    capsys: pytest.CaptureFixture[str], tiny_fields: dict[str, object]
+) -> None:
+    cfg = DemoConfig(**tiny_fields, seeds=(0,), temperatures=(1.0, 3.0), epochs=1)
+    run_demo(cfg, progress=True, workers=1)
+    lines = capsys.readouterr().err.splitlines()  # not a terminal: one line per step
+    assert lines[0].startswith("teacher + students: 0/2 studies (")
+    assert lines[-1].startswith("teacher + students: 2/2 studies (")

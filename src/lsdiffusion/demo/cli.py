@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lsdiffusion.demo.config import MAX_TEMPERATURE, MIN_TEMPERATURE, DemoConfig, check_device
-from lsdiffusion.demo.output import prepare_out, save_demo
+from lsdiffusion.demo.output import (
+    DemoInterrupted,
+    StopSignals,
+    missing_folders,
+    prepare_out,
+    remove_empty,
+    save_demo,
+)
 from lsdiffusion.demo.study import run_demo
 
 __all__ = ["add_parser"]
@@ -138,27 +149,70 @@ def _config_from_args(args: argparse.Namespace) -> DemoConfig:
 
 
 def _main(args: argparse.Namespace) -> int:
-    def fail(message: str) -> int:
-        print(f"lsdiffusion demo: error: {message}", file=sys.stderr)
-        return 2
+    """Run ``lsdiffusion demo``; returns the exit status.
 
-    try:  # every check before any training
-        config = _config_from_args(args)
-        check_device(config.device, flag="--device")
-        out = prepare_out(args.out, flag="--out")
-    except ValueError as exc:
-        return fail(str(exc))
+    0: done; 1: writing the outputs failed; 2: a bad argument (before any
+    training); 128 + the signal number when SIGINT (130), SIGTERM (143) or
+    SIGHUP (129) stopped it. A stop is one line on stderr, at every moment:
+    the workers are ended first, no file is left half-written, and an output
+    folder this run created stays only if it holds something. After the last
+    line a signal is ignored: the run is complete.
+    """
+    as_program = bool(getattr(args, "as_program", False))  # set by lsdiffusion.cli.main
+    stop = StopSignals()
+    stop.install()
+    state = _RunState(created=missing_folders(args.out))
     try:
-        result = run_demo(config, progress=not args.no_progress, workers=args.workers)
-    except KeyboardInterrupt:
-        print("lsdiffusion demo: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        try:
+            with stop.deferred():  # the checks import torch: a KeyboardInterrupt there can abort
+                config = _config_from_args(args)
+                check_device(config.device, flag="--device")
+                out = prepare_out(args.out, flag="--out")
+        except ValueError as exc:
+            print(f"lsdiffusion demo: error: {exc}", file=sys.stderr)
+            remove_empty(state.created)
+            return 2
+        code = _run(config, args, out, state)
+        # a signal from here on finds the run complete: ignored (to the exit, as a program)
+        stop.finish(until_exit=as_program)
+        return code
+    except KeyboardInterrupt as exc:  # DemoInterrupted included (a KeyboardInterrupt)
+        return _interrupted(exc, state)
+    finally:
+        # as the process's own command, keep them to the exit (a Ctrl-C while Python shuts
+        # down would print a traceback or end it with -SIGINT); called from Python, restore
+        if not as_program:
+            stop.restore()
+
+
+@dataclass
+class _RunState:
+    """How far a run got, for the message of an interrupt."""
+
+    created: list[Path]  # the folders the run creates, deepest first
+    out: Path | None = None
+    results_before: tuple[int, int] | None = None  # (device, inode) of results.json before saving
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _run(config: DemoConfig, args: argparse.Namespace, out: Path, state: _RunState) -> int:
+    """Train, print the tables, write the files (the checks are done)."""
+    result = run_demo(config, progress=not args.no_progress, workers=args.workers)
     print(result.tables())
     print()
+    state.out, state.results_before = out, _identity(out / "results.json")
     try:
         written = save_demo(result, out)
     except (OSError, ValueError) as exc:
         print(f"lsdiffusion demo: error: writing {out} failed: {exc}", file=sys.stderr)
+        remove_empty(state.created)
         return 1
     print("wrote " + ", ".join(str(path) for path in written))
     if result.figure is None:
@@ -168,3 +222,19 @@ def _main(args: argparse.Namespace) -> int:
         )
     print(f"total time {result.seconds:.1f} s on {config.device}")
     return 0
+
+
+def _interrupted(exc: KeyboardInterrupt, state: _RunState) -> int:
+    """One line on stderr, the folder cleaned up; returns 128 + the signal number."""
+    signum = exc.signum if isinstance(exc, DemoInterrupted) else int(signal.SIGINT)
+    by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+    results = state.out / "results.json" if state.out is not None else None
+    if results is not None and _identity(results) not in (None, state.results_before):
+        done = f"{state.out} holds this run's complete outputs"  # stopped after the commit
+    else:
+        done = "nothing was written"
+        remove_empty(state.created)
+    with contextlib.suppress(OSError):  # the tables first, when both go to one terminal
+        sys.stdout.flush()
+    print(f"lsdiffusion demo: interrupted{by}; {done}", file=sys.stderr, flush=True)
+    return 128 + signum

@@ -7,19 +7,69 @@ import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from lsdiffusion.demo.result import DemoResult
 
-__all__ = ["OUTPUT_FILES", "STAGING_PREFIX", "prepare_out", "save_demo", "signals_held"]
+__all__ = [
+    "OUTPUT_FILES",
+    "STAGING_PREFIX",
+    "STOP_SIGNALS",
+    "DemoInterrupted",
+    "StopSignals",
+    "missing_folders",
+    "prepare_out",
+    "remove_empty",
+    "save_demo",
+    "signals_blocked",
+    "signals_held",
+]
 
 OUTPUT_FILES = ("figure.png", "diffusion.png", "results.json")
 """The files the demo writes into its folder; ``results.json`` is committed last."""
 STAGING_PREFIX = ".lsdiffusion-demo-"
 """Name prefix of the staging folders (and write probes) inside the output folder."""
+
+
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM) + (
+    (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
+)
+"""The signals that stop the demo cleanly: Ctrl-C, ``kill <pid>``, a closed terminal."""
+
+
+def missing_folders(out: str | Path) -> list[Path]:
+    """The folders that creating ``out`` would create, deepest first.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     [p.name for p in missing_folders(Path(tmp) / "a" / "b")]
+        ['b', 'a']
+    """
+    missing = []
+    path = Path(out).absolute()
+    while not path.exists() and not path.is_symlink() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove those of ``folders`` (deepest first) that are empty; one that is not stops it.
+
+    ``folders`` comes from [`missing_folders`][lsdiffusion.demo.output.missing_folders]:
+    what a run created, which it removes again when it wrote nothing.
+    """
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): leave it and everything above
+            return
 
 
 def prepare_out(out: str | Path, flag: str = "out") -> Path:
@@ -54,9 +104,10 @@ def prepare_out(out: str | Path, flag: str = "out") -> Path:
     except OSError as exc:
         raise ValueError(f"{flag} {path}: cannot create the folder: {_reason(exc)}") from None
     try:
-        fd, probe = tempfile.mkstemp(prefix=STAGING_PREFIX + "probe-", dir=path)
-        os.close(fd)
-        os.remove(probe)
+        with signals_held():  # the probe never outlives the check
+            fd, probe = tempfile.mkstemp(prefix=STAGING_PREFIX + "probe-", dir=path)
+            os.close(fd)
+            os.remove(probe)
     except OSError as exc:
         raise ValueError(f"{flag} {path}: cannot write into the folder: {_reason(exc)}") from None
     return path
@@ -66,9 +117,117 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
+class DemoInterrupted(KeyboardInterrupt):
+    """A stop signal (one of `STOP_SIGNALS`) ended the demo.
+
+    A ``KeyboardInterrupt``, so code that handles Ctrl-C handles the others too.
+
+    Attributes:
+        signum: the signal received.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention, 128 + the signal number: 130 (SIGINT), 143 (SIGTERM), 129."""
+        return 128 + self.signum
+
+    @property
+    def name(self) -> str:
+        """The signal's name, such as ``"SIGTERM"``."""
+        return signal.Signals(self.signum).name
+
+
+class StopSignals:
+    """Turn the first of SIGINT, SIGTERM and SIGHUP into one `DemoInterrupted`.
+
+    While installed (main thread only; elsewhere a no-op), the first stop
+    signal raises `DemoInterrupted` in the main thread, or, inside
+    [`deferred`][lsdiffusion.demo.output.StopSignals.deferred], at the end of
+    that block (imports that must not be cut: a ``KeyboardInterrupt`` inside
+    torch's extension init aborts the interpreter). Every later signal is
+    ignored, so the clean-up after the first runs to its end and prints no
+    traceback; that is why [`restore`][lsdiffusion.demo.output.StopSignals.restore]
+    leaves the handlers in place once a signal has come.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._finished = False
+        self._deferring = 0
+        self._saved: dict[int, Any] = {}
+        self._saved_hook = sys.unraisablehook
+
+    def install(self) -> None:
+        """Install the handlers (a no-op outside the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in STOP_SIGNALS:
+            self._saved[s] = signal.signal(s, self._handle)
+        self._saved_hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
+
+    def restore(self) -> None:
+        """Put back the previous handlers, unless a signal came (then later ones stay ignored)."""
+        if self.received is None and self._saved:
+            for s, handler in self._saved.items():
+                signal.signal(s, handler)
+            sys.unraisablehook = self._saved_hook
+        self._saved = {}
+
+    def _unraisable(self, unraisable: Any) -> None:
+        """Send again a signal that a finalizer swallowed (with a traceback).
+
+        A signal that lands in a ``__del__`` or a weakref callback raises there,
+        and Python only reports it; sent again, it is raised where it stops the run.
+        """
+        exc = unraisable.exc_value
+        if isinstance(exc, DemoInterrupted) and self.received == exc.signum:
+            self.received = None
+            # from another thread, a moment later: raised here it would land in this hook
+            resend = threading.Timer(0.005, os.kill, (os.getpid(), exc.signum))
+            resend.daemon = True
+            resend.start()
+        else:
+            self._saved_hook(unraisable)
+
+    def finish(self, *, until_exit: bool = False) -> None:
+        """The work is done: ignore every later signal (nothing is left to interrupt).
+
+        Args:
+            until_exit: the process ends next: also block the signals in this thread, so
+                one that comes while Python shuts down (when it has put back the default
+                actions) stays pending and is dropped at the exit.
+        """
+        self._finished = True
+        if until_exit and hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received is not None or self._finished:
+            return
+        self.received = signum
+        if not self._deferring:
+            raise DemoInterrupted(signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Let the block run to its end; a stop signal received meanwhile is raised after it."""
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+            if not self._deferring and self.received is not None:
+                raise DemoInterrupted(self.received)
+
+
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block ends (main thread only; elsewhere a no-op)."""
+    """Hold the stop signals until the block ends (main thread only; elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -77,7 +236,7 @@ def signals_held() -> Iterator[None]:
     def hold(signum: int, frame: object) -> None:
         received.append(signum)
 
-    saved = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    saved = {s: signal.signal(s, hold) for s in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -85,6 +244,26 @@ def signals_held() -> Iterator[None]:
             signal.signal(s, handler)
         for signum in received:
             signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def signals_blocked(signals: tuple[int, ...]) -> Iterator[None]:
+    """Block ``signals`` in this thread for the block: processes started in it inherit the mask.
+
+    The demo starts its workers inside it with SIGINT and SIGHUP blocked, so a
+    Ctrl-C or a closed terminal (sent to the whole process group) reaches only
+    the main process, which stops the workers itself (SIGTERM), even while a
+    worker is still importing torch. A signal that arrives meanwhile is
+    delivered when the block ends. A no-op where ``pthread_sigmask`` is missing.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _fsync(path: Path) -> None:
@@ -142,8 +321,10 @@ def save_demo(result: DemoResult, out: str | Path) -> list[Path]:
 
     out_dir = prepare_out(out)
     _remove_stale_staging(out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out_dir))
+    staging: Path | None = None
     try:
+        with signals_held():  # made and named in one step, so the clean-up always sees it
+            staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out_dir))
         cfg = result.config
         figure = None
         if result.students:
@@ -152,6 +333,7 @@ def save_demo(result: DemoResult, out: str | Path) -> list[Path]:
             )
         drawn = sorted(p.name for p in staging.iterdir() if p.is_file())
         result.figure = str(out_dir / Path(figure).name) if figure is not None else None
+        result.figures = [str(out_dir / name) for name in drawn]
         data = result.to_json()
         (staging / "results.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         for name in [*drawn, "results.json"]:
@@ -164,5 +346,7 @@ def save_demo(result: DemoResult, out: str | Path) -> list[Path]:
                     (out_dir / name).unlink(missing_ok=True)
             os.replace(staging / "results.json", out_dir / "results.json")
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            with signals_held():  # removed whole, even when a signal comes meanwhile
+                shutil.rmtree(staging, ignore_errors=True)
     return [out_dir / name for name in [*drawn, "results.json"]]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from lsdiffusion.demo.result import DemoResult
 
-__all__ = ["mean_std", "significance_lines", "tables"]
+__all__ = ["geometry_lines", "mean_std", "significance_lines", "tables"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -61,6 +61,7 @@ def tables(result: DemoResult) -> str:
             )
 
     lines += significance_lines(result)
+    lines += geometry_lines(result)
 
     lines += [
         "",
@@ -116,4 +117,58 @@ def significance_lines(result: DemoResult) -> list[str]:
             f"{mean_ci(sig.mean_dissimilar, sig.ci_dissimilar):<24} "
             f"{sig.p_dissimilar_positive:>13.2g}  {sig.p_similar_below_dissimilar:>17.2g}"
         )
+    return lines
+
+
+def geometry_lines(result: DemoResult) -> list[str]:
+    """The cluster-geometry table beside Table 3, and its tests (observations 1 and 2)."""
+    cfg = result.config
+    if not result.teacher_geometry:
+        return []
+    lines = [
+        "",
+        "Cluster geometry of the penultimate features (test split), mean ± std over seeds",
+        "(R²: class separation, higher = better separated; NC1: lower = tighter clusters;",
+        " CDNV: within-class variance / squared distance of two class means, averaged over "
+        "each class's",
+        " similar / dissimilar classes, then over classes; lower = farther apart)",
+    ]
+    header = (
+        f"{'teacher':<10} {'features':<12} {'R²':>13} {'NC1':>13} {'CDNV sim':>13} "
+        f"{'CDNV dissim':>13}"
+    )
+    lines += [header, "-" * len(header)]
+    for a in cfg.alphas:
+        rows = [("teacher", result.teacher_geometry.get(a, []))]
+        rows += [
+            (f"student T={t:g}", result.student_geometry.get((a, t), [])) for t in cfg.temperatures
+        ]
+        for name, seeds in rows:
+            if not seeds:
+                continue
+            lines.append(
+                f"{f'α = {a:g}':<10} {name:<12} {_cell([r.r2 for r in seeds]):>13} "
+                f"{_cell([r.nc1 for r in seeds]):>13} "
+                f"{_cell([r.mean_cdnv_similar for r in seeds], 3):>13} "
+                f"{_cell([r.mean_cdnv_dissimilar for r in seeds], 3):>13}"
+            )
+    comparisons = result.geometry_comparisons()
+    if comparisons:
+        n = next(iter(comparisons.values())).n
+        lines += [
+            "",
+            f"LS against plain, every class of every seed one pair (n = {cfg.num_classes} x "
+            f"{len(cfg.seeds)} = {n}); one-sided Wilcoxon signed-rank p-values;",
+            "a class's NC1 term: tr(Σ_c Σ_B†) / K, Σ_c its covariance (NC1 is their mean)",
+        ]
+        header = (
+            f"{'features':<12} {'p(NC1 term lower)':>17} {'p(CDNV sim lower)':>17} "
+            f"{'seeds R² higher':>15} {'seeds NC1 lower':>15}"
+        )
+        lines += [header, "-" * len(header)]
+        for key, c in comparisons.items():
+            lines.append(
+                f"{key:<12} {c.p_tighter:>17.2g} {c.p_similar_apart:>17.2g} "
+                f"{f'{c.seeds_r2_higher}/{c.seeds}':>15} {f'{c.seeds_nc1_lower}/{c.seeds}':>15}"
+            )
     return lines

@@ -10,11 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 from lsdiffusion.demo import report
 from lsdiffusion.demo.config import DemoConfig
+from lsdiffusion.demo.geometry import GeometryComparison, GeometryRow, compare_geometry
 
 if TYPE_CHECKING:
     from lsdiffusion.diffusion import DiffusionIndexTable, DiffusionSignificance
 
 __all__ = ["DemoResult"]
+
+
+def _summary(values: Sequence[float]) -> dict[str, Any]:
+    """``{"mean", "std", "values"}`` of per-seed values."""
+    mean, std = report.mean_std(values)
+    return {"mean": mean, "std": std, "values": list(values)}
 
 
 @dataclass
@@ -30,8 +37,14 @@ class DemoResult:
         default_factory=dict, repr=False
     )
     entropy: dict[tuple[float, float], list[float]] = field(default_factory=dict)
+    # per seed, the cluster geometry of each teacher's and each student's test features
+    teacher_geometry: dict[float, list[GeometryRow]] = field(default_factory=dict, repr=False)
+    student_geometry: dict[tuple[float, float], list[GeometryRow]] = field(
+        default_factory=dict, repr=False
+    )
     seconds: float = 0.0
-    figure: str | None = None
+    figure: str | None = None  # the projections (figure.png), once written
+    figures: list[str] = field(default_factory=list)  # every figure written, by file name
     # The first seed's students by (alpha, T), as state dicts: what the figures show.
     students: dict[tuple[float, float], dict[str, Any]] = field(default_factory=dict, repr=False)
 
@@ -44,11 +57,10 @@ class DemoResult:
         """Significance of the diffusion index of teacher ``alpha`` at ``t1``, seeds pooled.
 
         The per-class tables of every seed are pooled into one table of
-        ``classes x seeds`` targets
-        ([`DiffusionIndexTable.concat`][lsdiffusion.DiffusionIndexTable.concat]) and tested
-        with [`significance`][lsdiffusion.DiffusionIndexTable.significance] (defaults: 95%
-        intervals, 10 000 bootstrap resamples, seed 0), so the result is the
-        same on every run.
+        ``classes x seeds`` targets (`DiffusionIndexTable.concat`) and tested
+        with `DiffusionIndexTable.significance` (defaults: 95% intervals,
+        10 000 bootstrap resamples, seed 0), so the result is the same on every
+        run.
         """
         from lsdiffusion.diffusion import DiffusionIndexTable
 
@@ -65,6 +77,27 @@ class DemoResult:
             cache[key] = DiffusionIndexTable.concat(tables).significance()
         sig: DiffusionSignificance = cache[key]
         return sig
+
+    def geometry_comparisons(self) -> dict[str, GeometryComparison]:
+        """The LS teacher against the plain one, and their students at T0 (observations 1, 2).
+
+        Keys ``"teacher"`` and ``"student T=<T0>"``; each compares per-class
+        CDNV with one-sided Wilcoxon tests, every class of every seed one pair
+        (`lsdiffusion.demo.geometry.compare_geometry`).
+        Empty when the run measured no geometry.
+        """
+        plain, ls = min(self.config.alphas), max(self.config.alphas)
+        t0 = self.config.temperatures[0]
+        out = {}
+        if ls in self.teacher_geometry and plain in self.teacher_geometry:
+            out["teacher"] = compare_geometry(
+                self.teacher_geometry[ls], self.teacher_geometry[plain]
+            )
+        if (ls, t0) in self.student_geometry and (plain, t0) in self.student_geometry:
+            out[f"student T={t0:g}"] = compare_geometry(
+                self.student_geometry[(ls, t0)], self.student_geometry[(plain, t0)]
+            )
+        return out
 
     def checks(self) -> dict[str, bool]:
         """The paper's four qualitative outcomes, as observed in this run.
@@ -97,6 +130,20 @@ class DemoResult:
                 f"n = {sig.n})"
             )
             out[name] = sig.systematic_at(self.SIGNIFICANCE_LEVEL)
+        level = self.SIGNIFICANCE_LEVEL
+        for key, comparison in self.geometry_comparisons().items():
+            if key == "teacher":
+                name = (
+                    "LS teacher: tighter clusters, similar classes farther apart (per-class "
+                    "NC1 terms and CDNV over similar classes below the plain teacher's, "
+                    f"one-sided Wilcoxon p < {level:g} each, n = {comparison.n})"
+                )
+            else:
+                name = (
+                    f"at T = {t0:g}, the LS-teacher student inherits it (the same tests "
+                    f"against the plain teacher's student, n = {comparison.n})"
+                )
+            out[name] = comparison.holds(level)
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -105,9 +152,7 @@ class DemoResult:
         def key(*parts: float) -> str:
             return "/".join(f"{p:g}" for p in parts)
 
-        def summary(values: Sequence[float]) -> dict[str, Any]:
-            mean, std = report.mean_std(values)
-            return {"mean": mean, "std": std, "values": list(values)}
+        summary = _summary
 
         return {
             "config": asdict(self.config),
@@ -134,11 +179,32 @@ class DemoResult:
             "significance": {
                 key(a, t): self.significance(a, t).to_dict() for (a, t) in self.diffusion_tables
             },
+            "cluster_geometry": self._geometry_json(),
+            "geometry_significance": {
+                k: c.to_dict() for k, c in self.geometry_comparisons().items()
+            },
             "target_entropy": {key(a, t): summary(v) for (a, t), v in self.entropy.items()},
             "max_entropy": math.log(self.config.num_classes),
             "checks": self.checks(),
             "seconds": self.seconds,
             "figure": self.figure,
+            "figures": list(self.figures),
+        }
+
+    def _geometry_json(self) -> dict[str, Any]:
+        """``"<alpha>/teacher"`` and ``"<alpha>/<T>"``: summaries over seeds, per-seed rows."""
+        rows = {f"{a:g}/teacher": v for a, v in self.teacher_geometry.items()}
+        rows.update({f"{a:g}/{t:g}": v for (a, t), v in self.student_geometry.items()})
+        summary = _summary
+        return {
+            k: {
+                "r2": summary([r.r2 for r in v]),
+                "nc1": summary([r.nc1 for r in v]),
+                "cdnv_similar": summary([r.mean_cdnv_similar for r in v]),
+                "cdnv_dissimilar": summary([r.mean_cdnv_dissimilar for r in v]),
+                "per_seed": [r.to_dict() for r in v],
+            }
+            for k, v in rows.items()
         }
 
     def tables(self) -> str:

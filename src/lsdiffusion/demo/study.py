@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from lsdiffusion.demo.config import DemoConfig, check_device
+from lsdiffusion.demo.geometry import GeometryRow, measure_geometry
+from lsdiffusion.demo.output import STOP_SIGNALS, prepare_out, save_demo, signals_blocked
 from lsdiffusion.demo.result import DemoResult
 from lsdiffusion.demo.task import make_hierarchical_task, mlp, train
 
@@ -27,6 +29,8 @@ class StudyOutput:
     diffusion: dict[float, tuple[float, float]]
     students: dict[float, dict[str, Any]]  # state dicts, first seed only (for the figure)
     tables: dict[float, Any] = field(default_factory=dict)  # per-class DiffusionIndexTable
+    teacher_geometry: GeometryRow | None = None
+    student_geometry: dict[float, GeometryRow] = field(default_factory=dict)
 
 
 def run_study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> StudyOutput:
@@ -36,13 +40,14 @@ def run_study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> 
     from lsdiffusion.centroids import class_centroids
     from lsdiffusion.diffusion import diffusion_indices
     from lsdiffusion.entropy import TargetEntropy
-    from lsdiffusion.losses import KDLoss, LabelSmoothingLoss
+    from lsdiffusion.losses import LabelSmoothingLoss
 
     device = torch.device(cfg.device)
     temps = cfg.temperatures
     task = make_hierarchical_task(cfg, seed)
     classes = list(range(cfg.num_classes))
     similar, dissimilar = task.similar_sets(), task.dissimilar_sets()
+    sets = (cfg.num_classes, similar, dissimilar)
     test_x, test_y = task.test_x.to(device), task.test_y.to(device)
     train_y = task.train_y.to(device)
 
@@ -62,6 +67,9 @@ def run_study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> 
     with torch.no_grad():
         teacher_logits = teacher(task.train_x.to(device))
         teacher_acc = (teacher(test_x).argmax(1) == test_y).float().mean().item() * 100
+        teacher_features = teacher[:-1](test_x)
+    teacher_geometry = measure_geometry(teacher_features, test_y, *sets)
+    student_geometry: dict[float, GeometryRow] = {}
     meter = TargetEntropy(temperatures=temps)
     meter.update(teacher_logits)
     report = meter.compute()
@@ -70,27 +78,13 @@ def run_study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> 
     centroids = {}
     students: dict[float, dict[str, Any]] = {}
     for t in temps:
-        kd = KDLoss(t)
-
-        def kd_loss(logits: torch.Tensor, idx: torch.Tensor, kd: KDLoss = kd) -> torch.Tensor:
-            loss: torch.Tensor = kd(logits, teacher_logits[idx])
-            return loss
-
-        student = train(
-            # the same initialisation for every teacher and temperature of a seed
-            mlp(
-                cfg.input_dim, cfg.student_width, cfg.student_features, cfg.num_classes, seed + 1000
-            ),
-            task.train_x,
-            kd_loss,
-            cfg,
-            seed,
-        )
+        student = _distil(cfg, task.train_x, teacher_logits, t, seed)
         with torch.no_grad():
             features = student[:-1](test_x)  # penultimate: the input of the final Linear
             logits = student[-1](features)
             accuracy[t] = (logits.argmax(1) == test_y).float().mean().item() * 100
         centroids[t] = class_centroids(features, test_y, cfg.num_classes)
+        student_geometry[t] = measure_geometry(features, test_y, *sets)
         if keep_students:
             students[t] = {k: v.cpu() for k, v in student.state_dict().items()}
     diffusion = {}
@@ -108,12 +102,42 @@ def run_study(cfg: DemoConfig, seed: int, alpha: float, keep_students: bool) -> 
         diffusion,
         students,
         tables,
+        teacher_geometry,
+        student_geometry,
     )
 
 
-def _ignore_sigint() -> None:
-    """Worker initializer: Ctrl-C is the parent's to handle (no traceback from each worker)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _distil(cfg: DemoConfig, train_x: Any, teacher_logits: Any, t: float, seed: int) -> Any:
+    """A student distilled from ``teacher_logits`` at temperature ``t`` (beta = 1)."""
+    import torch
+
+    from lsdiffusion.losses import KDLoss
+
+    kd = KDLoss(t)
+
+    def kd_loss(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        loss: torch.Tensor = kd(logits, teacher_logits[idx])
+        return loss
+
+    return train(
+        # the same initialisation for every teacher and temperature of a seed
+        mlp(cfg.input_dim, cfg.student_width, cfg.student_features, cfg.num_classes, seed + 1000),
+        train_x,
+        kd_loss,
+        cfg,
+        seed,
+    )
+
+
+# Signals a worker never acts on: the parent stops its workers itself (SIGTERM). SIGTERM
+# stays deliverable, for that and for a ``kill`` of the whole process group.
+_PARENTS_SIGNALS = tuple(s for s in STOP_SIGNALS if s != signal.SIGTERM)
+
+
+def _ignore_parents_signals() -> None:
+    """Worker initializer: Ctrl-C and SIGHUP are the parent's to handle (no worker tracebacks)."""
+    for s in _PARENTS_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 def _study_in_worker(args: tuple[DemoConfig, int, float, bool]) -> StudyOutput:
@@ -143,9 +167,18 @@ def _run_jobs(
         finally:
             torch.set_num_threads(threads)
         return outputs
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_ignore_sigint)
+    # The pool's queues start multiprocessing's resource tracker and map() submits every
+    # job, which starts the workers: all inherit the blocked signals, so a Ctrl-C or SIGHUP
+    # sent to the process group reaches only this process, even before a worker's
+    # initializer runs; this process then stops them (SIGTERM).
+    with signals_blocked(_PARENTS_SIGNALS):
+        pool = ProcessPoolExecutor(
+            workers, mp_context=get_context("spawn"), initializer=_ignore_parents_signals
+        )
     try:
-        for output in pool.map(_study_in_worker, jobs):
+        with signals_blocked(_PARENTS_SIGNALS):
+            results = pool.map(_study_in_worker, jobs)
+        for output in results:
             outputs.append(output)
             bar.update()
     except BaseException:  # Ctrl-C included: stop the workers now, not after their study
@@ -185,7 +218,6 @@ def run_demo(
     import os
 
     from lsdiffusion._progress import Progress
-    from lsdiffusion.demo.output import prepare_out, save_demo
 
     cfg = config or DemoConfig()
     check_device(cfg.device, flag="config.device")
@@ -198,13 +230,14 @@ def run_demo(
         raise ValueError(f"workers must be >= 1, got {workers}")
     result = DemoResult(cfg)
     start = time.perf_counter()
-    bar = Progress(len(jobs), "teacher + students", "studies", enabled=progress)
-    outputs = _run_jobs(jobs, workers, bar)
-    bar.close()
+    with Progress(len(jobs), "teacher + students", "studies", enabled=progress) as bar:
+        outputs = _run_jobs(jobs, workers, bar)
 
     students = result.students
     for o in outputs:  # in job order: deterministic whatever the scheduling
         result.teacher_accuracy.setdefault(o.alpha, []).append(o.teacher_accuracy)
+        if o.teacher_geometry is not None:
+            result.teacher_geometry.setdefault(o.alpha, []).append(o.teacher_geometry)
         for t in cfg.temperatures:
             result.student_accuracy.setdefault((o.alpha, t), []).append(o.student_accuracy[t])
             result.entropy.setdefault((o.alpha, t), []).append(o.entropy[t])
@@ -213,6 +246,8 @@ def run_demo(
                 result.diffusion_tables.setdefault((o.alpha, t), []).append(o.tables[t])
             if t in o.students:
                 students[(o.alpha, t)] = o.students[t]
+            if t in o.student_geometry:
+                result.student_geometry.setdefault((o.alpha, t), []).append(o.student_geometry[t])
     result.seconds = time.perf_counter() - start
 
     if out is not None:
