@@ -121,6 +121,17 @@ def run_mismatch(rank: int) -> dict[str, str]:
             out[name] = "no error"
         except ValueError as exc:
             out[name] = str(exc)
+    # a rank that saw nothing (and was not told D or K) learns them from the others
+    late = ClassCentroids(4, on_empty="ignore")
+    if rank == 0:
+        late.update(torch.ones(2, 3), torch.tensor([0, 1]))
+    got = late.compute()
+    out["centroids_late"] = "ok" if got.shape == (4, 3) and got[0].tolist() == [1.0] * 3 else "bad"
+    entropy = TargetEntropy((1.0,))
+    if rank == 0:
+        entropy.update(torch.zeros(3, 4))
+    report = entropy.compute()
+    out["entropy_late"] = "ok" if report.num_classes == 4 and report.num_samples == 3 else "bad"
     return out
 
 

@@ -390,6 +390,7 @@ class ClassScatter:
     def reset(self) -> None:
         """Forget every sample (the feature dimension too, unless given at construction)."""
         self.num_features = self._init_features
+        self._ranks_checked = False
         if self._state is not None and self.num_features is not None:
             for value in self._state.values():
                 value.zero_()
