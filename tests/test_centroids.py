@@ -161,12 +161,13 @@ def test_empty_classes_warn_raise_ignore():
 @pytest.mark.parametrize(
     ("features", "labels", "exc", "match"),
     [
-        (torch.zeros(4), torch.zeros(4, dtype=torch.long), ValueError, r"features must be 2-D"),
-        (torch.zeros(4, 2, 1), torch.zeros(4, dtype=torch.long), ValueError, r"2-D"),
-        (torch.zeros(4, 2), torch.zeros(3, dtype=torch.long), ValueError, r"features has 4 rows"),
+        (torch.zeros(4), torch.zeros(4, dtype=torch.long), ValueError, r"labels must be \(\)"),
+        (torch.zeros(4, 2, 1), torch.zeros(4, dtype=torch.long), ValueError, r"be \(4, 2\)"),
+        (torch.zeros(4, 2), torch.zeros(3, dtype=torch.long), ValueError, r"labels must be \(4,\)"),
         (torch.zeros(4, 2), torch.zeros(4), TypeError, r"labels must have an integer dtype"),
         (torch.zeros(4, 2), torch.zeros(4, dtype=torch.bool), TypeError, r"integer dtype"),
-        (torch.zeros(4, 2), torch.zeros(4, 1, dtype=torch.long), ValueError, r"labels must be 1-D"),
+        (torch.zeros(4, 2), torch.zeros(4, 1, dtype=torch.long), ValueError, r"got labels of sha"),
+        (torch.tensor(1.0), torch.tensor(0), ValueError, "0-d"),
         (torch.zeros(4, 2), torch.tensor([0, 1, 5, -1]), ValueError, r"\[0, 2\].*\[-1, 5\]"),
         (
             torch.zeros(4, 2, dtype=torch.long),
@@ -190,7 +191,7 @@ def test_centroid_input_errors(features, labels, exc, match):
 def test_centroid_state_errors():
     acc = ClassCentroids(3)
     acc.update(torch.zeros(2, 4), torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match=r"must have 4 columns.*got shape \(2, 5\)"):
+    with pytest.raises(ValueError, match=r"4 features in their last dim.*got shape \(2, 5\)"):
         acc.update(torch.zeros(2, 5), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="num_classes=4"):
         acc.merge(ClassCentroids(4))
@@ -218,6 +219,73 @@ def test_validate_false_skips_range_check_but_to_moves():
     acc.update(torch.ones(2, 2, dtype=torch.float64), torch.tensor([0, 2], dtype=torch.int32))
     assert acc.counts.tolist() == [1, 0, 1]
     assert acc.to("cpu").sums.device.type == "cpu"
+
+
+@pytest.mark.parametrize("bad", [[0, 3], [-1, 0], [0, 300]])
+def test_validate_false_bad_labels_are_a_clear_error_before_any_change(bad):
+    """Issue 16 item 16: raw torch errors (index_add_/bincount) before the fix."""
+    acc = ClassCentroids(3, validate=False)
+    acc.update(torch.ones(1, 2), torch.tensor([1]))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 2\].*validate=False"):
+        acc.update(torch.ones(2, 2), torch.tensor(bad))
+    assert acc.counts.tolist() == [0, 1, 0]  # nothing was added
+    assert acc.sums.tolist() == [[0.0, 0.0], [1.0, 1.0], [0.0, 0.0]]
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32])
+def test_narrow_label_dtype_does_not_wrap_num_classes(dtype):
+    """Issue 16 item 14: ClassCentroids(300) refused uint8 label 50 (300 wrapped to 44)."""
+    acc = ClassCentroids(300)
+    acc.update(torch.ones(1, 2), torch.tensor([50], dtype=dtype))
+    assert acc.counts[50].item() == 1
+    assert acc.counts.sum().item() == 1
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 9\].*got \[100\]"):
+        ClassCentroids(10).update(torch.ones(1, 2), torch.tensor([100], dtype=dtype))
+
+
+def test_merge_into_itself_is_refused():
+    """Issue 16 item 9: acc.merge(acc) doubled the counts silently before the fix."""
+    acc = ClassCentroids(2)
+    acc.update(torch.tensor([[1.0], [3.0]]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="into itself"):
+        acc.merge(acc)
+    with pytest.raises(ValueError, match="into itself"):
+        acc.merge(ClassCentroids(2), acc)
+    assert acc.counts.tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_token_features_and_ignore_index(dtype):
+    """Issue 17 item 1: (B, L, D) token features with (B, L) labels, padding skipped."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 9, 5, generator=g, dtype=torch.float64).to(dtype)
+    y = torch.randint(0, 6, (4, 9), generator=g)
+    y[:, 6:] = -100  # padding
+    y[0, 0] = -100
+    keep = (y != -100).numpy()
+    want = ref_centroids(x.double().numpy()[keep], y.numpy()[keep], 6)
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    got = class_centroids(x, y, 6, on_empty="ignore")
+    np.testing.assert_allclose(got.numpy(), want, rtol=tol, atol=tol)
+    for exact in (True, False):
+        acc = ClassCentroids(6, exact=exact, on_empty="ignore")
+        acc.update(x[:2], y[:2])
+        acc.update(x[2:], y[2:])
+        np.testing.assert_allclose(acc.compute().numpy(), want, rtol=tol, atol=tol)
+        assert acc.counts.sum().item() == int(keep.sum())
+    custom = y.masked_fill(y == -100, 7)
+    np.testing.assert_allclose(
+        class_centroids(x, custom, 6, on_empty="ignore", ignore_index=7).numpy(),
+        want,
+        rtol=tol,
+        atol=tol,
+    )
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 5\].*-100"):
+        class_centroids(x, y, 6, ignore_index=None)
+    with pytest.raises(TypeError, match="ignore_index must be an int"):
+        ClassCentroids(6, ignore_index=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"labels must be \(4, 9\)"):
+        ClassCentroids(6).update(x, y[:, :5])
 
 
 def _load_worker():
@@ -304,3 +372,25 @@ def test_ddp_two_process_gloo_matches_one_process(tmp_path):
         for h, t in zip(entropy, worker.TEMPERATURES, strict=True):
             want_h = target_entropy(logits.double(), temperature=t).item()
             assert h == pytest.approx(want_h, rel=1e-6)
+
+
+def test_ddp_ranks_that_disagree_raise_naming_the_rank(tmp_path):
+    """Issue 16 item 5: every rank raises a clear error (before the fix: mixed sums or a hang)."""
+    worker = _load_worker()
+    ranks = worker.launch(2, tmp_path, "mismatch")
+    for res in ranks:
+        assert (
+            "temperatures=[1.0, 2.0] on rank 0 but temperatures=[2.0, 1.0] on rank 1"
+            in (res["entropy_order"])
+        )
+        assert "num_classes=5 on rank 0 but num_classes=6 on rank 1" in res["entropy_k"]
+        assert (
+            "number of temperatures=2 on rank 0 but number of temperatures=3 on rank 1"
+            in (res["entropy_count"])
+        )
+        assert "ClassCentroids is configured differently" in res["centroids_k"]
+        assert "num_classes=4 on rank 0 but num_classes=5 on rank 1" in res["centroids_k"]
+        assert "num_features=3 on rank 0 but num_features=4 on rank 1" in res["centroids_d"]
+        assert "ClassScatter is configured differently" in res["scatter_d"]
+        assert res["centroids_late"] == "ok"
+        assert res["entropy_late"] == "ok"

@@ -22,13 +22,17 @@ from lsdiffusion._arrays import (
     ArrayLike,
     _as_tensor,
     _check_choice,
-    _check_features,
     _check_int,
-    _check_labels,
     _shape,
     _short_list,
 )
-from lsdiffusion._distributed import _all_reduce_sum, _distributed_ready, _resolve_device
+from lsdiffusion._distributed import (
+    _agree_across_ranks,
+    _all_reduce_sum,
+    _distributed_ready,
+    _resolve_device,
+)
+from lsdiffusion._validation import check_ignore_index, count_labels, flatten_labelled
 
 __all__ = ["ClassCentroids", "EmptyClassWarning", "class_centroids"]
 
@@ -68,8 +72,10 @@ class ClassCentroids:
     true (the default), :meth:`compute` all-reduces (sums) a *copy* of the state
     over ``process_group``: the local state is never modified, so ``compute()``
     may be called repeatedly and training can go on. Every rank must call
-    ``compute()`` (it is a collective). Pass ``num_features`` when a rank might
-    see no data, so that every rank has a state of the same shape.
+    ``compute()`` (it is a collective). The first synchronising call checks once
+    (one small all-gather) that every rank has the same ``num_classes`` and
+    ``num_features`` and raises a ``ValueError`` naming the ranks and values that
+    differ; a rank that saw no data takes ``num_features`` from the others.
 
     **Empty classes.** A class with no sample gets a row of NaN. By default
     (``on_empty="warn"``) an :class:`EmptyClassWarning` lists those classes;
@@ -83,14 +89,18 @@ class ClassCentroids:
         sync: whether :meth:`compute` all-reduces over an initialised process group.
         process_group: the group to reduce over (``None``: the default group).
         on_empty: what :meth:`compute` does about classes without samples.
-        validate: check labels are in range on every update (one device sync per
-            batch on GPU); set ``False`` in a hot loop once the data is trusted.
+        validate: report out-of-range labels in detail on every update (one
+            device sync per batch on GPU). ``False`` skips that report only: the
+            labels are still counted with ``bincount``, and a label outside
+            [0, C) still raises a ``ValueError`` before any state changes.
         exact: sum every sample in float64 (default); ``False`` allows the staged
             float32 path described above.
+        ignore_index: a label to skip (padding tokens), like the losses'
+            ``ignore_index``; ``None`` keeps every label.
 
     Shape:
-        - features: (N, D), any floating dtype.
-        - labels: (N,), integer class indices in [0, C).
+        - features: (..., D), any real floating dtype (token features (B, L, D) too).
+        - labels: (...), integer class indices in [0, C), or ``ignore_index``.
         - output of :meth:`compute`: (C, D), float64.
 
     Example:
@@ -120,12 +130,17 @@ class ClassCentroids:
         on_empty: EmptyPolicy = "warn",
         validate: bool = True,
         exact: bool = True,
+        ignore_index: int | None = -100,
     ) -> None:
         self.num_classes = _check_int("num_classes", num_classes, minimum=1)
         self._init_features = (
             None if num_features is None else _check_int("num_features", num_features, minimum=1)
         )
         _check_choice("on_empty", on_empty, _EMPTY_POLICIES)
+        if ignore_index is not None:
+            check_ignore_index(ignore_index)
+        self.ignore_index = ignore_index
+        self._ranks_checked = False
         self.device: torch.device | None = None if device is None else _resolve_device(device)
         self.sync = bool(sync)
         self.process_group = process_group
@@ -188,25 +203,32 @@ class ClassCentroids:
         """Add a batch of features and their labels.
 
         Args:
-            features: (N, D) floating features.
-            labels: (N,) integer class indices in [0, C).
+            features: (..., D) floating features, e.g. (N, D) or token features (B, L, D).
+            labels: (...) integer class indices in [0, C), the shape of ``features``
+                without its last dim; entries equal to ``ignore_index`` are skipped.
         """
-        feats = _as_tensor("features", features)
+        feats_in = _as_tensor("features", features)
         labs = _as_tensor("labels", labels)
-        _check_features("features", feats)
+        if labs.device != feats_in.device:
+            labs = labs.to(feats_in.device)
+        feats, labs = flatten_labelled(
+            feats_in,
+            labs,
+            self.num_classes,
+            ignore_index=self.ignore_index,
+            check_range=self.validate,
+        )
         if self.num_features is not None and feats.shape[1] != self.num_features:
             raise ValueError(
-                f"features must have {self.num_features} columns like the previous batches "
-                f"(num_features), got shape {_shape(feats)}"
+                f"features must have {self.num_features} features in their last dim like the "
+                f"previous batches (num_features), got shape {_shape(feats_in)}"
             )
         if self._sums is not None and feats.device != self._sums.device:
             raise ValueError(
                 f"features are on {feats.device} but the ClassCentroids state is on "
                 f"{self._sums.device}; move the batch or call .to({str(feats.device)!r})"
             )
-        if labs.device != feats.device:
-            labs = labs.to(feats.device)
-        _check_labels(labs, int(feats.shape[0]), self.num_classes, check_range=self.validate)
+        batch_counts = count_labels(labs, self.num_classes)
         if self._sums is None:
             if self.device is not None and feats.device != self.device:
                 raise ValueError(
@@ -215,9 +237,7 @@ class ClassCentroids:
                 )
             self._allocate(feats.device, int(feats.shape[1]))
         sums, counts = self._state()
-        labs = labs.long()
         feats = feats.detach()
-        batch_counts = torch.bincount(labs, minlength=self.num_classes)
         counts += batch_counts
         if self.exact or feats.dtype == torch.float64 or feats.device.type != "cpu":
             sums.index_add_(0, labs, feats.to(torch.float64))
@@ -239,12 +259,29 @@ class ClassCentroids:
 
     def _synced(self, sync: bool | None) -> tuple[torch.Tensor, torch.Tensor]:
         self._flush()
-        sums, counts = self._state()
         do_sync = self.sync if sync is None else bool(sync)
-        if do_sync and _distributed_ready():
+        distributed = do_sync and _distributed_ready()
+        if distributed and not self._ranks_checked:
+            self._check_ranks()
+        sums, counts = self._state()
+        if distributed:
             reduced = _all_reduce_sum([sums, counts], self.process_group)
             return reduced[0], reduced[1]
         return sums, counts
+
+    def _check_ranks(self) -> None:
+        """Once, at the first sync: every rank must have the same K and D (one all-gather)."""
+        config: dict[str, object] = {
+            "num_classes": self.num_classes,
+            "num_features": self.num_features,
+        }
+        agreed = _agree_across_ranks(
+            "ClassCentroids", config, self.process_group, optional=("num_features",)
+        )
+        if self.num_features is None and agreed["num_features"] is not None:
+            assert isinstance(agreed["num_features"], int)
+            self.num_features = agreed["num_features"]
+        self._ranks_checked = self.num_features is not None
 
     def compute(
         self, *, sync: bool | None = None, on_empty: EmptyPolicy | None = None
@@ -279,10 +316,20 @@ class ClassCentroids:
         return sums / counts.unsqueeze(1).to(torch.float64)
 
     def merge(self, *others: ClassCentroids) -> ClassCentroids:
-        """Add the states of ``others`` into this accumulator (in place) and return it."""
+        """Add the states of ``others`` into this accumulator (in place) and return it.
+
+        Raises:
+            TypeError: for something other than a ``ClassCentroids``.
+            ValueError: for a different ``num_classes`` or ``num_features``, or
+                ``self`` among ``others`` (its samples would count twice).
+        """
         for other in others:
             if not isinstance(other, ClassCentroids):
                 raise TypeError(f"can only merge ClassCentroids, got {type(other).__name__}")
+            if other is self:
+                raise ValueError(
+                    "cannot merge a ClassCentroids into itself (its samples would count twice)"
+                )
             if other.num_classes != self.num_classes:
                 raise ValueError(
                     f"cannot merge ClassCentroids with num_classes={other.num_classes} into "
@@ -306,6 +353,7 @@ class ClassCentroids:
     def reset(self) -> None:
         """Forget every sample (the feature dimension too, unless given at construction)."""
         self.num_features = self._init_features
+        self._ranks_checked = False
         self._stage = None
         self._stage_counts = None
         if self._sums is not None and self.num_features is not None:
@@ -341,6 +389,7 @@ def class_centroids(
     num_classes: int,
     *,
     on_empty: EmptyPolicy = "warn",
+    ignore_index: int | None = -100,
 ) -> torch.Tensor:
     r"""Per-class mean of ``features``, in float64 (local data; no DDP reduction).
 
@@ -349,11 +398,12 @@ def class_centroids(
         \mu_c = \frac{1}{n_c} \sum_{i: y_i = c} x_i
 
     Args:
-        features: (N, D) floating features (tensor on any device, or numpy array).
-        labels: (N,) integer class indices in [0, ``num_classes``).
+        features: (..., D) floating features (tensor on any device, or numpy array).
+        labels: (...) integer class indices in [0, ``num_classes``).
         num_classes: number of classes C.
         on_empty: ``"warn"`` (default: NaN rows and an :class:`EmptyClassWarning`),
             ``"raise"`` (``ValueError``) or ``"ignore"`` (NaN rows, silently).
+        ignore_index: a label to skip (padding tokens); ``None`` keeps every label.
 
     Returns:
         (C, D) float64 tensor on the device of ``features``.
@@ -366,6 +416,12 @@ def class_centroids(
                 [10., 10.]], dtype=torch.float64)
     """
     feats = _as_tensor("features", features)
-    acc = ClassCentroids(num_classes, device=feats.device, sync=False, on_empty=on_empty)
+    acc = ClassCentroids(
+        num_classes,
+        device=feats.device,
+        sync=False,
+        on_empty=on_empty,
+        ignore_index=ignore_index,
+    )
     acc.update(feats, labels)
     return acc._compute(False, on_empty, stacklevel=3)

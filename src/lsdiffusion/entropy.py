@@ -19,14 +19,20 @@ classes) contribute exactly 0.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
-from lsdiffusion._distributed import _all_reduce_sum, _distributed_ready
-from lsdiffusion._validation import check_finite_positive, normalize_dim
+from lsdiffusion._distributed import _agree_across_ranks, _all_reduce_sum, _distributed_ready
+from lsdiffusion._validation import (
+    check_dim_type,
+    check_finite_positive,
+    check_ignore_index,
+    normalize_dim,
+)
 
 __all__ = ["EntropyReport", "TargetEntropy", "target_entropy"]
 
@@ -49,6 +55,49 @@ def _as_rows(name: str, logits: torch.Tensor, dim: int) -> tuple[torch.Tensor, t
     return moved.reshape(-1, moved.shape[-1]), rest
 
 
+def _kept_rows(
+    rows: torch.Tensor, rest: tuple[int, ...], labels: object, ignore_index: int | None
+) -> torch.Tensor | None:
+    """The (M,) mask of rows whose label is not ``ignore_index``; ``None`` keeps every row.
+
+    ``labels`` has the logits' shape without the class dim (token targets, say);
+    only whether each equals ``ignore_index`` matters, so its values are not
+    range-checked.
+    """
+    if labels is None:
+        return None
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor or None, got {type(labels).__name__}")
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
+    if tuple(labels.shape) != rest:
+        raise ValueError(
+            f"labels must have the shape of logits without the class dim, {rest}; "
+            f"got labels of shape {tuple(labels.shape)}"
+        )
+    if ignore_index is None:
+        return None
+    return labels.to(rows.device).reshape(-1).long() != ignore_index
+
+
+def _scale_dtype(wd: torch.dtype, temperatures: Sequence[float]) -> torch.dtype:
+    """The dtype in which ``1/T`` and ``(z - max z)/T`` stay finite (float64 if not ``wd``).
+
+    A temperature below ``1/finfo(float32).max`` (about 2.9e-39) overflows ``1/T``
+    in float32; such rows are computed in float64. A ``1/T`` beyond float64
+    (T below about 5.6e-309, subnormal) is refused.
+    """
+    smallest = min(temperatures)
+    if 1.0 / smallest <= torch.finfo(wd).max:
+        return wd
+    if 1.0 / smallest <= torch.finfo(torch.float64).max:
+        return torch.float64
+    raise ValueError(
+        f"temperature must be at least 1/finfo(float64).max (about 5.6e-309) so that 1/T is "
+        f"finite, got {smallest!r}"
+    )
+
+
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -62,16 +111,17 @@ def _row_entropies(
     so that the temporaries stay small and cache-resident.
     """
     wd = _work_dtype(rows.dtype)
+    cd = _scale_dtype(wd, temperatures)  # float64 when 1/T overflows wd
     num_rows, num_classes = int(rows.shape[0]), int(rows.shape[1])
     out = torch.empty(len(temperatures), num_rows, dtype=wd, device=rows.device)
     if num_rows == 0:
         return out
     # Clamping -inf to this bound keeps e * s finite (0 * -inf would be NaN) and
     # changes nothing else: exp(bound / T) underflows to 0 for every T <= 1e30.
-    bound = torch.finfo(wd).min * 0.5 * min(1.0, min(temperatures))
+    bound = torch.finfo(cd).min * 0.5 * min(1.0, min(temperatures))
     block = max(1, _CHUNK_ELEMENTS // max(1, num_classes))
     for start in range(0, num_rows, block):
-        z = rows[start : start + block].to(wd)
+        z = rows[start : start + block].to(cd)
         shifted = (z - z.amax(dim=1, keepdim=True)).clamp_(min=bound)
         for j, t in enumerate(temperatures):
             s = shifted if t == 1.0 else shifted * (1.0 / t)
@@ -93,6 +143,8 @@ def target_entropy(
     dim: int = 1,
     *,
     reduction: Literal["mean", "sum", "none"] = "mean",
+    labels: torch.Tensor | None = None,
+    ignore_index: int | None = -100,
 ) -> torch.Tensor:
     r"""Shannon entropy (nats) of ``softmax(logits / temperature)`` along ``dim``.
 
@@ -105,12 +157,19 @@ def target_entropy(
     tokens), which is the paper's target smoothness; ``"sum"`` sums; ``"none"``
     returns :math:`H_i` per position. ``-inf`` logits count as probability 0.
     Half-precision logits are computed in float32; float64 stays float64.
+    With token ``labels`` (the logits' shape without ``dim``), positions whose
+    label is ``ignore_index`` (padding) are skipped: left out of ``"mean"`` and
+    ``"sum"`` and 0 in ``"none"`` (as in ``F.cross_entropy``); their logits are
+    not read.
 
     Args:
         logits: teacher logits, (N, K) or (N, K, ...) with the classes along ``dim``.
         temperature: the softmax temperature :math:`T > 0`.
         dim: the class dimension.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        labels: optional (...) integer labels, the logits' shape without ``dim``,
+            that mark the positions to skip.
+        ignore_index: the label of a skipped position; ``None`` skips nothing.
 
     Returns:
         A scalar, or the logits' shape without ``dim`` for ``"none"``.
@@ -129,11 +188,21 @@ def target_entropy(
     check_finite_positive("temperature", temperature)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be one of ['mean', 'sum', 'none'], got {reduction!r}")
+    if ignore_index is not None:
+        check_ignore_index(ignore_index)
     rows, rest = _as_rows("logits", logits, dim)
-    if rows.shape[0] == 0 and reduction == "mean":
-        raise ValueError(f"logits has no rows to average over (shape {tuple(logits.shape)})")
-    h = _row_entropies(rows, [float(temperature)])[0]
+    keep = _kept_rows(rows, rest, labels, ignore_index)
+    kept = rows if keep is None else rows[keep]
+    if kept.shape[0] == 0 and reduction == "mean":
+        raise ValueError(
+            f"logits has no rows to average over (shape {tuple(logits.shape)}"
+            + ("" if keep is None else f", every label is ignore_index={ignore_index}")
+            + ")"
+        )
+    h = _row_entropies(kept, [float(temperature)])[0]
     if reduction == "none":
+        if keep is not None:
+            h = torch.zeros(rows.shape[0], dtype=h.dtype, device=h.device).masked_scatter_(keep, h)
         return h.reshape(rest)
     total = h.sum(dtype=torch.float64)
     if reduction == "sum":
@@ -198,13 +267,21 @@ class TargetEntropy:
     ``sync`` is true, :meth:`compute` all-reduces a *copy* of the state (a
     collective every rank must call); the local state is never changed.
 
+    Under DDP the first synchronising ``compute`` checks once (one small
+    all-gather) that every rank tracks the same temperatures in the same order
+    and the same K, and raises a ``ValueError`` naming the ranks and values that
+    differ instead of mixing sums or hanging; a rank that saw no batch takes K
+    from the others.
+
     Args:
-        temperatures: the temperatures :math:`T > 0` to track.
-        dim: the class dimension of the logits.
-        num_classes: K, if known in advance (needed under DDP when a rank may
-            see no batch); otherwise taken from the first batch.
+        temperatures: the temperatures :math:`T > 0` to track, an iterable (for
+            one temperature, ``(T,)``).
+        dim: the class dimension of the logits (an int).
+        num_classes: K, if known in advance; otherwise taken from the first batch.
         sync: whether :meth:`compute` all-reduces over an initialised process group.
         process_group: the group to reduce over (``None``: the default group).
+        ignore_index: the label of positions to skip when
+            [`update`][lsdiffusion.entropy.TargetEntropy.update] is given token labels.
 
     Example:
         >>> import torch
@@ -224,7 +301,19 @@ class TargetEntropy:
         num_classes: int | None = None,
         sync: bool = True,
         process_group: Any | None = None,
+        ignore_index: int | None = -100,
     ) -> None:
+        scalar = isinstance(temperatures, torch.Tensor) and temperatures.dim() == 0
+        if (
+            scalar
+            or isinstance(temperatures, (numbers.Number, str, bytes))
+            or not isinstance(temperatures, Iterable)
+        ):
+            raise TypeError(
+                f"temperatures must be an iterable of temperatures such as (1.0, 4.0), got "
+                f"{type(temperatures).__name__} {temperatures!r}; for one temperature pass "
+                f"({temperatures!r},)"
+            )
         temps = tuple(temperatures)
         if not temps:
             raise ValueError("temperatures must not be empty")
@@ -233,7 +322,12 @@ class TargetEntropy:
         if len(set(temps)) != len(temps):
             raise ValueError(f"temperatures must be distinct, got {list(temps)}")
         self.temperatures: tuple[float, ...] = tuple(float(t) for t in temps)
+        check_dim_type(dim)
         self.dim = int(dim)
+        if ignore_index is not None:
+            check_ignore_index(ignore_index)
+        self.ignore_index = ignore_index
+        self._ranks_checked = False
         self.sync = bool(sync)
         self.process_group = process_group
         if num_classes is not None and (
@@ -252,9 +346,18 @@ class TargetEntropy:
             self._count = torch.zeros((), dtype=torch.int64, device=dev)
         return self._sums, self._count
 
-    def update(self, logits: torch.Tensor) -> None:
-        """Add a batch of teacher logits, classes along ``dim``."""
-        rows, _ = _as_rows("logits", logits, self.dim)
+    def update(self, logits: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Add a batch of teacher logits, classes along ``dim``.
+
+        Args:
+            logits: (N, K), (N, K, ...) or, with ``dim=-1``, token logits (B, L, K).
+            labels: optional integer labels of the logits' shape without ``dim``;
+                positions labelled ``ignore_index`` (padding) are skipped.
+        """
+        rows, rest = _as_rows("logits", logits, self.dim)
+        keep = _kept_rows(rows, rest, labels, self.ignore_index)
+        if keep is not None:
+            rows = rows[keep]
         k = int(rows.shape[1])
         if self.num_classes is not None and k != self.num_classes:
             raise ValueError(
@@ -273,9 +376,12 @@ class TargetEntropy:
 
     def compute(self, *, sync: bool | None = None) -> EntropyReport:
         """Return the mean entropy per temperature (an :class:`EntropyReport`)."""
-        sums, count = self._state()
         do_sync = self.sync if sync is None else bool(sync)
-        if do_sync and _distributed_ready():
+        distributed = do_sync and _distributed_ready()
+        if distributed and not self._ranks_checked:
+            self._check_ranks()
+        sums, count = self._state()
+        if distributed:
             sums, count = _all_reduce_sum([sums, count], self.process_group)
         n = int(count)
         if n == 0 or self.num_classes is None:
@@ -288,6 +394,21 @@ class TargetEntropy:
             num_samples=n,
             num_classes=self.num_classes,
         )
+
+    def _check_ranks(self) -> None:
+        """Once, at the first sync: the same temperatures (count, values, order) and K."""
+        config: dict[str, object] = {
+            "number of temperatures": len(self.temperatures),
+            "temperatures": list(self.temperatures),
+            "num_classes": self.num_classes,
+        }
+        agreed = _agree_across_ranks(
+            "TargetEntropy", config, self.process_group, optional=("num_classes",)
+        )
+        if self.num_classes is None and agreed["num_classes"] is not None:
+            assert isinstance(agreed["num_classes"], int)
+            self.num_classes = agreed["num_classes"]
+        self._ranks_checked = self.num_classes is not None
 
     def merge(self, *others: TargetEntropy) -> TargetEntropy:
         """Add the states of ``others`` (same temperatures and K) into this one; return it."""
@@ -316,6 +437,7 @@ class TargetEntropy:
         self._sums = None
         self._count = None
         self.num_classes = self._init_classes
+        self._ranks_checked = False
 
     def __repr__(self) -> str:
         n = 0 if self._count is None else int(self._count)

@@ -88,8 +88,10 @@ class ClusterGeometry:
         sigma_w: (D, D) float64 pooled within-class covariance $\Sigma_W$.
         sigma_b: (D, D) float64 between-class covariance $\Sigma_B$ (about $\bar\mu$).
         nc1: $\operatorname{tr}(\Sigma_W \Sigma_B^\dagger)/K$; NaN with fewer than two
-            classes present. The pseudo-inverse keeps the singular values of the
-            centred means above $\max(K, D)\,\epsilon\,s_{\max}$ (NumPy's rank rule).
+            classes present. The pseudo-inverse drops the structural null direction
+            of $\Sigma_B$ exactly and the singular values of the centred means at
+            the rounding level of the means ($\max(K, D)\,\epsilon\,\sqrt{K}\max_c
+            \lVert\mu_c\rVert$, NumPy's rank rule measured against the means).
         cdnv: (K, K) float64 CDNV of every pair. The diagonal is NaN (a class against
             itself is not a pair); two distinct classes with the same mean give inf
             (NaN when both also have zero variance).
@@ -388,6 +390,7 @@ class ClassScatter:
     def reset(self) -> None:
         """Forget every sample (the feature dimension too, unless given at construction)."""
         self.num_features = self._init_features
+        self._ranks_checked = False
         if self._state is not None and self.num_features is not None:
             for value in self._state.values():
                 value.zero_()
@@ -509,7 +512,8 @@ def _geometry(state: dict[str, torch.Tensor], policy: str, *, stacklevel: int) -
     centred = means[present] - means[present].mean(dim=0)
     kp = int(centred.shape[0])
     sigma_b = centred.T @ centred / kp
-    nc1 = _nc1(sigma_w, centred)
+    scale = math.sqrt(kp) * float(torch.linalg.vector_norm(means[present], dim=1).max())
+    nc1 = _nc1(sigma_w, centred, scale)
     cdnv = torch.full((k, k), math.nan, dtype=_F64, device=counts.device)
     if kp >= 2:
         dist2 = torch.cdist(centred, centred, compute_mode="donot_use_mm_for_euclid_dist") ** 2
@@ -534,18 +538,27 @@ def _geometry(state: dict[str, torch.Tensor], policy: str, *, stacklevel: int) -
     )
 
 
-def _nc1(sigma_w: torch.Tensor, centred: torch.Tensor) -> float:
-    r"""$\operatorname{tr}(\Sigma_W \Sigma_B^\dagger)/K$ from the SVD of the (K, D) centred means.
+def _nc1(sigma_w: torch.Tensor, centred: torch.Tensor, scale: float) -> float:
+    r"""$\operatorname{tr}(\Sigma_W \Sigma_B^\dagger)/K$ from the SVD of the centred means.
 
-    $\Sigma_B = V \mathrm{diag}(s^2/K) V^\top$, so the trace is
-    $\sum_j K\, v_j^\top \Sigma_W v_j / s_j^2$ over the kept singular values:
-    better conditioned than a pseudo-inverse of the squared matrix.
+    The (K, D) centred means have rows summing to zero, so $\Sigma_B$ has rank at
+    most $K - 1$; multiplying by an orthonormal (K - 1, K) basis $Q$ of the
+    complement of $\mathbf{1}$ (Helmert's) removes that null direction exactly
+    ($Q^\top Q = I - \mathbf{1}\mathbf{1}^\top/K$). With $QM = U s V^\top$,
+    $\Sigma_B = V \mathrm{diag}(s^2/K) V^\top$, so the NC1 is
+    $\sum_j v_j^\top \Sigma_W v_j / s_j^2$ over the singular values kept:
+    better conditioned than a pseudo-inverse of the squared matrix. A singular
+    value at or below the rounding level of the means ($\max(K, D)\,\epsilon$
+    times the larger of $s_{\max}$ and ``scale``) is dropped.
     """
     kp = int(centred.shape[0])
     if kp < 2:
         return math.nan
-    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
-    tol = max(centred.shape) * torch.finfo(_F64).eps * float(s.max())
+    j = torch.arange(1, kp, dtype=_F64, device=centred.device).unsqueeze(1)
+    col = torch.arange(kp, dtype=_F64, device=centred.device).unsqueeze(0)
+    helmert = torch.where(col < j, 1.0, torch.where(col == j, -j, 0.0)) / torch.sqrt(j * (j + 1))
+    _, s, vh = torch.linalg.svd(helmert @ centred, full_matrices=False)
+    tol = max(kp, int(centred.shape[1])) * torch.finfo(_F64).eps * max(float(s.max()), scale)
     keep = s > tol
     if not bool(keep.any()):
         return math.nan  # every class mean coincides
