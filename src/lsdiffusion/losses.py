@@ -5,9 +5,9 @@ weights as buffers (so ``.to(device)`` moves them and ``state_dict`` holds
 them, as for ``nn.CrossEntropyLoss``), and their ``forward`` is one call to
 the function, whose docstring carries the math.
 
-TorchScript (``torch.jit.script``) cannot compile them: it raises an error that
-points to ``torch.compile`` (supported, ``fullgraph=True`` included) and
-``torch.jit.trace``.
+TorchScript (``torch.jit.script``, deprecated in torch 2.13) cannot compile
+them: it raises an error that points to ``torch.compile`` (supported,
+``fullgraph=True`` included) and ``torch.export``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _no_torchscript(name: str) -> NoReturn:
     raise RuntimeError(
         f"{name} cannot be compiled with torch.jit.script (TorchScript does not support its "
         "argument checks and autograd function). Use torch.compile (fullgraph=True works) "
-        "or torch.jit.trace, or call it from eager code."
+        "or torch.export, or call it from eager code."
     )
 
 

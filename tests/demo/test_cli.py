@@ -552,3 +552,17 @@ def test_a_log_shows_the_progress_line_before_the_first_study_ends(
     lines = capsys.readouterr().err.splitlines()  # not a terminal: one line per step
     assert lines[0].startswith("teacher + students: 0/2 studies (")
     assert lines[-1].startswith("teacher + students: 2/2 studies (")
+
+
+def test_an_unavailable_backend_is_one_short_line():
+    """Issue 20.9: --device mps on a machine without it: the gist, not the dispatcher's text."""
+    import torch
+
+    from lsdiffusion.demo.config import check_device
+
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    with pytest.raises(ValueError, match="--device mps is not available here") as info:
+        check_device("mps", flag="--device")
+    assert len(str(info.value)) < 200
+    assert "\n" not in str(info.value)

@@ -168,4 +168,6 @@ def check_device(device: str, flag: str = "device") -> None:
         torch.zeros(1, device=parsed)
     except (RuntimeError, AssertionError) as exc:  # torch not compiled with CUDA, no such GPU
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if len(first) > 120:  # a dispatcher message ("Could not run 'aten::...' ..."): its gist
+            first = first[:117].rstrip() + "..."
         raise ValueError(f"{flag} {device} is not available here: {first}") from None
