@@ -13,6 +13,11 @@
 2. ``diffusion_indices`` for all 1000 classes of 1000 x 2048 centroids with ragged
    sets sized as the paper's feature-distance method (closest 1% = 10 classes,
    farthest 90% = 900 classes), for both references.
+4. Cluster geometry: one pass of ``ClassScatter(1000)`` (NC1, CDNV, class
+   separation R^2) over 200k x 2048 float32 features in batches of 1024, against
+   ``ClassCentroids(1000)`` over the same batches, interleaved in rounds (target:
+   <= 2x its time; state D x D + K x D float64, never per-class covariances).
+   ``--geometry`` runs this section alone.
 3. ``TargetEntropy`` over 4 temperatures for 50k x 1000 float32 teacher logits,
    against the obvious ``-(softmax * log_softmax).sum(1).mean()`` per temperature.
 """
@@ -31,6 +36,7 @@ import torch
 from lsdiffusion.centroids import ClassCentroids
 from lsdiffusion.diffusion import diffusion_indices
 from lsdiffusion.entropy import TargetEntropy
+from lsdiffusion.scatter import ClassScatter
 
 
 def timeit(fn, repeat: int = 3, warmup: int = 1) -> float:
@@ -173,14 +179,64 @@ def bench_entropy(n: int, k: int, temps: tuple[float, ...]):
     print(f"\nmax |difference| of the mean entropies: {err:.2e} nats")
 
 
+def bench_scatter(n: int, d: int, c: int, batch: int, pool: int, rounds: int = 4):
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(batch, d, generator=g) + 3.0 for _ in range(pool)]
+    ys = [torch.randint(0, c, (batch,), generator=g) for _ in range(pool)]
+    steps = n // batch
+    accs = {
+        "ClassCentroids": ClassCentroids(c, d),
+        "ClassScatter": ClassScatter(c, d),
+        "ClassScatter(exact=False)": ClassScatter(c, d, exact=False),
+    }
+    for acc in accs.values():  # warm-up
+        acc.update(xs[0], ys[0])
+    times = {name: [] for name in accs}
+    per_round = steps // rounds
+    for r in range(rounds):
+        order = list(accs) if r % 2 == 0 else list(reversed(accs))
+        for name in order:
+            t = time.perf_counter()
+            for i in range(r * per_round, (r + 1) * per_round):
+                accs[name].update(xs[i % pool], ys[i % pool])
+            times[name].append(time.perf_counter() - t)
+    t = time.perf_counter()
+    geometry = accs["ClassScatter"].compute()
+    t_compute = time.perf_counter() - t
+    ratios = {
+        name: statistics.median(a / b for a, b in zip(ts, times["ClassCentroids"], strict=True))
+        for name, ts in times.items()
+    }
+    ratio = ratios["ClassScatter"]
+    state_mb = (d * d + c * d) * 8 / 2**20
+    print(f"\n## Cluster geometry: {per_round * rounds * batch:,} x {d} float32, batch {batch}, ")
+    print(f"K={c}, {rounds} interleaved rounds\n")
+    print("ClassScatter forms a D x D scatter product per batch (O(B D^2) flops) where")
+    print("ClassCentroids only sums (O(B D)): compute-bound against bandwidth-bound.\n")
+    print("| accumulator | time (s) | vs ClassCentroids |")
+    print("|---|---:|---:|")
+    for name, ts in times.items():
+        print(f"| {name}.update | {sum(ts):.2f} | {ratios[name]:.2f}x |")
+    print(
+        f"\nClassScatter.compute(): {t_compute:.2f} s (NC1 {geometry.nc1:.3g}, "
+        f"R^2 {geometry.class_separation:.3g}); state D x D + K x D float64 = {state_mb:.0f} MiB "
+        f"(per-class covariances would be {c * d * d * 8 / 2**30:.0f} GiB). "
+        f"Target <= 2x: {'yes' if ratio <= 2.0 else 'NO'}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="about 10x smaller sizes")
     parser.add_argument("--alternatives", action="store_true", help="also time other kernels")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--geometry", action="store_true", help="only the cluster geometry")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.geometry:
+        bench_scatter(20_000 if args.quick else 200_000, 2048, 1000, 1024, pool=16)
+        return
     print(f"# bench_geometry ({'quick' if args.quick else 'full'})")
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
@@ -190,6 +246,7 @@ def main() -> None:
     bench_centroids(n, 2048, 1000, 256, pool=32, alternatives=args.alternatives)
     bench_diffusion(1000, 2048)
     bench_entropy(5_000 if args.quick else 50_000, 1000, (1.0, 2.0, 3.0, 64.0))
+    bench_scatter(20_000 if args.quick else 200_000, 2048, 1000, 1024, pool=16)
 
 
 if __name__ == "__main__":
