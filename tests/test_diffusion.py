@@ -591,14 +591,6 @@ def test_significance_errors():
         tab.significance(seed=-1)
 
 
-def test_geometry_module_keeps_the_old_import_path():
-    import lsdiffusion
-    from lsdiffusion import geometry
-
-    for name in geometry.__all__:
-        assert getattr(geometry, name) is getattr(lsdiffusion, name), name
-
-
 # ---------------------------------------------------------------------------
 # review fixes (issues 16 and 20)
 # ---------------------------------------------------------------------------
