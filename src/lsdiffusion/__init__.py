@@ -1,8 +1,8 @@
 """lsdiffusion: label smoothing x knowledge distillation, measured.
 
-Fast, exact losses (:func:`label_smoothing_loss`, :func:`kd_loss` and their
-modules), the measurements of Chandrasegaran et al. (ICML 2022) - feature
-capture, class centroids, the diffusion index, the Muller projection, target
+Fast, exact losses ([`label_smoothing_loss`][lsdiffusion.label_smoothing_loss],
+[`kd_loss`][lsdiffusion.kd_loss] and their modules), the measurements of Chandrasegaran et al. (ICML
+2022) - feature capture, class centroids, the diffusion index, the Muller projection, target
 entropy - and the semantic class sets those measurements need.
 
 Every public name is importable from here (``from lsdiffusion import KDLoss``)
@@ -13,7 +13,7 @@ without torch. Optional pieces stay optional: matplotlib
 function needs them, and the embedded ImageNet-1K hierarchy is read on first
 use.
 
-Example:
+Examples:
     >>> import lsdiffusion
     >>> from lsdiffusion.losses import KDLoss
     >>> lsdiffusion.KDLoss is KDLoss

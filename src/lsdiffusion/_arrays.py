@@ -1,7 +1,8 @@
 """Array conversion and argument checks shared by the measurement modules.
 
-Private: :mod:`lsdiffusion.centroids`, :mod:`lsdiffusion.diffusion` and
-:mod:`lsdiffusion.projection` import from here instead of from each other.
+Private: [`lsdiffusion.centroids`][lsdiffusion.centroids],
+[`lsdiffusion.diffusion`][lsdiffusion.diffusion] and
+[`lsdiffusion.projection`][lsdiffusion.projection] import from here instead of from each other.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def strip_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
     A prefix is removed only when every key carries it, repeatedly
     (`module._orig_mod.fc.weight` becomes `fc.weight`).
 
-    Example:
+    Examples:
         >>> sorted(strip_prefixes({"module._orig_mod.fc.weight": 1, "module._orig_mod.fc.bias": 2}))
         ['fc.bias', 'fc.weight']
     """
@@ -100,7 +100,7 @@ def load_state_dict(path: str | Path, model: nn.Module, flag: str = "checkpoint"
     Accepted: `{name: tensor}`, or a dict holding one under `state_dict`,
     `model_state_dict`, `model` or `module` (training scripts' checkpoints);
     key prefixes are stripped with
-    [`strip_prefixes`][lsdiffusion._loading.strip_prefixes]. Read with
+    `strip_prefixes`. Read with
     `torch.load(weights_only=True)`: no code from the file runs.
 
     Raises:

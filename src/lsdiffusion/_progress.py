@@ -30,7 +30,7 @@ class Progress:
         enabled: ``False`` writes nothing.
         stream: where to write; default ``sys.stderr``.
 
-    Example:
+    Examples:
         >>> import io
         >>> out = io.StringIO()
         >>> with Progress(4, "studies", "jobs", stream=out) as bar:

@@ -32,7 +32,7 @@ def check_reduction(reduction: str, allowed: tuple[str, ...] | None = None) -> N
 
     Args:
         reduction: the value passed by the user.
-        allowed: the accepted values; defaults to every :data:`Reduction`.
+        allowed: the accepted values; defaults to every `Reduction`.
     """
     options = allowed if allowed is not None else get_args(Reduction)
     if reduction not in options:

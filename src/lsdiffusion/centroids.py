@@ -1,13 +1,13 @@
 r"""Class centroids: per-class means of penultimate-layer features, streaming and DDP-aware.
 
-.. math::
+$$
+\mu_c = \frac{1}{n_c} \sum_{i: y_i = c} x_i
+$$
 
-    \mu_c = \frac{1}{n_c} \sum_{i: y_i = c} x_i
-
-:func:`class_centroids` computes them from one batch of features;
-:class:`ClassCentroids` accumulates them over a data loader with flat float64
+[`class_centroids`][lsdiffusion.class_centroids] computes them from one batch of features;
+[`ClassCentroids`][lsdiffusion.ClassCentroids] accumulates them over a data loader with flat float64
 state (per-class sums and counts) that merges across batches and all-reduces
-across DDP ranks. The diffusion index (:mod:`lsdiffusion.diffusion`) is
+across DDP ranks. The diffusion index ([`lsdiffusion.diffusion`][lsdiffusion.diffusion]) is
 computed from the centroids of two students.
 """
 
@@ -48,13 +48,14 @@ class EmptyClassWarning(UserWarning):
 class ClassCentroids:
     r"""Streaming per-class feature means, summed in float64 and summable across ranks.
 
-    .. math::
-
-        \mu_c = \frac{\sum_{i: y_i = c} x_i}{n_c}, \qquad n_c = |\{i : y_i = c\}|
+    $$
+    \mu_c = \frac{\sum_{i: y_i = c} x_i}{n_c}, \qquad n_c = |\{i : y_i = c\}|
+    $$
 
     The state is two flat tensors, ``sums`` (C, D) float64 and ``counts`` (C,)
     int64, updated with ``index_add_`` and ``bincount``; memory never grows with
-    the number of batches. Two accumulators :meth:`merge` by adding their states.
+    the number of batches. Two accumulators [`merge`][lsdiffusion.centroids.ClassCentroids.merge] by
+    adding their states.
 
     **Precision and speed.** By default (``exact=True``) every feature is
     converted to float64 and added to the float64 sums: order-independent up to
@@ -64,31 +65,33 @@ class ClassCentroids:
     and sort-based alternatives). ``exact=False`` stages float32 (or half) CPU
     batches in a float32 buffer and moves them into the float64 sums whenever a
     class would exceed ``STAGE_LIMIT`` (64) staged samples: 1.5-2x faster, with a relative error
-    of at most :math:`64 \cdot 2^{-24} \approx 4 \cdot 10^{-6}` of
-    :math:`\sum |x|` per class (typically ~1e-7). Float64 inputs and CUDA
+    of at most $64 \cdot 2^{-24} \approx 4 \cdot 10^{-6}$ of
+    $\sum |x|$ per class (typically ~1e-7). Float64 inputs and CUDA
     tensors always take the exact path.
 
     **Distributed.** When ``torch.distributed`` is initialised and ``sync`` is
-    true (the default), :meth:`compute` all-reduces (sums) a *copy* of the state
-    over ``process_group``: the local state is never modified, so ``compute()``
-    may be called repeatedly and training can go on. Every rank must call
+    true (the default), [`compute`][lsdiffusion.centroids.ClassCentroids.compute] all-reduces (sums)
+    a *copy* of the state over ``process_group``: the local state is never modified, so
+    ``compute()`` may be called repeatedly and training can go on. Every rank must call
     ``compute()`` (it is a collective). The first synchronising call checks once
     (one small all-gather) that every rank has the same ``num_classes`` and
     ``num_features`` and raises a ``ValueError`` naming the ranks and values that
     differ; a rank that saw no data takes ``num_features`` from the others.
 
     **Empty classes.** A class with no sample gets a row of NaN. By default
-    (``on_empty="warn"``) an :class:`EmptyClassWarning` lists those classes;
-    ``"raise"`` raises ``ValueError`` instead and ``"ignore"`` stays silent.
+    (``on_empty="warn"``) an [`EmptyClassWarning`][lsdiffusion.EmptyClassWarning] lists those
+    classes; ``"raise"`` raises ``ValueError`` instead and ``"ignore"`` stays silent.
 
     Args:
         num_classes: number of classes C.
         num_features: feature dimension D; inferred from the first batch if ``None``.
         device: where the state lives; defaults to the device of the first batch
-            (or CPU when :meth:`compute` comes first).
-        sync: whether :meth:`compute` all-reduces over an initialised process group.
+            (or CPU when [`compute`][lsdiffusion.centroids.ClassCentroids.compute] comes first).
+        sync: whether [`compute`][lsdiffusion.centroids.ClassCentroids.compute] all-reduces over an
+            initialised process group.
         process_group: the group to reduce over (``None``: the default group).
-        on_empty: what :meth:`compute` does about classes without samples.
+        on_empty: what [`compute`][lsdiffusion.centroids.ClassCentroids.compute] does about classes
+            without samples.
         validate: report out-of-range labels in detail on every update (one
             device sync per batch on GPU). ``False`` skips that report only: the
             labels are still counted with ``bincount``, and a label outside
@@ -101,9 +104,9 @@ class ClassCentroids:
     Shape:
         - features: (..., D), any real floating dtype (token features (B, L, D) too).
         - labels: (...), integer class indices in [0, C), or ``ignore_index``.
-        - output of :meth:`compute`: (C, D), float64.
+        - output of [`compute`][lsdiffusion.centroids.ClassCentroids.compute]: (C, D), float64.
 
-    Example:
+    Examples:
         >>> import torch
         >>> acc = ClassCentroids(num_classes=3)
         >>> acc.update(torch.tensor([[0.0, 0.0], [2.0, 0.0]]), torch.tensor([0, 0]))
@@ -393,22 +396,23 @@ def class_centroids(
 ) -> torch.Tensor:
     r"""Per-class mean of ``features``, in float64 (local data; no DDP reduction).
 
-    .. math::
-
-        \mu_c = \frac{1}{n_c} \sum_{i: y_i = c} x_i
+    $$
+    \mu_c = \frac{1}{n_c} \sum_{i: y_i = c} x_i
+    $$
 
     Args:
         features: (..., D) floating features (tensor on any device, or numpy array).
         labels: (...) integer class indices in [0, ``num_classes``).
         num_classes: number of classes C.
-        on_empty: ``"warn"`` (default: NaN rows and an :class:`EmptyClassWarning`),
-            ``"raise"`` (``ValueError``) or ``"ignore"`` (NaN rows, silently).
+        on_empty: ``"warn"`` (default: NaN rows and an
+            [`EmptyClassWarning`][lsdiffusion.EmptyClassWarning]), ``"raise"`` (``ValueError``) or
+            ``"ignore"`` (NaN rows, silently).
         ignore_index: a label to skip (padding tokens); ``None`` keeps every label.
 
     Returns:
         (C, D) float64 tensor on the device of ``features``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[0.0, 1.0], [2.0, 3.0], [10.0, 10.0]])
         >>> class_centroids(x, torch.tensor([0, 0, 1]), num_classes=2)

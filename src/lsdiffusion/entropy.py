@@ -1,17 +1,17 @@
 r"""Target entropy: how smooth a teacher's softened targets are (paper Appendix H).
 
-.. math::
+$$
+H_T = \frac{1}{N} \sum_{i=1}^{N} \Big( -\sum_{k=1}^{K} p^T_{ik} \ln p^T_{ik} \Big),
+\qquad p^T_i = \mathrm{softmax}(z_i / T)
+$$
 
-    H_T = \frac{1}{N} \sum_{i=1}^{N} \Big( -\sum_{k=1}^{K} p^T_{ik} \ln p^T_{ik} \Big),
-    \qquad p^T_i = \mathrm{softmax}(z_i / T)
+in nats, with maximum $\ln K$ (uniform targets; $\ln 200 \approx 5.298$
+for CUB-200). [`target_entropy`][lsdiffusion.target_entropy] computes it for one temperature;
+[`TargetEntropy`][lsdiffusion.TargetEntropy] accumulates it for several temperatures in one pass
+over teacher logits, with summable float64 state that all-reduces under DDP.
 
-in nats, with maximum :math:`\ln K` (uniform targets; :math:`\ln 200 \approx 5.298`
-for CUB-200). :func:`target_entropy` computes it for one temperature;
-:class:`TargetEntropy` accumulates it for several temperatures in one pass over
-teacher logits, with summable float64 state that all-reduces under DDP.
-
-The entropy of a row is evaluated as :math:`H = \ln S + \sum_k e_k (-s_k) / S`
-with :math:`s = (z - \max z)/T \le 0`, :math:`e = \exp s`, :math:`S = \sum_k e_k`:
+The entropy of a row is evaluated as $H = \ln S + \sum_k e_k (-s_k) / S$
+with $s = (z - \max z)/T \le 0$, $e = \exp s$, $S = \sum_k e_k$:
 both terms are non-negative, so nothing cancels, and ``-inf`` logits (masked
 classes) contribute exactly 0.
 """
@@ -148,14 +148,14 @@ def target_entropy(
 ) -> torch.Tensor:
     r"""Shannon entropy (nats) of ``softmax(logits / temperature)`` along ``dim``.
 
-    .. math::
-
-        H_i = -\sum_{k=1}^{K} p^T_{ik} \ln p^T_{ik}, \qquad
-        p^T_i = \mathrm{softmax}(z_i / T), \qquad 0 \le H_i \le \ln K
+    $$
+    H_i = -\sum_{k=1}^{K} p^T_{ik} \ln p^T_{ik}, \qquad
+    p^T_i = \mathrm{softmax}(z_i / T), \qquad 0 \le H_i \le \ln K
+    $$
 
     ``reduction="mean"`` (default) averages over every other position (samples,
     tokens), which is the paper's target smoothness; ``"sum"`` sums; ``"none"``
-    returns :math:`H_i` per position. ``-inf`` logits count as probability 0.
+    returns $H_i$ per position. ``-inf`` logits count as probability 0.
     Half-precision logits are computed in float32; float64 stays float64.
     With token ``labels`` (the logits' shape without ``dim``), positions whose
     label is ``ignore_index`` (padding) are skipped: left out of ``"mean"`` and
@@ -164,7 +164,7 @@ def target_entropy(
 
     Args:
         logits: teacher logits, (N, K) or (N, K, ...) with the classes along ``dim``.
-        temperature: the softmax temperature :math:`T > 0`.
+        temperature: the softmax temperature $T > 0$.
         dim: the class dimension.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         labels: optional (...) integer labels, the logits' shape without ``dim``,
@@ -177,7 +177,7 @@ def target_entropy(
     Shape:
         - logits: (N, K) or (N, K, d1, ...); output: () or (N, d1, ...).
 
-    Example:
+    Examples:
         >>> import math, torch
         >>> z = torch.zeros(2, 200)  # uniform: entropy is ln 200
         >>> round(target_entropy(z).item(), 3), round(math.log(200), 3)
@@ -212,12 +212,12 @@ def target_entropy(
 
 @dataclass(frozen=True)
 class EntropyReport:
-    r"""Mean target entropy per temperature, as accumulated by :class:`TargetEntropy`.
+    r"""Mean target entropy per temperature, as accumulated by `TargetEntropy`.
 
     Attributes:
         temperatures: the temperatures, in the order given.
         entropy: mean entropy (nats) per temperature, aligned with ``temperatures``.
-        max_entropy: :math:`\ln K`, the entropy of uniform targets.
+        max_entropy: $\ln K$, the entropy of uniform targets.
         num_samples: number of rows (samples or tokens) averaged.
         num_classes: K.
     """
@@ -259,12 +259,13 @@ class TargetEntropy:
     r"""Streaming mean target entropy for several temperatures in one pass.
 
     For every batch of teacher logits, the entropy of
-    :math:`\mathrm{softmax}(z / T)` is computed for each temperature
-    (see :func:`target_entropy`) and summed in float64; :meth:`compute` divides
-    by the number of rows and reports :math:`\ln K` alongside. The state is one
-    float64 vector and a count: it merges across batches, accumulators
-    (:meth:`merge`) and DDP ranks. When ``torch.distributed`` is initialised and
-    ``sync`` is true, :meth:`compute` all-reduces a *copy* of the state (a
+    $\mathrm{softmax}(z / T)$ is computed for each temperature
+    (see [`target_entropy`][lsdiffusion.target_entropy]) and summed in float64;
+    [`compute`][lsdiffusion.entropy.TargetEntropy.compute] divides by the number of rows and reports
+    $\ln K$ alongside. The state is one float64 vector and a count: it merges across batches,
+    accumulators ([`merge`][lsdiffusion.entropy.TargetEntropy.merge]) and DDP ranks. When
+    ``torch.distributed`` is initialised and ``sync`` is true,
+    [`compute`][lsdiffusion.entropy.TargetEntropy.compute] all-reduces a *copy* of the state (a
     collective every rank must call); the local state is never changed.
 
     Under DDP the first synchronising ``compute`` checks once (one small
@@ -274,16 +275,17 @@ class TargetEntropy:
     from the others.
 
     Args:
-        temperatures: the temperatures :math:`T > 0` to track, an iterable (for
+        temperatures: the temperatures $T > 0$ to track, an iterable (for
             one temperature, ``(T,)``).
         dim: the class dimension of the logits (an int).
         num_classes: K, if known in advance; otherwise taken from the first batch.
-        sync: whether :meth:`compute` all-reduces over an initialised process group.
+        sync: whether [`compute`][lsdiffusion.entropy.TargetEntropy.compute] all-reduces over an
+            initialised process group.
         process_group: the group to reduce over (``None``: the default group).
         ignore_index: the label of positions to skip when
             [`update`][lsdiffusion.entropy.TargetEntropy.update] is given token labels.
 
-    Example:
+    Examples:
         >>> import torch
         >>> acc = TargetEntropy(temperatures=(1, 64))
         >>> acc.update(torch.tensor([[4.0, 0.0, 0.0, 0.0]]))
@@ -375,7 +377,7 @@ class TargetEntropy:
         count += rows.shape[0]
 
     def compute(self, *, sync: bool | None = None) -> EntropyReport:
-        """Return the mean entropy per temperature (an :class:`EntropyReport`)."""
+        """Return the mean entropy per temperature (an `EntropyReport`)."""
         do_sync = self.sync if sync is None else bool(sync)
         distributed = do_sync and _distributed_ready()
         if distributed and not self._ranks_checked:

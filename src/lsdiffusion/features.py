@@ -94,7 +94,7 @@ def find_final_linear(
     Raises:
         ValueError: if the model has no `nn.Linear` or the name does not exist.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3))
         >>> find_final_linear(net)[0]
@@ -172,7 +172,7 @@ class FeatureCapture:
             as `"fc"` / `"classifier.1"`, or the module itself.
         detach: detach the stored features from the autograd graph (default).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
@@ -397,7 +397,7 @@ def iter_features(
             without `pool="prediction"`; two candidate classifiers; `max_batches`
             below 1.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
@@ -501,7 +501,7 @@ def collect_features(
         ValueError: see [`iter_features`][lsdiffusion.features.iter_features]; a
             loader with no batch.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))

@@ -2,7 +2,7 @@ r"""Label-smoothing and knowledge-distillation losses as pure functions.
 
 Each function validates its arguments, flattens the logits to ``(rows, C)``
 with the class dim last, folds the reduction into a per-row factor and hands
-the rest to the loss engine (:mod:`lsdiffusion._kernels`):
+the rest to the loss engine (`lsdiffusion._kernels`):
 
 * **first order on the CPU** (the training-loop case) runs a fused kernel: the
   gradient is written during the forward pass into the only logits-sized
@@ -23,7 +23,7 @@ raises PyTorch's usual error at ``backward``.
 
 Classes whose logit is ``-inf`` (a masked vocabulary) are outside the support:
 their smoothing / distillation terms contribute nothing (the convention
-:math:`0 \cdot \log 0 = 0` extended to the smoothing mass), so the loss stays
+$0 \cdot \log 0 = 0$ extended to the smoothing mass), so the loss stays
 finite and the gradient NaN-free as long as the target class itself is finite.
 A row with no finite logit (student, or KD teacher) has no distribution: its
 loss and gradient are NaN.
@@ -253,20 +253,20 @@ def label_smoothing_loss(
 ) -> Tensor:
     r"""Cross-entropy against label-smoothed targets.
 
-    With :math:`K` classes, :math:`p = \mathrm{softmax}(z)` and smoothing
-    :math:`\alpha`, the smoothed target puts :math:`1-\alpha` on the true class and
-    spreads :math:`\alpha` uniformly over *all* :math:`K` classes (the true class
+    With $K$ classes, $p = \mathrm{softmax}(z)$ and smoothing
+    $\alpha$, the smoothed target puts $1-\alpha$ on the true class and
+    spreads $\alpha$ uniformly over *all* $K$ classes (the true class
     included, as in ``F.cross_entropy(label_smoothing=α)``, timm and the paper):
 
-    .. math::
+    $$
+    y^{LS} = (1-\alpha)\,\mathrm{onehot}(y) + \alpha / K, \qquad
+    \ell = -\sum_k w_k\, y^{LS}_k \log p_k .
+    $$
 
-        y^{LS} = (1-\alpha)\,\mathrm{onehot}(y) + \alpha / K, \qquad
-        \ell = -\sum_k w_k\, y^{LS}_k \log p_k .
-
-    For index targets with class weights :math:`w` this is exactly PyTorch's
-    formula: ``"mean"`` divides by :math:`\sum_i w_{y_i}` over non-ignored
+    For index targets with class weights $w$ this is exactly PyTorch's
+    formula: ``"mean"`` divides by $\sum_i w_{y_i}$ over non-ignored
     elements (by their count without weights). Probability targets are
-    smoothed the same way, :math:`(1-\alpha)\,y + \alpha/K`, and ``"mean"``
+    smoothed the same way, $(1-\alpha)\,y + \alpha/K$, and ``"mean"``
     averages over all elements. ``alpha=0`` is plain cross-entropy.
 
     Unlike PyTorch, a batch whose targets are all ``ignore_index`` gives ``0``
@@ -293,11 +293,11 @@ def label_smoothing_loss(
         (float64 for float64 logits).
 
     Shape:
-        - logits: :math:`(N, C, d_1, \ldots)` with ``dim=1``, or the class dim at ``dim``.
-        - target: :math:`(N, d_1, \ldots)` indices or the logits' shape (probabilities).
-        - output: scalar, or :math:`(N, d_1, \ldots)` for ``"none"``.
+        - logits: $(N, C, d_1, \ldots)$ with ``dim=1``, or the class dim at ``dim``.
+        - target: $(N, d_1, \ldots)$ indices or the logits' shape (probabilities).
+        - output: scalar, or $(N, d_1, \ldots)$ for ``"none"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from lsdiffusion import label_smoothing_loss
         >>> logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
@@ -386,9 +386,9 @@ def kd_loss_terms(
     dim: int = 1,
     backend: Backend = "auto",
 ) -> KDTerms:
-    """Like :func:`kd_loss`, but returns the loss with its hard and soft parts.
+    """Like [`kd_loss`][lsdiffusion.kd_loss], but returns the loss with its hard and soft parts.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from lsdiffusion import kd_loss_terms
         >>> s, t = torch.tensor([[1.0, 0.0, -1.0]]), torch.tensor([[2.0, 0.0, 0.0]])
@@ -425,7 +425,7 @@ def _kd_terms(
     need_hard: bool,
     backend: str = "auto",
 ) -> KDTerms:
-    """:func:`kd_loss_terms`; ``need_hard=False`` returns the loss alone, in every field.
+    """`kd_loss_terms`; ``need_hard=False`` returns the loss alone, in every field.
 
     Without the terms, the hard term is computed only when ``beta < 1``.
     """
@@ -544,49 +544,49 @@ def kd_loss(
     dim: int = 1,
     backend: Backend = "auto",
 ) -> Tensor:
-    r"""Hinton knowledge-distillation loss with the :math:`T^2` factor.
+    r"""Hinton knowledge-distillation loss with the $T^2$ factor.
 
-    With :math:`p^T = \mathrm{softmax}(z / T)` applied to both networks,
+    With $p^T = \mathrm{softmax}(z / T)$ applied to both networks,
 
-    .. math::
-
-        \mathcal{L}_{KD} = T^2 \,\mathrm{KL}\big(p^T_{teacher} \,\|\, p^T_{student}\big)
-                         = T^2 \sum_k p^T_{t,k}\,\big(\log p^T_{t,k} - \log p^T_{s,k}\big),
+    $$
+    \mathcal{L}_{KD} = T^2 \,\mathrm{KL}\big(p^T_{teacher} \,\|\, p^T_{student}\big)
+                     = T^2 \sum_k p^T_{t,k}\,\big(\log p^T_{t,k} - \log p^T_{s,k}\big),
+    $$
 
     summed over the class dim and averaged over the non-ignored rows or tokens
     (``"batchmean"``; never an elementwise mean, which would be off by a factor
-    :math:`C`). The :math:`T^2` factor keeps gradient magnitudes comparable
+    $C$). The $T^2$ factor keeps gradient magnitudes comparable
     across temperatures: the student's gradient is
-    :math:`T\,(p^T_s - p^T_t) / n_{rows}`. The teacher gets no gradient.
+    $T\,(p^T_s - p^T_t) / n_{rows}$. The teacher gets no gradient.
 
     With ``target`` and ``beta < 1`` the loss is
-    :math:`(1-\beta)\,\mathrm{CE}(y, p_s) + \beta\,\mathcal{L}_{KD}` (the paper
-    uses :math:`\beta = 1`). ``target`` also masks rows whose label is
+    $(1-\beta)\,\mathrm{CE}(y, p_s) + \beta\,\mathcal{L}_{KD}$ (the paper
+    uses $\beta = 1$). ``target`` also masks rows whose label is
     ``ignore_index`` (padding tokens), in both terms, even with ``beta=1``.
-    Use :func:`kd_loss_terms` to get the two parts for logging.
+    Use [`kd_loss_terms`][lsdiffusion.kd_loss_terms] to get the two parts for logging.
 
     Args:
         student_logits: ``(N, C, ...)`` or with the class dim at ``dim``.
         teacher_logits: same shape as ``student_logits``; never receives a gradient.
-        temperature: :math:`T > 0`, finite.
+        temperature: $T > 0$, finite.
         target: optional class indices (the logits' shape without the class dim).
         beta: weight of the distillation term in ``[0, 1]``.
-        t2_scaling: multiply the KL term by :math:`T^2` (default ``True``).
+        t2_scaling: multiply the KL term by $T^2$ (default ``True``).
         ignore_index: target value marking rows to skip.
         reduction: ``"batchmean"``, ``"sum"`` or ``"none"`` (one value per row/token).
         dim: the class dimension.
         backend: ``"auto"``, ``"eager"`` or ``"triton"``, as for
-            :func:`label_smoothing_loss`.
+            [`label_smoothing_loss`][lsdiffusion.label_smoothing_loss].
 
     Returns:
         The loss, float32 (float64 for float64 logits).
 
     Shape:
-        - student_logits, teacher_logits: :math:`(N, C, d_1, \ldots)` (class dim at ``dim``).
-        - target: :math:`(N, d_1, \ldots)`.
-        - output: scalar, or :math:`(N, d_1, \ldots)` for ``"none"``.
+        - student_logits, teacher_logits: $(N, C, d_1, \ldots)$ (class dim at ``dim``).
+        - target: $(N, d_1, \ldots)$.
+        - output: scalar, or $(N, d_1, \ldots)$ for ``"none"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> import torch.nn.functional as F
         >>> from lsdiffusion import kd_loss
@@ -620,7 +620,7 @@ def _check_fused_linear_options(
     ignore_index: object,
     chunk_size: object,
 ) -> None:
-    """The non-tensor arguments of :func:`fused_linear_kd_loss` (and its module)."""
+    """The non-tensor arguments of `fused_linear_kd_loss` (and its module)."""
     check_finite_positive("temperature", temperature)
     check_in_unit_interval("beta", beta)
     check_in_unit_interval("alpha", alpha)
@@ -692,16 +692,16 @@ def fused_linear_kd_loss(
 ) -> Tensor:
     r"""Knowledge distillation through the output heads, without ever holding the logits.
 
-    The value is exactly :func:`kd_loss` of
-    :math:`s = h_s W_s^\top + b_s` against :math:`t = h_t W_t^\top + b_t`
-    (:math:`T^2` convention, ``batchmean`` over the non-ignored tokens), with
+    The value is exactly [`kd_loss`][lsdiffusion.kd_loss] of
+    $s = h_s W_s^\top + b_s$ against $t = h_t W_t^\top + b_t$
+    ($T^2$ convention, ``batchmean`` over the non-ignored tokens), with
     ``target`` and ``beta < 1`` mixing in a hard term that ``alpha > 0``
     label-smooths (the LS-teacher recipe):
 
-    .. math::
-
-        \mathcal{L} = (1-\beta)\,\ell_{LS(\alpha)}(y, s) + \beta\,T^2\,
-        \mathrm{KL}\big(\mathrm{softmax}(t/T)\,\|\,\mathrm{softmax}(s/T)\big).
+    $$
+    \mathcal{L} = (1-\beta)\,\ell_{LS(\alpha)}(y, s) + \beta\,T^2\,
+    \mathrm{KL}\big(\mathrm{softmax}(t/T)\,\|\,\mathrm{softmax}(s/T)\big).
+    $$
 
     The tokens are processed ``chunk_size`` rows at a time: each chunk's logits
     are computed (matmul in the input dtype, softmax in float32), its loss and
@@ -712,7 +712,7 @@ def fused_linear_kd_loss(
     N×V logits tensors. Tokens whose target is ``ignore_index`` are dropped
     before the matmuls. The teacher receives no gradient.
 
-    Every autograd mode of :func:`kd_loss` works: ``create_graph=True``,
+    Every autograd mode of [`kd_loss`][lsdiffusion.kd_loss] works: ``create_graph=True``,
     ``torch.func`` transforms, forward mode and ``torch.compile`` run the
     unfused formula (correct, but with the unfused memory). Under autocast the
     matmuls run in the autocast dtype. With a ``target`` holding
@@ -724,13 +724,13 @@ def fused_linear_kd_loss(
         student_weight: the student's head weight ``(V, H)``.
         teacher_hidden: ``(N, H_t)`` or ``(B, L, H_t)``; the teacher may be wider.
         teacher_weight: ``(V, H_t)``.
-        temperature: :math:`T > 0`.
+        temperature: $T > 0$.
         student_bias: optional ``(V,)``.
         teacher_bias: optional ``(V,)``.
         target: optional class indices ``(N,)`` or ``(B, L)``.
         beta: weight of the distillation term in ``[0, 1]``.
         alpha: label smoothing of the hard term in ``[0, 1]``.
-        t2_scaling: multiply the KL term by :math:`T^2`.
+        t2_scaling: multiply the KL term by $T^2$.
         ignore_index: target value marking tokens to skip.
         reduction: ``"batchmean"``, ``"sum"`` or ``"none"`` (one value per token).
         chunk_size: tokens per chunk; ``None`` picks the largest chunk whose
@@ -739,7 +739,7 @@ def fused_linear_kd_loss(
     Returns:
         The loss, float32 (float64 for float64 inputs).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from lsdiffusion import fused_linear_kd_loss, kd_loss
         >>> g = torch.Generator().manual_seed(0)

@@ -1,4 +1,4 @@
-"""``nn.Module`` wrappers around :mod:`lsdiffusion.functional`.
+"""``nn.Module`` wrappers around `lsdiffusion.functional`.
 
 The modules validate their configuration once in ``__init__``, keep class
 weights as buffers (so ``.to(device)`` moves them and ``state_dict`` holds
@@ -50,7 +50,7 @@ def _no_torchscript(name: str) -> NoReturn:
 
 
 class LabelSmoothingLoss(nn.Module):
-    """Cross-entropy with label smoothing; see :func:`~lsdiffusion.label_smoothing_loss`.
+    """Cross-entropy with label smoothing; see `label_smoothing_loss`.
 
     Args:
         alpha: smoothing in ``[0, 1]``.
@@ -60,7 +60,7 @@ class LabelSmoothingLoss(nn.Module):
         dim: the class dimension (``-1`` for ``(B, L, V)`` sequence logits).
         backend: ``"auto"``, ``"eager"`` or ``"triton"`` (see the function).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from lsdiffusion import LabelSmoothingLoss
         >>> criterion = LabelSmoothingLoss(alpha=0.1)
@@ -133,10 +133,10 @@ class LabelSmoothingLoss(nn.Module):
 
 
 class KDLoss(nn.Module):
-    """Hinton distillation loss with T² scaling; see :func:`~lsdiffusion.kd_loss`.
+    """Hinton distillation loss with T² scaling; see [`kd_loss`][lsdiffusion.kd_loss].
 
-    ``forward`` returns the loss; :meth:`terms` returns the loss together with
-    its detached hard (label cross-entropy) and soft (T²·KL) parts for logging.
+    ``forward`` returns the loss; [`terms`][lsdiffusion.losses.KDLoss.terms] returns the loss
+    together with its detached hard (label cross-entropy) and soft (T²·KL) parts for logging.
 
     Args:
         temperature: ``T > 0``, applied to both student and teacher.
@@ -147,7 +147,7 @@ class KDLoss(nn.Module):
         dim: the class dimension.
         backend: ``"auto"``, ``"eager"`` or ``"triton"`` (see the function).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from lsdiffusion import KDLoss
         >>> criterion = KDLoss(temperature=1.0)
@@ -210,7 +210,7 @@ class KDLoss(nn.Module):
         teacher_logits: Tensor | TopKTeacher,
         target: Tensor | None = None,
     ) -> Tensor:
-        """Return the distillation loss (see :func:`~lsdiffusion.kd_loss`)."""
+        """Return the distillation loss (see [`kd_loss`][lsdiffusion.kd_loss])."""
         return self.terms(student_logits, teacher_logits, target).loss
 
     def extra_repr(self) -> str:
@@ -229,7 +229,8 @@ class KDLoss(nn.Module):
 class FusedLinearKDLoss(nn.Module):
     """KD through the output heads, never holding the logits.
 
-    See :func:`~lsdiffusion.fused_linear_kd_loss` for the math and the memory bound.
+    See [`fused_linear_kd_loss`][lsdiffusion.fused_linear_kd_loss] for the math and the memory
+    bound.
 
     Args:
         temperature: ``T > 0``.
@@ -240,7 +241,7 @@ class FusedLinearKDLoss(nn.Module):
         reduction: ``"batchmean"``, ``"sum"`` or ``"none"``.
         chunk_size: tokens per chunk; ``None`` bounds the temporaries to 64 MiB.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from lsdiffusion import FusedLinearKDLoss
         >>> criterion = FusedLinearKDLoss(temperature=1.0, beta=0.5, alpha=0.1)

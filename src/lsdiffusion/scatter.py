@@ -196,10 +196,10 @@ class ClassScatter:
     staying float64.
 
     **Distributed, empty classes, validation, devices**: as
-    [`ClassCentroids`][lsdiffusion.ClassCentroids]. [`compute`][lsdiffusion.ClassScatter.compute]
-    is a collective when a process group is initialised and ``sync`` is true;
-    the first sync checks once that every rank has the same ``num_classes`` and
-    ``num_features`` (one small all-gather).
+    [`ClassCentroids`][lsdiffusion.ClassCentroids].
+    [`compute`][lsdiffusion.scatter.ClassScatter.compute] is a collective when a process group is
+    initialised and ``sync`` is true; the first sync checks once that every rank has the same
+    ``num_classes`` and ``num_features`` (one small all-gather).
 
     Args:
         num_classes: number of classes K.
@@ -218,7 +218,7 @@ class ClassScatter:
         - features: (..., D), any real floating dtype.
         - labels: (...), integer class indices in [0, K), or ``ignore_index``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> acc = ClassScatter(num_classes=2)
         >>> acc.update(torch.tensor([[0.0, 1.0], [2.0, 1.0]]), torch.tensor([0, 0]))
@@ -588,7 +588,7 @@ def class_scatter(
     Returns:
         A [`ClusterGeometry`][lsdiffusion.ClusterGeometry] (float64, on the device of ``features``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
         >>> g = class_scatter(x, torch.tensor([0, 0, 1, 1]))

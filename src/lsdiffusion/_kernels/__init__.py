@@ -1,10 +1,10 @@
-"""The loss engine behind :mod:`lsdiffusion.functional`.
+"""The loss engine behind `lsdiffusion.functional`.
 
-* :mod:`.eager` holds the fast first-order kernels (plain PyTorch ops arranged
+* `eager` holds the fast first-order kernels (plain PyTorch ops arranged
   so that one logits-sized buffer, the gradient, is the only large allocation);
-* :mod:`.composite` holds the same losses written as ordinary differentiable
+* `composite` holds the same losses written as ordinary differentiable
   PyTorch expressions, used wherever the fast path cannot serve: double
   backward, forward-mode AD, ``torch.func`` transforms, ``torch.compile``,
   ``torch.jit.trace`` and non-CPU devices without a fused kernel;
-* :mod:`.autograd` holds the ``autograd.Function`` and the dispatch between them.
+* `autograd` holds the ``autograd.Function`` and the dispatch between them.
 """

@@ -65,7 +65,7 @@ class LossKernel:
         return ()
 
     def rebind(self: K, tensors: tuple[Tensor, ...]) -> K:
-        """A copy reading ``tensors`` (as returned by :meth:`user_tensors`) instead."""
+        """A copy reading ``tensors`` (as returned by `user_tensors`) instead."""
         return self
 
     def with_upstream(self: K, upstream: Tensor) -> K:
@@ -87,7 +87,7 @@ class LossKernel:
         raise NotImplementedError
 
     def composite(self, x: Tensor) -> tuple[Tensor, ...]:  # pragma: no cover - interface
-        """The same outputs as :meth:`run`, differentiable by ordinary autograd."""
+        """The same outputs as `run`, differentiable by ordinary autograd."""
         raise NotImplementedError
 
 

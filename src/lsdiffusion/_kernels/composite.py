@@ -10,7 +10,7 @@ CPU path.
 Conventions shared with the fast kernels:
 
 * a class whose logit is exactly ``-inf`` is outside the support: it takes
-  no smoothing mass and its :math:`0 \cdot \log 0` KD terms count as 0;
+  no smoothing mass and its $0 \cdot \log 0$ KD terms count as 0;
 * a row with no finite logit has no distribution: its loss is NaN;
 * NaN propagates.
 """
@@ -54,7 +54,7 @@ def kd_rows(
     """Per-row ``(total, hard, soft)`` KD terms of ``(rows, C)`` student/teacher logits.
 
     The hard term is the cross-entropy with the labels at T = 1, label-smoothed
-    by ``alpha`` (:func:`ls_rows`).
+    by ``alpha`` (`ls_rows`).
     """
     lp_s = torch.log_softmax(s / temperature, 1)
     lp_t = torch.log_softmax(t.to(s.dtype) / temperature, 1)

@@ -147,7 +147,7 @@ def check_device(device: str, flag: str = "device") -> None:
         ValueError: an unknown device string (``"gpu"``), a meta device, or one
             this machine lacks (``"cuda"`` on a CPU-only torch).
 
-    Example:
+    Examples:
         >>> check_device("cpu")
         >>> check_device("gpu", flag="--device")
         Traceback (most recent call last):

@@ -45,7 +45,7 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM) + (
 def missing_folders(out: str | Path) -> list[Path]:
     """The folders that creating ``out`` would create, deepest first.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     [p.name for p in missing_folders(Path(tmp) / "a" / "b")]
@@ -62,7 +62,7 @@ def missing_folders(out: str | Path) -> list[Path]:
 def remove_empty(folders: list[Path]) -> None:
     """Remove those of ``folders`` (deepest first) that are empty; one that is not stops it.
 
-    ``folders`` comes from [`missing_folders`][lsdiffusion.demo.output.missing_folders]:
+    ``folders`` comes from `missing_folders`:
     what a run created, which it removes again when it wrote nothing.
     """
     for folder in folders:
@@ -80,7 +80,7 @@ def prepare_out(out: str | Path, flag: str = "out") -> Path:
             folder that cannot be created or written into (read-only, immutable).
             The message names the path and the reason.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> with tempfile.TemporaryDirectory() as tmp:
@@ -146,11 +146,11 @@ class StopSignals:
 
     While installed (main thread only; elsewhere a no-op), the first stop
     signal raises `DemoInterrupted` in the main thread, or, inside
-    [`deferred`][lsdiffusion.demo.output.StopSignals.deferred], at the end of
+    `deferred`, at the end of
     that block (imports that must not be cut: a ``KeyboardInterrupt`` inside
     torch's extension init aborts the interpreter). Every later signal is
     ignored, so the clean-up after the first runs to its end and prints no
-    traceback; that is why [`restore`][lsdiffusion.demo.output.StopSignals.restore]
+    traceback; that is why `restore`
     leaves the handlers in place once a signal has come.
     """
 
@@ -303,7 +303,7 @@ def save_demo(result: DemoResult, out: str | Path) -> list[Path]:
             that cannot be created or written into.
         OSError: writing failed (disk full, ...); the previous set is intact.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from lsdiffusion.demo import DemoConfig, run_demo, save_demo
         >>> cfg = DemoConfig(superclasses=2, subclasses=2, train_per_class=8,

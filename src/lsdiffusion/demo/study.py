@@ -207,7 +207,7 @@ def run_demo(
     a progress line on stderr. The device and ``out`` are checked before any
     training (``ValueError`` naming the problem).
 
-    Example:
+    Examples:
         >>> from lsdiffusion.demo import DemoConfig, run_demo
         >>> cfg = DemoConfig(superclasses=2, subclasses=2, train_per_class=8,
         ...                  test_per_class=8, epochs=1, seeds=(0,), temperatures=(1.0, 3.0))

@@ -2,15 +2,15 @@ r"""Fused linear KD: the loss of ``h_s W_s^T + b_s`` against ``h_t W_t^T + b_t``
 
 The N×V logits are never held: tokens are processed ``chunk`` rows at a time.
 For each chunk the two logits blocks are computed (matmul in the input dtype),
-the eager KD kernel (:class:`~lsdiffusion._kernels.eager.kd.KDKernel`) gives
+the eager KD kernel (`KDKernel`) gives
 the chunk's loss and the gradient with respect to the student's logits
-:math:`G`, and that gradient is pushed through the head at once:
+$G$, and that gradient is pushed through the head at once:
 
-.. math::
-
-    \frac{\partial L}{\partial h_s} = G\,W_s, \qquad
-    \frac{\partial L}{\partial W_s} \mathrel{+}= G^\top h_s, \qquad
-    \frac{\partial L}{\partial b_s} \mathrel{+}= \textstyle\sum_{rows} G .
+$$
+\frac{\partial L}{\partial h_s} = G\,W_s, \qquad
+\frac{\partial L}{\partial W_s} \mathrel{+}= G^\top h_s, \qquad
+\frac{\partial L}{\partial b_s} \mathrel{+}= \textstyle\sum_{rows} G .
+$$
 
 The chunk's logits are then dropped. Backward only scales the accumulated
 gradients by the upstream gradient (float16 inputs, whose precomputed

@@ -4,7 +4,7 @@ The contention lesson: every large op opens one OpenMP parallel region, and
 with a busy core each region waits for the stalled thread. Kernels therefore
 keep the number of large ops per call small: the label-smoothing kernel works
 on whole tensors, and the KD kernel (which needs a second, teacher-sized
-temporary) splits the rows into at most :data:`MAX_BLOCKS` blocks.
+temporary) splits the rows into at most `MAX_BLOCKS` blocks.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def row_blocks(x: Tensor, scratch_count: int) -> list[tuple[int, int]]:
     """Row ranges ``[lo, hi)`` covering the ``(rows, C)`` tensor ``x``.
 
     When the kernel needs ``scratch_count`` block-sized temporaries, a block
-    is also at most 1/:data:`SCRATCH_BLOCKS` of the rows.
+    is also at most 1/`SCRATCH_BLOCKS` of the rows.
     """
     n, c = x.shape
     if n * c <= SMALL_ELEMS:  # small inputs: one block, fewest kernel launches

@@ -2,19 +2,19 @@ r"""Knowledge distillation (Hinton, with the T² factor), eager kernel.
 
 The KL needs the teacher's and the student's softmax at once, so this kernel
 walks the rows in blocks: one block-sized temporary (two for half inputs)
-besides the gradient buffer, at most :data:`~.blocks.MAX_BLOCKS` blocks per
-call. With the scaled, max-shifted logits :math:`b = (t - \max t)/T` and
-:math:`a = (s - \max s)/T`,
+besides the gradient buffer, at most `MAX_BLOCKS` blocks per
+call. With the scaled, max-shifted logits $b = (t - \max t)/T$ and
+$a = (s - \max s)/T$,
 
-.. math::
-
-    \mathrm{KL} = \frac{\sum_k e^{b_k}(b_k - a_k)}{\sum_k e^{b_k}}
-                  - \log\sum_k e^{b_k} + \log\sum_k e^{a_k},
-    \qquad
-    \frac{\partial\, T^2\mathrm{KL}}{\partial s} = T\,(p^T_s - p^T_t).
+$$
+\mathrm{KL} = \frac{\sum_k e^{b_k}(b_k - a_k)}{\sum_k e^{b_k}}
+              - \log\sum_k e^{b_k} + \log\sum_k e^{a_k},
+\qquad
+\frac{\partial\, T^2\mathrm{KL}}{\partial s} = T\,(p^T_s - p^T_t).
+$$
 
 The hard term (cross-entropy with the labels at T = 1) is computed only when
-it is asked for: ``beta < 1``, or :func:`~lsdiffusion.kd_loss_terms`.
+it is asked for: ``beta < 1``, or [`kd_loss_terms`][lsdiffusion.kd_loss_terms].
 """
 
 from __future__ import annotations

@@ -4,19 +4,19 @@ Whole-tensor formulation: a call opens a handful of large parallel regions
 (a busy core then costs what it costs PyTorch's own ops, not one stall per
 small block) and allocates one logits-sized buffer, the gradient.
 
-Fast path (index targets, float32/float64): with :math:`c_k = (1-\alpha) w_y
-[k = y] + (\alpha/K) w_k`, :math:`\mathrm{total} = \sum_k c_k`,
+Fast path (index targets, float32/float64): with $c_k = (1-\alpha) w_y
+[k = y] + (\alpha/K) w_k$, $\mathrm{total} = \sum_k c_k$,
 
-.. math::
-
-    \ell = (1-\alpha) w_y\,(\mathrm{lse} - z_y)
-         + \tfrac{\alpha}{K}\big(\textstyle\sum_k w_k\,\mathrm{lse} - \sum_k w_k z_k\big),
-    \qquad \mathrm{lse} = z_y - \log p_y,
+$$
+\ell = (1-\alpha) w_y\,(\mathrm{lse} - z_y)
+     + \tfrac{\alpha}{K}\big(\textstyle\sum_k w_k\,\mathrm{lse} - \sum_k w_k z_k\big),
+\qquad \mathrm{lse} = z_y - \log p_y,
+$$
 
 so one softmax written straight into the gradient buffer, one row sum and
-one affine pass give the loss and :math:`\partial\ell/\partial z = \mathrm{total}\,p - c`.
+one affine pass give the loss and $\partial\ell/\partial z = \mathrm{total}\,p - c$.
 Rows where this is not exact to working precision (a large common logit
-offset, :math:`p_y` below the smallest normal number, a non-finite value)
+offset, $p_y$ below the smallest normal number, a non-finite value)
 send the call to the exact path: a log-softmax into the same buffer, the
 smoothing sum taken over the shifted log-probabilities.
 """

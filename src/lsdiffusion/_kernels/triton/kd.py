@@ -12,7 +12,7 @@ __all__ = ["TritonKDKernel"]
 
 
 class TritonKDKernel(KDKernel):
-    """One Triton program per row; see :mod:`lsdiffusion._kernels.triton.kernels`."""
+    """One Triton program per row; see `lsdiffusion._kernels.triton.kernels`."""
 
     accelerated = True
 

@@ -12,7 +12,7 @@ __all__ = ["TritonLabelSmoothingKernel"]
 
 
 class TritonLabelSmoothingKernel(LabelSmoothingKernel):
-    """One Triton program per row; see :mod:`lsdiffusion._kernels.triton.kernels`."""
+    """One Triton program per row; see `lsdiffusion._kernels.triton.kernels`."""
 
     accelerated = True
 

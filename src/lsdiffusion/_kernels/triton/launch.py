@@ -14,7 +14,7 @@ _SCALE_BLOCK = 4096
 
 
 def block(k: int) -> int:
-    """Power-of-two block covering ``k`` classes, at most :data:`MAX_BLOCK`."""
+    """Power-of-two block covering ``k`` classes, at most `MAX_BLOCK`."""
     return min(MAX_BLOCK, max(16, 1 << max(0, (k - 1).bit_length())))
 
 
