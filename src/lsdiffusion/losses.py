@@ -305,6 +305,10 @@ class FusedLinearKDLoss(nn.Module):
             chunk_size=self.chunk_size,
         )
 
+    def __prepare_scriptable__(self) -> NoReturn:
+        """Refuse TorchScript with an error that says what to use instead."""
+        _no_torchscript(type(self).__name__)
+
     def extra_repr(self) -> str:
         """Summarise the configuration for ``repr``."""
         return (

@@ -38,7 +38,10 @@ def ls_rows(x: Tensor, target: Tensor, probs: bool, alpha: float, weight: Tensor
         onehot = torch.arange(k, device=x.device) == target[:, None]
         hard = onehot.to(x.dtype) * ((1.0 - alpha) * w)
     c = smooth + hard
-    return -torch.where(c == 0, 0.0, c * lp).sum(1)
+    rows = -torch.where(c == 0, 0.0, c * lp).sum(1)
+    # a row with no finite logit has no distribution: NaN, beside its NaN gradient,
+    # even when its target carries no mass (alpha = 1, a zero class weight)
+    return torch.where(x.amax(1) == _NEG_INF, float("nan"), rows)
 
 
 def kd_rows(

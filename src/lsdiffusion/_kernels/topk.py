@@ -62,13 +62,16 @@ class TopKKDKernel(LossKernel):
     scale: Tensor
     valid: Tensor | None
 
+    def _names(self) -> tuple[str, ...]:
+        return ("indices", "values") + (("target",) if self.target is not None else ())
+
     def user_tensors(self) -> tuple[Tensor, ...]:
-        """The cached teacher (saved for backward, so an in-place change is caught)."""
-        return (self.indices, self.values)
+        """The cached teacher and the target (saved, so an in-place change is caught)."""
+        return tuple(getattr(self, name) for name in self._names())
 
     def rebind(self, tensors: tuple[Tensor, ...]) -> TopKKDKernel:
-        """A copy reading the saved teacher tensors."""
-        return replace_tensors(self, ("indices", "values"), tensors)
+        """A copy reading the saved teacher and target tensors."""
+        return replace_tensors(self, self._names(), tensors)
 
     def _hard_wanted(self) -> bool:
         return self.target is not None and (self.with_terms or self.beta < 1.0)

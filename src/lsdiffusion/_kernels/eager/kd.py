@@ -64,13 +64,17 @@ class KDKernel(LossKernel):
         self.scale = scale
         self.valid = valid
 
+    def _names(self) -> tuple[str, ...]:
+        # the class-index target too, so that a recomputing backward sees the forward's
+        return ("teacher",) + (("target",) if self.target is not None else ())
+
     def user_tensors(self) -> tuple[Tensor, ...]:
-        """The teacher logits."""
-        return (self.teacher,)
+        """The teacher logits and the class-index target, if any."""
+        return tuple(getattr(self, name) for name in self._names())
 
     def rebind(self, tensors: tuple[Tensor, ...]) -> KDKernel:
-        """A copy reading the saved teacher."""
-        return replace_tensors(self, ("teacher",), tensors)
+        """A copy reading the saved teacher and target."""
+        return replace_tensors(self, self._names(), tensors)
 
     def composite(self, x: Tensor) -> tuple[Tensor, ...]:
         """Differentiable plain-PyTorch evaluation."""

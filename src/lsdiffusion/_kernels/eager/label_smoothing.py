@@ -70,11 +70,12 @@ class LabelSmoothingKernel(LossKernel):
         self.valid = valid
 
     def _names(self) -> tuple[str, ...]:
-        names = ("target",) if self.probs else ()
-        return names + (("weight",) if self.weight is not None else ())
+        # index targets too: a recomputing backward must see the values of the forward
+        # pass, or raise PyTorch's in-place error (as F.cross_entropy does)
+        return ("target",) + (("weight",) if self.weight is not None else ())
 
     def user_tensors(self) -> tuple[Tensor, ...]:
-        """Probability targets and class weights: the caller's tensors."""
+        """Targets (indices or probabilities) and class weights: the caller's tensors."""
         return tuple(getattr(self, name) for name in self._names())
 
     def rebind(self, tensors: tuple[Tensor, ...]) -> LabelSmoothingKernel:
@@ -97,6 +98,9 @@ class LabelSmoothingKernel(LossKernel):
             return (rows,), grad
         # half precision: float32 copies of at most 1/8 of the rows at a time
         n, k = x.shape
+        if n == 0:  # an empty batch: no blocks to cut, the float32 path gives its zeros
+            rows, g = self._run(x.to(cdtype), slice(None), need_grad)
+            return (rows,), None if g is None else g.to(x.dtype)
         step = n if n * k <= SMALL_ELEMS else max(1, -(-n // SCRATCH_BLOCKS))
         grad = torch.empty_like(x) if need_grad else None
         parts = []
