@@ -717,3 +717,17 @@ def test_ls_empty_batches_in_every_dtype(dtype, shape):
     assert loss.item() == 0.0
     loss.backward()
     assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("bad", [7, -5])
+def test_out_of_range_targets_fail_under_torch_func_and_trace(bad):
+    """Item 2: the composite path's gather fails on a bad index where a comparison matched none."""
+    x = torch.randn(4, 3)
+    y = torch.tensor([0, 1, bad, 2])
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        torch.func.grad_and_value(lambda a: label_smoothing_loss(a, y, 0.1))(x)
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        torch.func.grad(lambda a: kd_loss(a, x, 2.0, target=y, beta=0.5))(x)
+    f = torch.compile(lambda a, t: label_smoothing_loss(a, t, 0.1), backend="aot_eager")
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        f(x, y)
