@@ -731,3 +731,14 @@ def test_out_of_range_targets_fail_under_torch_func_and_trace(bad):
     f = torch.compile(lambda a, t: label_smoothing_loss(a, t, 0.1), backend="aot_eager")
     with pytest.raises(RuntimeError, match="out of bounds"):
         f(x, y)
+
+
+def test_kd_compiles_with_a_symbolic_temperature():
+    """Item 11: fullgraph compile with the temperature symbolic (dynamic=True, several T)."""
+    torch.manual_seed(0)
+    s, t = torch.randn(4, 5), torch.randn(4, 5)
+    f = torch.compile(
+        lambda a, b, temp: kd_loss(a, b, temp), fullgraph=True, dynamic=True, backend="aot_eager"
+    )
+    for temp in (1.0, 2.0, 3.0, 4.0):
+        torch.testing.assert_close(f(s, t, temp), kd_loss(s, t, temp))
