@@ -1,5 +1,7 @@
 """Cached top-k teachers in kd_loss: against dense KD (k = V) and a float64 re-derivation."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -206,3 +208,34 @@ def test_bad_teacher_against_student():
         kd_loss(s, TopKTeacher(torch.zeros(3, 2, dtype=torch.long), torch.zeros(3, 2)), 1.0)
     with pytest.raises(ValueError, match="log-probabilities"):
         kd_loss(s, TopKTeacher(torch.tensor([[0, 1]] * 2), torch.ones(2, 2), kind="logprobs"), 1.0)
+
+
+def test_bucket_of_a_confident_student_does_not_underflow():
+    """Review: a tail 120 nats below the maximum kept its mass (finite loss and gradient)."""
+    s = torch.zeros(2, 10)
+    s[:, 3:] = -120.0
+    t = torch.zeros(2, 10)
+    t[:, 3:] = -2.0
+    idx = torch.arange(3).expand(2, 3).contiguous()
+    values = torch.log_softmax(t, 1)[:, :3].contiguous()
+    x = s.clone().requires_grad_()
+    loss = kd_loss(x, TopKTeacher(idx, values, kind="logprobs", tail="bucket"), 1.0)
+    loss.backward()
+    x64 = s.double().requires_grad_()
+    ref = kd_loss(x64, TopKTeacher(idx, values.double(), kind="logprobs", tail="bucket"), 1.0)
+    (g_ref,) = torch.autograd.grad(ref, x64, create_graph=True)  # the composite formula
+    assert math.isfinite(loss.item())
+    assert abs(loss.item() - ref.item()) < 1e-5 * ref.item()
+    torch.testing.assert_close(x.grad.double(), g_ref.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_logprobs_holding_more_than_the_whole_mass_are_refused():
+    idx = torch.arange(5).repeat(4, 1)
+    with pytest.raises(ValueError, match="more than the whole probability mass"):
+        kd_loss(torch.randn(4, 8), TopKTeacher(idx, torch.full((4, 5), -0.1), kind="logprobs"), 1.0)
+
+
+def test_teachers_compare_by_identity():
+    cached = TopKTeacher.from_logits(torch.randn(2, 5), 2)
+    assert cached == cached
+    assert cached != TopKTeacher.from_logits(torch.randn(2, 5), 2)

@@ -567,7 +567,11 @@ def kd_loss(
 
     Args:
         student_logits: ``(N, C, ...)`` or with the class dim at ``dim``.
-        teacher_logits: same shape as ``student_logits``; never receives a gradient.
+        teacher_logits: same shape as ``student_logits``, or a cached
+            [`TopKTeacher`][lsdiffusion.TopKTeacher] whose indices have the
+            student's shape with `k` classes at `dim` (cache with the same `dim`,
+            e.g. `TopKTeacher.from_logits(t, k, dim=-1)` with `dim=-1` here); never
+            receives a gradient.
         temperature: $T > 0$, finite.
         target: optional class indices (the logits' shape without the class dim).
         beta: weight of the distillation term in ``[0, 1]``.

@@ -51,7 +51,7 @@ _KINDS = ("logits", "logprobs")
 _TAILS = ("renormalize", "bucket")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TopKTeacher:
     r"""A teacher given by `k` cached classes per row: their indices and values.
 

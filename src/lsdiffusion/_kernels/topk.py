@@ -1,7 +1,9 @@
 """KD against a cached top-k teacher (see `lsdiffusion.teachers` for the math).
 
-`run` holds one logits-sized buffer: the student's tempered softmax, written in
-place over a float copy of the logits and turned into the gradient in place
+`run` holds one logits-sized buffer: the student's tempered softmax (for the
+bucket rule, the tail's, against the tail's own maximum so that its mass never
+underflows), written in place over a float copy of the logits and turned into
+the gradient in place
 (the teacher is scattered into it, never expanded). The hard term (`beta < 1`
 or when the terms are asked for) adds a second softmax at T = 1 while it is
 formed, unless T = 1. `composite` is the same loss as differentiable ops.
@@ -50,6 +52,10 @@ def _xlogy_terms(lq: Tensor, log_p: Tensor) -> Tensor:
 @dataclass
 class TopKKDKernel(LossKernel):
     """Row-wise KD of `(rows, V)` student logits against `(rows, k)` cached classes."""
+
+    # `run` reads no values on the host: accelerator tensors take it too (one buffer),
+    # not the composite formula
+    accelerated = True
 
     indices: Tensor  # (rows, k) int64
     values: Tensor  # (rows, k), compute dtype
@@ -107,19 +113,25 @@ class TopKKDKernel(LossKernel):
         if self.valid is not None:
             buf.masked_fill_(~self.valid[:, None], 0.0)
         u_cached = buf.gather(1, self.indices)
-        m = buf.amax(1, keepdim=True)
-        buf.sub_(m).exp_()  # e = exp(u - m)
-        z = buf.sum(1)
-        lse = m[:, 0] + z.log()
         lq, lq_b = _teacher_log_q(self.values.to(dtype), temp, self.bucket)
-        soft = _xlogy_terms(lq, u_cached - lse[:, None]).sum(1)
-        e_cached = buf.gather(1, self.indices)
         if self.bucket:
-            buf.scatter_(1, self.indices, 0.0)  # the tail alone, summed without cancellation
-            tail = buf.sum(1)
-            soft = soft + _xlogy_terms(lq_b, tail.log() - z.log())
+            # the tail against its own maximum, so that its mass never underflows
+            # (a confident student's tail can sit 100+ nats below the row maximum)
+            buf.scatter_(1, self.indices, _NEG_INF)
+            m_t = buf.amax(1)
+            m_t = torch.where(m_t == _NEG_INF, 0.0, m_t)  # every tail class masked
+            buf.sub_(m_t[:, None]).exp_()  # w = exp(u - m_t) on the tail, 0 where cached
+            w_sum = buf.sum(1)
+            log_tail = m_t + w_sum.log()
+            lse = torch.logaddexp(log_tail, torch.logsumexp(u_cached, 1))
+            soft = _xlogy_terms(lq, u_cached - lse[:, None]).sum(1)
+            soft = soft + _xlogy_terms(lq_b, log_tail - lse)
         else:
-            tail = z  # no bucket: unused
+            m = buf.amax(1, keepdim=True)
+            buf.sub_(m).exp_()  # e = exp(u - m)
+            z = buf.sum(1)
+            lse = m[:, 0] + z.log()
+            soft = _xlogy_terms(lq, u_cached - lse[:, None]).sum(1)
         soft = soft * self._t2()
         hard = torch.zeros_like(soft)
         hard_wanted = self._hard_wanted()
@@ -135,12 +147,13 @@ class TopKKDKernel(LossKernel):
         factor = scale * (self.beta * self._t2() / temp)
         q = lq.exp()
         if self.bucket:
+            # tail: p_i (1 - q_b / P_b) = w_i (exp(m_t - lse) - q_b / w_sum)
             q_b = lq_b.exp()
-            # tail: p_i (1 - q_b / P_b) = e_i (1/z - q_b / tail)
-            buf.mul_((factor * (1.0 / z - q_b / tail))[:, None])
+            buf.mul_((factor * (torch.exp(m_t - lse) - q_b / w_sum))[:, None])
         else:
             buf.mul_((factor / z)[:, None])
-        buf.scatter_(1, self.indices, (e_cached / z[:, None] - q) * factor[:, None])
+        p_cached = torch.exp(u_cached - lse[:, None])
+        buf.scatter_(1, self.indices, (p_cached - q) * factor[:, None])
         if hard_wanted and self.beta < 1.0:
             assert self.target is not None
             self._add_hard_grad(buf, x, dtype, scale * (1.0 - self.beta))
@@ -170,8 +183,9 @@ def flatten_teacher(teacher: TopKTeacher, logits: Tensor, dim: int) -> tuple[Ten
 
     Returns `(indices, values, bucket)`: int64 indices, values in the logits'
     compute dtype, and whether a bucket applies (`tail="bucket"` and k < V).
-    Reads the indices on the host to check their range and distinctness
-    (one synchronisation on an accelerator), except while tracing.
+    Checks the indices' range and distinctness and a log-probability teacher's
+    mass: on the CPU by reading them, on an accelerator by device-side
+    assertions (no host synchronisation); not while tracing.
     """
     num_classes = logits.shape[dim]
     expected = (*logits.shape[:dim], "k", *logits.shape[dim + 1 :])
@@ -191,17 +205,44 @@ def flatten_teacher(teacher: TopKTeacher, logits: Tensor, dim: int) -> tuple[Ten
     flat = idx.movedim(dim, -1).reshape(-1, k).long()
     values = teacher.values.detach().movedim(dim, -1).reshape(-1, k).to(compute_dtype(logits))
     if flat.numel() and not tracing_or_transforming():
-        lo, hi = (int(v) for v in torch.aminmax(flat))
-        if lo < 0 or hi >= num_classes:
-            bad = lo if lo < 0 else hi
-            raise ValueError(
-                f"teacher.indices contains class index {bad}, outside [0, {num_classes - 1}]"
-            )
-        if k > 1 and bool((flat.sort(1).values.diff(dim=1) == 0).any()):
-            raise ValueError("teacher.indices repeats a class within a row; cache distinct classes")
-        if teacher.kind == "logprobs" and bool((values > 1e-6).any()):
-            raise ValueError(
-                "teacher.values must be log-probabilities (<= 0) with kind='logprobs', got "
-                f"a value of {float(values.max()):.4g}"
-            )
+        _check_cached(teacher, flat, values, num_classes)
     return flat, values, teacher.tail == "bucket" and k < num_classes
+
+
+def _check_cached(teacher: TopKTeacher, flat: Tensor, values: Tensor, num_classes: int) -> None:
+    """Range, distinctness and (for log-probabilities) mass of the cached classes.
+
+    On the CPU the checks read values (free there) and raise a `ValueError`; on
+    an accelerator they are device-side assertions, with no host synchronisation.
+    """
+    k = flat.shape[1]
+    out_of_range = (flat < 0) | (flat >= num_classes)
+    repeated = (flat.sort(1).values.diff(dim=1) == 0) if k > 1 else None
+    logprobs = teacher.kind == "logprobs"
+    mass = torch.logsumexp(values, 1) if logprobs else None
+    range_msg = f"teacher.indices contains a class index outside [0, {num_classes - 1}]"
+    repeat_msg = "teacher.indices repeats a class within a row; cache distinct classes"
+    value_msg = "teacher.values must be log-probabilities (<= 0) with kind='logprobs'"
+    mass_msg = (
+        "teacher.values with kind='logprobs' hold more than the whole probability mass "
+        "in a row (the cached exp(values) sum above 1)"
+    )
+    tol = 1e-4 if values.dtype != torch.float64 else 1e-9
+    if flat.device.type != "cpu":
+        torch._assert_async(~out_of_range.any(), range_msg)
+        if repeated is not None:
+            torch._assert_async(~repeated.any(), repeat_msg)
+        if mass is not None:
+            torch._assert_async(~(values > tol).any(), value_msg)
+            torch._assert_async(~(mass > tol).any(), mass_msg)
+        return
+    if bool(out_of_range.any()):
+        bad = int(flat[out_of_range][0])
+        raise ValueError(f"{range_msg}: {bad}")
+    if repeated is not None and bool(repeated.any()):
+        raise ValueError(repeat_msg)
+    if mass is not None:
+        if bool((values > tol).any()):
+            raise ValueError(f"{value_msg}, got a value of {float(values.max()):.4g}")
+        if bool((mass > tol).any()):
+            raise ValueError(f"{mass_msg}: their log-sum is {float(mass.max()):.4g}")
