@@ -10,10 +10,13 @@ the rest to the loss engine (:mod:`lsdiffusion._kernels`):
   tensor, against three to five for the usual one-liners, and a call opens a
   handful of large parallel regions, so a busy core slows it no more than it
   slows PyTorch's own ops;
+* **first order on CUDA** runs the Triton kernels the same way (one program
+  per row, no host reads) when ``triton`` is importable (``backend="auto"``);
 * **every other autograd mode** (``create_graph=True``, forward mode,
-  ``torch.func`` transforms, ``torch.compile``, ``torch.jit.trace``) and
-  tensors on accelerators run the same loss as ordinary differentiable PyTorch
-  ops, with the same values.
+  ``torch.func`` transforms, ``torch.compile``, ``torch.jit.trace``), and
+  accelerator tensors on the eager backend (``backend="eager"``, or no
+  ``triton``), run the same loss as ordinary differentiable PyTorch ops, with
+  the same values.
 
 Half-precision logits (``float16``, ``bfloat16``) are computed in ``float32``
 inside; the loss comes back in ``float32`` (``float64`` logits stay
@@ -41,9 +44,10 @@ import torch
 from torch import Tensor
 
 from lsdiffusion._kernels.autograd import apply, tracing_or_transforming
-from lsdiffusion._kernels.eager.blocks import compute_dtype
-from lsdiffusion._kernels.eager.kd import KDKernel
-from lsdiffusion._kernels.eager.label_smoothing import LabelSmoothingKernel
+from lsdiffusion._kernels.base import compute_dtype
+from lsdiffusion._kernels.kd import KDKernel
+from lsdiffusion._kernels.label_smoothing import LabelSmoothingKernel
+from lsdiffusion._kernels.select import resolve
 from lsdiffusion._validation import (
     check_bool,
     check_chunk_size,
@@ -104,20 +108,6 @@ def _check_backend(backend: object) -> Backend:
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {list(_BACKENDS)}, got {backend!r}")
     return backend  # type: ignore[return-value]
-
-
-def _use_triton(backend: str, x: Tensor) -> bool:
-    """Resolve ``backend`` for logits ``x``; raise when ``"triton"`` cannot serve them."""
-    if _check_backend(backend) == "eager":
-        return False
-    from lsdiffusion._kernels import triton as triton_backend
-
-    if backend == "auto":
-        return x.device.type == "cuda" and triton_backend.available(x)
-    reason = triton_backend.reason_unavailable(x)
-    if reason is not None:
-        raise RuntimeError(f"backend='triton' is unavailable: {reason}; use backend='auto'")
-    return True
 
 
 def _finish(out: Tensor, reduction: str, logits: Tensor, dim: int) -> Tensor:
@@ -344,14 +334,15 @@ def label_smoothing_loss(
             denominator = w[tgt].sum() if valid is None else torch.where(valid, w[tgt], 0.0).sum()
 
     scale = _row_scale(valid, x, reduction, denominator, cdtype)
-    if _use_triton(backend, x):
-        from lsdiffusion._kernels.triton.label_smoothing import TritonLabelSmoothingKernel
-
-        kernel: LabelSmoothingKernel = TritonLabelSmoothingKernel(
-            tgt, probs, float(alpha), w, scale, valid
-        )
-    else:
-        kernel = LabelSmoothingKernel(tgt, probs, float(alpha), w, scale, valid)
+    kernel = LabelSmoothingKernel(
+        target=tgt,
+        probs=probs,
+        alpha=float(alpha),
+        weight=w,
+        scale=scale,
+        valid=valid,
+        backend=resolve(_check_backend(backend), x),
+    )
     (loss,) = apply(x, kernel, reduce=reduction != "none")
     return _finish(loss, reduction, logits, d)
 
@@ -404,7 +395,7 @@ def kd_loss_terms(
         ignore_index=ignore_index,
         reduction=reduction,
         dim=dim,
-        need_hard=True,
+        terms=True,
         backend=backend,
     )
 
@@ -420,10 +411,10 @@ def _kd_terms(
     ignore_index: int,
     reduction: str,
     dim: int,
-    need_hard: bool,
+    terms: bool,
     backend: str = "auto",
 ) -> KDTerms:
-    """:func:`kd_loss_terms`; ``need_hard=False`` returns the loss alone, in every field.
+    """:func:`kd_loss_terms`; ``terms=False`` returns the loss alone, in every field.
 
     Without the terms, the hard term is computed only when ``beta < 1``.
     """
@@ -476,16 +467,20 @@ def _kd_terms(
         flat = idx if valid is None else torch.where(valid, idx, 0)
 
     scale = _row_scale(valid, x, reduction, None, cdtype)
-    args = (t2d, float(temperature), t2_scaling, float(beta), flat, need_hard, scale, valid)
-    if _use_triton(backend, x):
-        from lsdiffusion._kernels.triton.kd import TritonKDKernel
-
-        kernel: KDKernel = TritonKDKernel(*args)
-    else:
-        kernel = KDKernel(*args)
+    kernel = KDKernel(
+        teacher=t2d,
+        temperature=float(temperature),
+        t2=t2_scaling,
+        beta=float(beta),
+        target=flat,
+        terms=terms,
+        scale=scale,
+        valid=valid,
+        backend=resolve(_check_backend(backend), x),
+    )
     outs = apply(x, kernel, reduce=reduction != "none")
     loss = _finish(outs[0], reduction, student_logits, d)
-    if not need_hard:  # kd_loss: the loss alone
+    if not terms:  # kd_loss: the loss alone
         return KDTerms(loss, loss.detach(), loss.detach())
     return KDTerms(
         loss,
@@ -569,7 +564,7 @@ def kd_loss(
         ignore_index=ignore_index,
         reduction=reduction,
         dim=dim,
-        need_hard=False,
+        terms=False,
         backend=backend,
     ).loss
 
@@ -712,12 +707,7 @@ def fused_linear_kd_loss(
         >>> bool(torch.isclose(loss, kd_loss(h_s @ w_s.T, h_t @ w_t.T, 2.0)))
         True
     """
-    from lsdiffusion._kernels.autograd import use_composite
-    from lsdiffusion._kernels.chunked.fused_linear import (
-        FusedLinearSpec,
-        chunk_rows,
-        fused_linear_kd,
-    )
+    from lsdiffusion._kernels.chunked.fused_linear import Head, fused_linear_kd_rows
 
     _check_fused_linear_options(
         temperature, beta, alpha, reduction, t2_scaling, ignore_index, chunk_size
@@ -745,7 +735,6 @@ def fused_linear_kd_loss(
     w_t = teacher_weight.detach()
     b_t = None if teacher_bias is None else teacher_bias.detach()
 
-    keep: Tensor | None = None
     y: Tensor | None = None
     valid: Tensor | None = None
     if target is None:
@@ -774,41 +763,16 @@ def fused_linear_kd_loss(
         y = flat
         if may_ignore:
             valid = flat != ignore_index
-    reduce = reduction != "none"
-    chunk = chunk_size or chunk_rows(vocab, h.dtype)
-    if use_composite(h):  # transforms, tracing, compile, forward AD: the unfused formula
-        spec = FusedLinearSpec(
-            float(temperature), t2_scaling, float(beta), float(alpha), False, 1.0, chunk
-        )
-        if valid is not None and y is not None:
-            y = torch.where(valid, y, 0)
-            # ignored tokens' states are zeroed, so NaN padding cannot reach the gradients
-            h = torch.where(valid[:, None], h, 0.0)
-            ht = torch.where(valid[:, None], ht, 0.0)
-        rows = fused_linear_kd(
-            spec, h, student_weight, student_bias, ht, w_t, b_t, y, use_composite=True
-        )
-        if valid is not None:
-            rows = torch.where(valid, rows, 0.0)
-        if reduction == "none":
-            return rows.reshape(token_shape)
-        if reduction == "sum":
-            return rows.sum()
-        count = rows.new_tensor(rows.shape[0]) if valid is None else valid.sum()
-        return rows.sum() / count.clamp_min(1)
-    if valid is not None and y is not None and not bool(valid.all()):
-        keep = valid.nonzero().squeeze(1)  # drop ignored tokens before the matmul
-        h = h.index_select(0, keep)
-        ht = ht.index_select(0, keep)
-        y = y.index_select(0, keep)
-    n = h.shape[0]
-    scale = 1.0 / n if reduction == "batchmean" and n > 0 else 1.0
-    spec = FusedLinearSpec(
-        float(temperature), t2_scaling, float(beta), float(alpha), reduce, scale, chunk
+    out = fused_linear_kd_rows(
+        Head(h, student_weight, student_bias),
+        Head(ht, w_t, b_t),
+        y,
+        valid,
+        temperature=float(temperature),
+        t2=t2_scaling,
+        beta=float(beta),
+        alpha=float(alpha),
+        reduction=reduction,
+        chunk_size=chunk_size,
     )
-    out = fused_linear_kd(spec, h, student_weight, student_bias, ht, w_t, b_t, y, False)
-    if reduce:
-        return out
-    if keep is not None:
-        out = out.new_zeros(token_shape.numel()).index_copy(0, keep, out)
-    return out.reshape(token_shape)
+    return out.reshape(token_shape) if reduction == "none" else out

@@ -5,9 +5,11 @@ weights as buffers (so ``.to(device)`` moves them and ``state_dict`` holds
 them, as for ``nn.CrossEntropyLoss``), and their ``forward`` is one call to
 the function, whose docstring carries the math.
 
-TorchScript (``torch.jit.script``) cannot compile them: it raises an error that
-points to ``torch.compile`` (supported, ``fullgraph=True`` included) and
-``torch.jit.trace``.
+``torch.jit.script`` (deprecated since torch 2.10) is refused by
+``LabelSmoothingLoss`` and ``KDLoss`` with an error that points to
+``torch.compile`` (supported, ``fullgraph=True`` included) and
+``torch.jit.trace``; ``FusedLinearKDLoss`` is not scriptable either (its
+function is not TorchScript).
 """
 
 from __future__ import annotations

@@ -22,8 +22,6 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-NEG_INF = float("-inf")
-
 
 @triton.jit
 def _online(m, s, x):
@@ -171,7 +169,6 @@ def kd_kernel(
     K,
     params_ptr,
     HAS_TARGET: tl.constexpr,
-    NEED_HARD: tl.constexpr,
     UNIT_T: tl.constexpr,
     HAS_VALID: tl.constexpr,
     WRITE_GRAD: tl.constexpr,
@@ -228,20 +225,20 @@ def kd_kernel(
         diff = (b - ref_b) - (a - ref_a)
         d = d * rescale + tl.sum(tl.where(t == float("-inf"), 0.0, e_b * diff), 0)
         m_b = m_b_new
-        if NEED_HARD:
+        if HAS_TARGET:
             if not UNIT_T:
                 m_1, z_1 = _online(m_1, z_1, s)
 
     kl = d / z_b - _lse_from(m_b, z_b, ref_b) + _lse_from(m_a, z_a, ref_a)
     soft = factor * kl
     hard = tl.zeros((), ACC)
-    if NEED_HARD:
+    if HAS_TARGET:
         if UNIT_T:
             hard = _lse(m_a, z_a) - s_y
         else:
             hard = _lse(m_1, z_1) - s_y
     total = beta * soft
-    if NEED_HARD:
+    if HAS_TARGET:
         total = tl.where(beta < 1.0, total + (1.0 - beta) * hard, total)
     ok = valid != 0
     tl.store(loss_ptr + row, tl.where(ok, total * scale, 0.0))
@@ -268,7 +265,7 @@ def kd_kernel(
             p_s = tl.exp(s * inv_t - m_a_safe) * inv_za
             p_t = tl.exp(t * inv_t - m_b_safe) * inv_zb
             g = g_soft * (p_s - p_t)
-            if NEED_HARD:
+            if HAS_TARGET:
                 if UNIT_T:
                     p_1 = p_s
                 else:
