@@ -660,3 +660,85 @@ def test_clear_errors_for_wrong_types():
     # numpy scalars are numbers too
     label_smoothing_loss(x, torch.tensor([0, 1, 2]), np.float32(0.1))
     kd_loss(x, x, np.float64(2.0))
+
+
+# ---------------------------------------------------------------------------
+# issue 16: items 1, 3, 10
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", ["ls", "kd"])
+def test_index_targets_changed_in_place_before_a_recomputing_backward_raise(loss):
+    """Item 1: a recompute (create_graph, second backward, float16) must not read new labels."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 5, requires_grad=True)
+    t = torch.randn(4, 5)
+    y = torch.tensor([0, 1, 2, 3])
+
+    def value():
+        if loss == "ls":
+            return label_smoothing_loss(x, y, 0.1)
+        return kd_loss(x, t, 2.0, target=y, beta=0.5)
+
+    out = value()
+    (g1,) = torch.autograd.grad(out, x, create_graph=True, retain_graph=True)
+    y[:] = 4
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(out, x, create_graph=True)
+    y[:] = torch.tensor([0, 1, 2, 3])
+    out = value()
+    y[:] = 4
+    # the first-order fast path: the gradient of the labels seen in forward
+    (g_fast,) = torch.autograd.grad(out, x)
+    torch.testing.assert_close(g_fast, g1.detach())
+
+
+@pytest.mark.parametrize(("alpha", "weight"), [(1.0, None), (0.1, torch.tensor([0.0, 1.0, 1.0]))])
+def test_ls_row_with_no_finite_logit_is_nan_even_without_target_mass(alpha, weight):
+    """Item 3: NaN loss beside the NaN gradient, never a finite loss."""
+    inf = float("inf")
+    x = torch.tensor([[-inf, -inf, -inf], [0.0, 1.0, 2.0]], requires_grad=True)
+    loss = label_smoothing_loss(x, torch.tensor([0, 1]), alpha, weight=weight, reduction="none")
+    assert torch.isnan(loss[0])
+    assert torch.isfinite(loss[1])
+    loss.sum().backward()
+    assert torch.isnan(x.grad[0]).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("shape", [(0, 5), (2, 0, 7)])
+def test_ls_empty_batches_in_every_dtype(dtype, shape):
+    """Item 10: an empty half-precision batch gives 0, as float32 does."""
+    x = torch.randn(*shape, dtype=dtype, requires_grad=True)
+    y = torch.zeros(shape[:1] + shape[2:] if len(shape) == 3 else (0,), dtype=torch.long)
+    if len(shape) == 3:
+        y = torch.zeros(shape[:2], dtype=torch.long)
+    loss = label_smoothing_loss(x, y, 0.1, dim=-1)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("bad", [7, -5])
+def test_out_of_range_targets_fail_under_torch_func_and_trace(bad):
+    """Item 2: the composite path's gather fails on a bad index where a comparison matched none."""
+    x = torch.randn(4, 3)
+    y = torch.tensor([0, 1, bad, 2])
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        torch.func.grad_and_value(lambda a: label_smoothing_loss(a, y, 0.1))(x)
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        torch.func.grad(lambda a: kd_loss(a, x, 2.0, target=y, beta=0.5))(x)
+    f = torch.compile(lambda a, t: label_smoothing_loss(a, t, 0.1), backend="aot_eager")
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        f(x, y)
+
+
+def test_kd_compiles_with_a_symbolic_temperature():
+    """Item 11: fullgraph compile with the temperature symbolic (dynamic=True, several T)."""
+    torch.manual_seed(0)
+    s, t = torch.randn(4, 5), torch.randn(4, 5)
+    f = torch.compile(
+        lambda a, b, temp: kd_loss(a, b, temp), fullgraph=True, dynamic=True, backend="aot_eager"
+    )
+    for temp in (1.0, 2.0, 3.0, 4.0):
+        torch.testing.assert_close(f(s, t, temp), kd_loss(s, t, temp))

@@ -102,3 +102,11 @@ def test_torchscript_is_refused_with_a_pointer(module):
 def test_module_rejects_non_tensor_weight():
     with pytest.raises(TypeError, match=r"weight must be a torch\.Tensor or None, got list"):
         LabelSmoothingLoss(weight=[1.0, 2.0])
+
+
+def test_fused_linear_kd_module_refuses_torchscript_clearly():
+    """Issue 16 item 16: the library's message, not a raw NotSupportedError."""
+    from lsdiffusion import FusedLinearKDLoss
+
+    with pytest.raises(RuntimeError, match=r"cannot be compiled with torch\.jit\.script"):
+        torch.jit.script(FusedLinearKDLoss(2.0))
