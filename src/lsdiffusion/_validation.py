@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -51,7 +51,10 @@ def check_finite_positive(name: str, value: object) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite number ``> 0``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a positive float, got {type(value).__name__}")
-    if not math.isfinite(float(value)) or float(value) <= 0:
+    # comparisons, not math.isfinite: they also work on the symbolic floats that
+    # torch.compile(dynamic=True) passes (NaN fails both)
+    v: Any = value  # a Python number, or a SymFloat while compiling
+    if not (v > 0 and v < math.inf):
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
 
 

@@ -5,11 +5,10 @@ weights as buffers (so ``.to(device)`` moves them and ``state_dict`` holds
 them, as for ``nn.CrossEntropyLoss``), and their ``forward`` is one call to
 the function, whose docstring carries the math.
 
-``torch.jit.script`` (deprecated since torch 2.10) is refused by
-``LabelSmoothingLoss`` and ``KDLoss`` with an error that points to
-``torch.compile`` (supported, ``fullgraph=True`` included) and
-``torch.jit.trace``; ``FusedLinearKDLoss`` is not scriptable either (its
-function is not TorchScript).
+TorchScript (``torch.jit.script``, deprecated in torch 2.13, like
+``torch.jit.trace``) cannot compile them: each module raises an error that
+points to ``torch.compile`` (supported, ``fullgraph=True`` included) and
+``torch.export``.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ def _no_torchscript(name: str) -> NoReturn:
     raise RuntimeError(
         f"{name} cannot be compiled with torch.jit.script (TorchScript does not support its "
         "argument checks and autograd function). Use torch.compile (fullgraph=True works) "
-        "or torch.jit.trace, or call it from eager code."
+        "or torch.export, or call it from eager code."
     )
 
 
@@ -298,6 +297,10 @@ class FusedLinearKDLoss(nn.Module):
             reduction=self.reduction,
             chunk_size=self.chunk_size,
         )
+
+    def __prepare_scriptable__(self) -> NoReturn:
+        """Refuse TorchScript with an error that says what to use instead."""
+        _no_torchscript(type(self).__name__)
 
     def extra_repr(self) -> str:
         """Summarise the configuration for ``repr``."""

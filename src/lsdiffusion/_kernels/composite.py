@@ -33,12 +33,20 @@ def ls_rows(x: Tensor, target: Tensor, probs: bool, alpha: float, weight: Tensor
     smooth = torch.where(x == _NEG_INF, 0.0, w * alpha / k)  # (alpha / k) would trace as float32
     if probs:
         hard = target.to(x.dtype) * ((1.0 - alpha) * w)
+        c = smooth + hard
+        rows = -torch.where(c == 0, 0.0, c * lp).sum(1)
     else:
-        # a comparison, not one_hot: one_hot reads values, which vmap(grad(...)) forbids
-        onehot = torch.arange(k, device=x.device) == target[:, None]
-        hard = onehot.to(x.dtype) * ((1.0 - alpha) * w)
-    c = smooth + hard
-    return -torch.where(c == 0, 0.0, c * lp).sum(1)
+        # gather, not one_hot or a comparison: one_hot reads values (vmap(grad(...))
+        # forbids that), and a comparison silently matches no class for an index out of
+        # range, where gather fails, under torch.func and tracing too
+        col = target[:, None]
+        c_y = (1.0 - alpha) * w.gather(0, target)
+        lp_y = lp.gather(1, col)[:, 0]
+        rows = -torch.where(smooth == 0, 0.0, smooth * lp).sum(1)
+        rows = rows - torch.where(c_y == 0, 0.0, c_y * lp_y)
+    # a row with no finite logit has no distribution: NaN, beside its NaN gradient,
+    # even when its target carries no mass (alpha = 1, a zero class weight)
+    return torch.where(x.amax(1) == _NEG_INF, float("nan"), rows)
 
 
 def kd_rows(

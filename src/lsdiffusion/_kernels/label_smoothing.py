@@ -37,11 +37,12 @@ class LabelSmoothingKernel(LossKernel):
     backend: BackendName = "eager"
 
     def _names(self) -> tuple[str, ...]:
-        names = ("target",) if self.probs else ()
-        return names + (("weight",) if self.weight is not None else ())
+        # index targets too: a recomputing backward must see the values of the forward
+        # pass, or raise PyTorch's in-place error (as F.cross_entropy does)
+        return ("target",) + (("weight",) if self.weight is not None else ())
 
     def user_tensors(self) -> tuple[Tensor, ...]:
-        """Probability targets and class weights: the caller's tensors."""
+        """Targets (indices or probabilities) and class weights: the caller's tensors."""
         return tuple(getattr(self, name) for name in self._names())
 
     def rebind(self, tensors: tuple[Tensor, ...]) -> LabelSmoothingKernel:

@@ -56,6 +56,9 @@ def run(
         return (rows,), grad
     # half precision: float32 copies of at most 1/8 of the rows at a time
     n, k = x.shape
+    if n == 0:  # an empty batch: no blocks to cut, the float32 path gives its zeros
+        rows, g = _run(ls, x.to(cdtype), slice(None), need_grad)
+        return (rows,), None if g is None else g.to(x.dtype)
     step = n if n * k <= SMALL_ELEMS else max(1, -(-n // SCRATCH_BLOCKS))
     grad = torch.empty_like(x) if need_grad else None
     parts = []
