@@ -523,6 +523,20 @@ def kd_loss(
     ``ignore_index`` (padding tokens), in both terms, even with ``beta=1``.
     Use :func:`kd_loss_terms` to get the two parts for logging.
 
+    Conditioning at high temperature: the KL of the two tempered distributions
+    shrinks like $1/T^2$ while the terms it is computed from stay of order
+    $|s - t|/T$, so any float32 evaluation loses digits as T grows (the $T^2$
+    factor restores the scale, not the digits). The fast kernels write the KL as
+    $\sum_k p^T_{t,k}(b_k - a_k) + \log(1 + D/S_t)$, with $a, b$ the max-shifted
+    scaled logits, $S_t = \sum_k e^{b_k}$ and $D = \sum_k (e^{a_k} - e^{b_k})$
+    summed from the elementwise differences, which keeps two to three more
+    digits than `F.kl_div`: at C = 1000 in float32, for a student near its
+    teacher, the median relative error is 5e-5 at T = 64 and 1e-2 at T = 1000,
+    where `F.kl_div` has 1e-2 and over 100%. The composite path (`torch.compile`,
+    `torch.func`, `create_graph=True`) has `F.kl_div`'s accuracy. The gradient,
+    $T\,(p^T_s - p^T_t)$, is well conditioned at every T. Pass float64 logits
+    when the value at T in the hundreds matters to more than two digits.
+
     Args:
         student_logits: ``(N, C, ...)`` or with the class dim at ``dim``.
         teacher_logits: same shape as ``student_logits``; never receives a gradient.

@@ -13,6 +13,13 @@ call. With the scaled, max-shifted logits :math:`b = (t - \max t)/T` and
     \qquad
     \frac{\partial\, T^2\mathrm{KL}}{\partial s} = T\,(p^T_s - p^T_t).
 
+The two log-sums are taken together, as ``log1p(D / S_t)`` with
+``D = sum_k (e^a_k - e^b_k)`` summed from the elementwise differences: at high T
+the KL is a small difference of O(|a - b|) terms, and two separate logs would
+lose the digits (``kd_loss`` documents the conditioning). Rows with a
+non-finite term (``-inf`` logits of a masked vocabulary, NaN) are recomputed,
+value and gradient, by the composite formula (``_masked_rows``).
+
 The hard term (cross-entropy with the labels at T = 1) is computed only when
 it is asked for: ``beta < 1``, or :func:`~lsdiffusion.kd_loss_terms`.
 """
@@ -53,6 +60,7 @@ class _Block:
     sum_t: Tensor  # out: sum_k exp(b)
     sum_s: Tensor  # out: sum_k exp(a)
     dot: Tensor  # out: sum_k exp(b) (b - a)
+    diff: Tensor  # out: sum_k (exp(a) - exp(b)), summed from the differences
     lse1: Tensor | None  # out: log sum_k exp(s_k - max s), the hard term's normaliser
     coef_p_t: Tensor  # coefficient of p_t^T (negative)
     coef_p_s: Tensor  # coefficient of p_s^T (the hard term's p_s folded in at T = 1)
@@ -78,6 +86,7 @@ def _block(blk: _Block, spare: list[Tensor], k: KDKernel, *, same_dtype: bool, h
     torch.sum(b.sub_(a).mul_(e_t), 1, out=blk.dot)
     e_s = a.exp_()
     torch.sum(e_s, 1, out=blk.sum_s)
+    torch.sum(torch.sub(e_s, e_t, out=buf_b), 1, out=blk.diff)
     lse1 = blk.lse1 if hard else None
     if lse1 is not None and unit_t:
         torch.log(blk.sum_s, out=lse1)
@@ -115,6 +124,7 @@ def _blocks(
     sum_t = x.new_empty(n, dtype=cdtype)
     sum_s = x.new_empty(n, dtype=cdtype)
     dot = x.new_empty(n, dtype=cdtype)
+    diff = x.new_empty(n, dtype=cdtype)
     lse1 = x.new_empty(n, dtype=cdtype) if hard else None
     coef_soft = k.beta * factor * t_inv * k.scale
     coef_hard = (1.0 - k.beta) * k.scale
@@ -138,6 +148,7 @@ def _blocks(
         "sum_t": sum_t,
         "sum_s": sum_s,
         "dot": dot,
+        "diff": diff,
         "lse1": lse1,
         "coef_p_t": coef_p_t,
         "coef_p_s": coef_p_s,
@@ -152,7 +163,7 @@ def _blocks(
             name: (None,) * len(sizes) if t is None else split(t, sizes) for name, t in full.items()
         }
         blocks = [_Block(**{name: p[i] for name, p in parts.items()}) for i in range(len(sizes))]
-    return blocks, ranges, n_scratch, (sum_t, sum_s, dot, lse1, max_s)
+    return blocks, ranges, n_scratch, (sum_t, dot, diff, lse1, max_s)
 
 
 def run(k: KDKernel, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Tensor | None]:
@@ -161,30 +172,15 @@ def run(k: KDKernel, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Te
     hard_wanted = k.hard_wanted
     factor = k.temperature**2 if k.t2 else 1.0
     grad = torch.empty_like(x, memory_format=torch.contiguous_format) if need_grad else None
-    blocks, ranges, n_scratch, (sum_t, sum_s, dot, lse1, max_s) = _blocks(k, x, grad, hard_wanted)
+    blocks, ranges, n_scratch, (sum_t, dot, diff, lse1, max_s) = _blocks(k, x, grad, hard_wanted)
     spare = scratch(x, ranges, n_scratch)
     for blk in blocks:
         _block(blk, spare, k, same_dtype=x.dtype == cdtype, hard=hard_wanted)
 
-    kl = (dot / sum_t).sub_(sum_t.log_()).add_(sum_s.log_())
-    nonfinite = ~torch.isfinite(kl)
-    valid = k.valid
-    if host_any(nonfinite):
-        bad = nonfinite if valid is None else nonfinite & valid
-        if host_any(bad):  # -inf logits: 0 * log 0 terms count as 0; no finite teacher: NaN
-            idx = bad.nonzero().squeeze(1)
-            s_bad, t_bad = x[idx].to(cdtype), k.teacher[idx].to(cdtype)
-            kl[idx] = composite.kd_rows(
-                s_bad,
-                t_bad,
-                temperature=k.temperature,
-                t2=False,
-                beta=1.0,
-                target=None,
-                terms=False,
-            )[2]
-        if valid is not None:
-            zero_rows(grad, nonfinite & ~valid)
+    # KL = sum p_t (b - a) + log(S_s / S_t), the log written as log1p((S_s - S_t) / S_t)
+    # with S_s - S_t summed from the elementwise differences: at high T the two terms
+    # nearly cancel, and this keeps the digits two separate logs would lose
+    kl = (dot / sum_t).add_(torch.log1p(diff / sum_t))
     soft = kl.mul_(factor) if factor != 1.0 else kl
     if k.target is None or lse1 is None:
         hard = soft if not k.terms else torch.zeros_like(soft)  # unused if alone
@@ -196,4 +192,44 @@ def run(k: KDKernel, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Te
             hard = (1.0 - k.alpha) * hard + k.alpha * (lse1 - mean_s)
     total = soft if k.beta == 1.0 else (1.0 - k.beta) * hard + k.beta * soft
     outs = (total, hard, soft) if k.terms else (total,)
+    nonfinite = ~torch.isfinite(total if hard is soft else total + hard)
+    valid = k.valid
+    if host_any(nonfinite):
+        bad = nonfinite if valid is None else nonfinite & valid
+        if host_any(bad):  # -inf logits (a masked vocabulary), NaN: the exact slow path
+            _masked_rows(k, x, bad.nonzero().squeeze(1), outs, grad)
+        if valid is not None:
+            zero_rows(grad, nonfinite & ~valid)
     return tuple(where_valid(valid, o * k.scale) for o in outs), grad
+
+
+def _masked_rows(
+    k: KDKernel, x: Tensor, idx: Tensor, outs: tuple[Tensor, ...], grad: Tensor | None
+) -> None:
+    """Rows ``idx`` (non-finite terms) by the composite formula and its autograd gradient.
+
+    The fast formulas above sum over every class; with ``-inf`` logits the
+    composite one lets masked classes take no smoothing mass and counts their
+    0 log 0 KD terms as 0 (a row without a finite teacher logit is NaN), in the
+    value and in the gradient. ``outs`` (unscaled) and
+    ``grad`` (scaled) are written in place.
+    """
+    cdtype = compute_dtype(x)
+    target = None if k.target is None else k.target[idx]
+    with torch.enable_grad():
+        s = x[idx].detach().to(cdtype).requires_grad_(grad is not None)
+        rows = composite.kd_rows(
+            s,
+            k.teacher[idx].to(cdtype),
+            temperature=k.temperature,
+            t2=k.t2,
+            beta=k.beta,
+            target=target,
+            terms=k.terms,
+            alpha=k.alpha,
+        )
+        if grad is not None:
+            (g,) = torch.autograd.grad(rows[0], s, k.scale[idx].to(cdtype))
+            grad[idx] = g.to(grad.dtype)
+    for out, row in zip(outs, rows, strict=False):
+        out[idx] = row.detach()
