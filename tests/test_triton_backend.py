@@ -265,8 +265,9 @@ def test_ls_keeps_its_digits_at_a_large_logit_offset(probs, weighted, blocks):
     y = torch.randint(0, 50, (6,), generator=g)
     target = (torch.softmax(torch.randn(6, 50, generator=g), 1) if probs else y).to(DEVICE)
     w = (torch.rand(50, generator=g) + 0.5).to(DEVICE) if weighted else None
-    ref = label_smoothing_loss(x.double(), target.double() if probs else target, 0.1,
-                               weight=None if w is None else w.double(), reduction="none")  # fmt: skip
+    w64 = None if w is None else w.double()
+    t64 = target.double() if probs else target
+    ref = label_smoothing_loss(x.double(), t64, 0.1, weight=w64, reduction="none")
     for backend in ("eager", "triton"):
         got = label_smoothing_loss(x, target, 0.1, weight=w, reduction="none", backend=backend)
         assert _rel(got, ref) < 1e-6, backend
@@ -324,3 +325,25 @@ def test_ls_probability_targets_on_a_masked_class_with_alpha_one(blocks):
     torch.testing.assert_close(v2.cpu(), ref)
     torch.testing.assert_close(g1, g2)
     assert torch.isfinite(g1).all()
+
+
+@pytest.mark.parametrize("temperature", [64.0, 1000.0])
+def test_kd_float32_value_at_high_temperature_is_at_least_as_accurate_as_kl_div(
+    temperature, blocks
+):
+    """The Triton KL takes its log-sums together, as the eager kernel does (issue 16 item 6)."""
+    g = torch.Generator().manual_seed(6)
+    s = torch.randn(16, 300, generator=g)
+    t = s + 0.3 * torch.randn(16, 300, generator=g)
+    t2 = temperature**2
+
+    def kl_div(a, b):
+        lp_s, lp_t = F.log_softmax(a / temperature, 1), F.log_softmax(b / temperature, 1)
+        return F.kl_div(lp_s, lp_t, reduction="none", log_target=True).sum(1) * t2
+
+    ref = kl_div(s.double(), t.double())
+    torch_err = (kl_div(s, t).double() - ref).abs() / ref
+    got = kd_loss(s.to(DEVICE), t.to(DEVICE), temperature, reduction="none", backend="triton")
+    err = (got.cpu().double() - ref).abs() / ref
+    assert err.median() <= torch_err.median()
+    assert err.max() <= torch_err.max()
