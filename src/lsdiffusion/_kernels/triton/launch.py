@@ -50,8 +50,9 @@ def scale_(grad: Tensor, upstream: Tensor) -> None:
     n = grad.numel()
     if n == 0:
         return
-    up = upstream.detach().reshape(1).to(device=grad.device, dtype=torch.float32)
-    scale_kernel[(triton_cdiv(n, _SCALE_BLOCK),)](grad, up, n, BLOCK=_SCALE_BLOCK)
+    # in the compute dtype: a float64 gradient takes a float64 upstream
+    up = upstream.detach().reshape(1).to(device=grad.device, dtype=compute_dtype(grad))
+    scale_kernel[(triton_cdiv(n, _SCALE_BLOCK),)](grad, up, n, BLOCK=_SCALE_BLOCK, ACC=acc(grad))
 
 
 def triton_cdiv(a: int, b: int) -> int:
