@@ -34,6 +34,11 @@ loss and gradient are NaN.
 Host synchronisation: on the CPU the checks read values freely. On an
 accelerator no call synchronises: the class-index range check is a
 device-side assert (``torch._assert_async``), reported at the next sync.
+Under ``torch.compile``, ``torch.export``, ``torch.jit.trace`` and
+``torch.func`` transforms values cannot be read: there an out-of-range class
+index fails in the composite formula's gather (PyTorch's "index out of
+bounds" error; a device-side assert on CUDA), for every loss that takes a
+target, ``kd_loss`` with ``beta=1`` included.
 """
 
 from __future__ import annotations

@@ -75,6 +75,10 @@ def kd_rows(
     soft = kl * (temperature**2 if t2 else 1.0)
     if target is None or not (terms or beta < 1.0):
         hard = torch.zeros_like(soft)
+        if target is not None:
+            # the target only masks rows here; index with it anyway, so that an
+            # out-of-range class index fails (torch.func, tracing, compile) as in eager
+            soft = soft + s.isfinite().gather(1, target[:, None])[:, 0].to(soft.dtype) * 0.0
     else:
         hard = ls_rows(s, target, False, alpha, None)
     total = soft if beta == 1.0 else (1.0 - beta) * hard + beta * soft
