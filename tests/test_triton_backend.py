@@ -347,3 +347,28 @@ def test_kd_float32_value_at_high_temperature_is_at_least_as_accurate_as_kl_div(
     err = (got.cpu().double() - ref).abs() / ref
     assert err.median() <= torch_err.median()
     assert err.max() <= torch_err.max()
+
+
+@pytest.mark.parametrize(
+    ("alpha", "weighted", "probs"), [(1.0, False, False), (0.1, True, False), (0.1, False, True)]
+)
+def test_ls_row_with_no_finite_logit_is_nan_on_both_backends(alpha, weighted, probs):
+    """Issue 16 item 3: no target mass (alpha=1, weight[y]=0, a zero probability row)."""
+    inf = float("inf")
+    x = torch.tensor([[-inf, -inf, -inf], [0.0, 1.0, 2.0]], dtype=torch.float64, device=DEVICE)
+    y = torch.tensor([0, 1], device=DEVICE)
+    target = torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.3, 0.5]], dtype=torch.float64) if probs else y
+    w = torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64, device=DEVICE) if weighted else None
+    up = torch.ones(2, dtype=torch.float64, device=DEVICE)
+    (v1, g1), (v2, g2) = _both(
+        lambda z, b: label_smoothing_loss(
+            z, target.to(DEVICE), alpha, weight=w, reduction="none", backend=b
+        ),
+        x,
+        up,
+    )
+    for v, g in ((v1, g1), (v2, g2)):
+        assert torch.isnan(v[0])
+        assert torch.isnan(g[0]).all()
+        assert torch.isfinite(v[1])
+    torch.testing.assert_close(v1, v2, equal_nan=True)
