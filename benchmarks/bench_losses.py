@@ -22,7 +22,7 @@ with a fixed glibc mmap threshold so that freed blocks go back to the system.
 duration of the timing, the situation of a training loop whose DataLoader
 workers or a second job hold a core, and reports ours against torch there.
 
-Targets (DESIGN.md, issue 8): at 2048x32000 LS <= 0.5x torch and KD <= 0.25x
+Targets (issue 8): at 2048x32000 LS <= 0.5x torch and KD <= 0.25x
 the one-liner with 1.0 tensor of extra memory; LS <= 1.0x and KD <= 0.75x
 ``torch.compile`` at 2048x32000 and (8, 512, 32000); at 256x1000 LS <= 1.0x and
 KD <= 0.6x torch over >= 30 rounds; with contention, ours <= torch.

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.autograd import forward_ad
 
 from lsdiffusion import KDLoss, LabelSmoothingLoss, kd_loss, kd_loss_terms, label_smoothing_loss
-from lsdiffusion._kernels.eager import kd as kd_module
+from lsdiffusion._kernels import kd as kd_module
 
 HALF = [torch.float16, torch.bfloat16]
 T = 2.0
@@ -55,7 +55,7 @@ def test_kd_loss_with_target_and_beta_one_skips_the_hard_term(monkeypatch, dtype
     original = kd_module.KDKernel.run
 
     def spy(self, x, need_grad):
-        seen.append(self.need_terms)
+        seen.append(self.terms)
         return original(self, x, need_grad)
 
     monkeypatch.setattr(kd_module.KDKernel, "run", spy)
@@ -566,3 +566,49 @@ def test_pooled_scratch_never_leaks_into_results():
         x = s.clone().requires_grad_()
         (want,) = torch.autograd.grad(kd_ref(x, t, target=y, beta=0.5) * (y != -100).sum(), x)
         torch.testing.assert_close(live_grad, want)
+
+
+# ---------------------------------------------------------------------------
+# torch.export (the replacement for the deprecated torch.jit.trace); issue 16 item 2
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_export_of_the_modules_matches_eager(dtype):
+    s, t, y = _data(dtype)
+    y[1] = -100
+    weight = torch.rand(5, dtype=dtype)
+    cases = [
+        (LabelSmoothingLoss(0.1, weight=weight), (s, y)),
+        (KDLoss(T, beta=0.5), (s, t, y)),
+    ]
+    for module, args in cases:
+        exported = torch.export.export(module, args)
+        s2 = torch.randn_like(s)
+        new_args = (s2, *args[1:])
+        torch.testing.assert_close(exported.module()(*new_args), module(*new_args))
+    ref = F.cross_entropy(s2, y, weight=weight, label_smoothing=0.1)
+    ls_exported = torch.export.export(cases[0][0], cases[0][1]).module()
+    torch.testing.assert_close(ls_exported(s2, y), ref)
+
+
+@pytest.mark.parametrize("bad", [7, -5])
+def test_out_of_range_targets_fail_under_inductor_and_a_trace(bad):
+    """A bad class index fails where the range check cannot run (compiled, traced)."""
+    x = torch.randn(4, 3)
+    y = torch.tensor([0, 1, bad, 2])
+    ls = torch.compile(lambda a, b: label_smoothing_loss(a, b, 0.1), backend="inductor")
+    kd = torch.compile(lambda a, b: kd_loss(a, x, T, target=b, beta=0.5), backend="inductor")
+    # with beta=1 the target only masks rows: it is still indexed with
+    kd1 = torch.compile(lambda a, b: kd_loss(a, x, T, target=b), backend="inductor")
+    for fn in (ls, kd, kd1):
+        with pytest.raises(RuntimeError, match="out of bounds"):
+            fn(x, y)
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        torch.func.grad(lambda a: kd_loss(a, x, T, target=y))(x)
+    with pytest.warns(torch.jit.TracerWarning):
+        traced = torch.jit.trace(
+            lambda a, b: label_smoothing_loss(a, b, 0.1), (x, torch.tensor([0, 1, 2, 2]))
+        )
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        traced(x, y)

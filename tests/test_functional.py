@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lsdiffusion import kd_loss, kd_loss_terms, label_smoothing_loss
+from lsdiffusion import fused_linear_kd_loss, kd_loss, kd_loss_terms, label_smoothing_loss
 from lsdiffusion._kernels.eager import blocks as blocks_mod
 
 # ---------------------------------------------------------------------------
@@ -310,6 +310,34 @@ def test_kd_matches_float64_reference(temperature, reduction, dtype, device, tol
     elif reduction == "none":
         analytic = analytic * up.double()[:, None]
     torch.testing.assert_close(gr.double(), analytic, **tol)
+
+
+@pytest.mark.parametrize("temperature", [4.0, 64.0, 1000.0])
+@pytest.mark.parametrize("near", [False, True], ids=["independent", "near"])
+def test_kd_float32_value_at_high_temperature_is_at_least_as_accurate_as_kl_div(
+    temperature, near, blocks
+):
+    """Issue 16 item 6: the value keeps at least the digits of ``F.kl_div`` at high T."""
+    g = torch.Generator().manual_seed(6)
+    s = torch.randn(64, 1000, generator=g)
+    t = (s if near else torch.randn(64, 1000, generator=g)) + 0.3 * torch.randn(
+        64, 1000, generator=g
+    )
+    t2 = temperature**2
+
+    def kl_div(a, b):
+        lp_s, lp_t = F.log_softmax(a / temperature, 1), F.log_softmax(b / temperature, 1)
+        return F.kl_div(lp_s, lp_t, reduction="none", log_target=True).sum(1) * t2
+
+    ref = kl_div(s.double(), t.double())
+    torch_err = (kl_div(s, t).double() - ref).abs() / ref
+    err = (kd_loss(s, t, temperature, reduction="none").double() - ref).abs() / ref
+    assert err.median() <= torch_err.median()
+    assert err.max() <= torch_err.max()
+    # the fused linear loss runs the same kernel on its chunks
+    eye = torch.eye(1000)
+    fused = fused_linear_kd_loss(s, eye, t, eye, temperature, reduction="none", chunk_size=16)
+    assert ((fused.double() - ref).abs() / ref).max() <= torch_err.max()
 
 
 @pytest.mark.parametrize("temperature", [1.0, 3.0])

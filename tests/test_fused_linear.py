@@ -265,3 +265,69 @@ def test_ignored_nan_states_get_zero_gradient_under_transforms():
         assert torch.count_nonzero(g_h[0]) == 0
         assert torch.isfinite(g_h).all()
         assert torch.isfinite(g_w).all()
+
+
+# ---------------------------------------------------------------------------
+# issue 16: items 2 and 4
+# ---------------------------------------------------------------------------
+
+
+def _masked_reference(hs, ws, bs, h_t, w_t, b_t, y, temperature, beta, alpha):
+    """A float64 re-derivation: the masked classes take no smoothing mass, 0 log 0 = 0."""
+    s = hs.double() @ ws.double().T + bs.double()
+    t = h_t.double() @ w_t.double().T + b_t.double()
+    finite = torch.isfinite(s)
+    lse = torch.logsumexp(s, 1)
+    nll = lse - s.gather(1, y[:, None])[:, 0]
+    smooth = torch.where(finite, lse[:, None] - s, 0.0).sum(1) / s.shape[1]
+    hard = (1 - alpha) * nll + alpha * smooth
+    lp_s = torch.log_softmax(s / temperature, 1)
+    lp_t = torch.log_softmax(t / temperature, 1)
+    kl = torch.where(torch.isfinite(t), lp_t.exp() * (lp_t - lp_s), 0.0).sum(1)
+    return ((1 - beta) * hard + beta * temperature**2 * kl).mean()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+@pytest.mark.parametrize("chunk_size", [4, None])
+def test_masked_vocabulary_in_the_bias_with_a_smoothed_hard_term(dtype, temperature, chunk_size):
+    """Item 4: a -inf bias entry with alpha > 0 gave inf on the chunked path."""
+    hs, ws, bs, h_t, w_t, b_t, y = make(dtype=dtype, shape=(10,), ignore=False)
+    masked = torch.zeros(ws.shape[0], dtype=torch.bool)
+    masked[[3, 7]] = True
+    bs = bs.detach().masked_fill(masked, float("-inf")).requires_grad_()
+    b_t = b_t.masked_fill(masked, float("-inf"))
+    y[masked[y]] = 0
+    kw = {"student_bias": bs, "teacher_bias": b_t, "target": y, "beta": 0.5, "alpha": 0.1}
+    ours = fused_linear_kd_loss(hs, ws, h_t, w_t, temperature, chunk_size=chunk_size, **kw)
+    ref = _masked_reference(hs, ws, bs, h_t, w_t, b_t, y, temperature, 0.5, 0.1)
+    tol = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(ours.double(), ref.detach(), **tol)
+    # the materialised loss the issue names agrees
+    s, t = hs @ ws.T + bs, h_t @ w_t.T + b_t
+    mat = 0.5 * label_smoothing_loss(s, y, 0.1) + 0.5 * kd_loss(s, t, temperature)
+    torch.testing.assert_close(ours, mat, **tol)
+    want = torch.autograd.grad(ref, (hs, ws, bs))
+    for a, b in zip(torch.autograd.grad(ours, (hs, ws, bs)), want, strict=True):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a.double(), b.double(), **tol)
+    # the composite path (torch.func) gives the same value and gradient
+    g_h, value = torch.func.grad_and_value(
+        lambda h: fused_linear_kd_loss(h, ws, h_t, w_t, temperature, **kw)
+    )(hs.detach())
+    torch.testing.assert_close(value.double(), ref.detach(), **tol)
+    torch.testing.assert_close(g_h.double(), want[0].double(), **tol)
+
+
+@pytest.mark.parametrize("bad", [7, -5])
+def test_out_of_range_targets_fail_under_torch_func(bad):
+    """Item 2: the composite path of the fused loss refuses a bad class index too."""
+    hs, ws, _, h_t, w_t, _, _ = make(shape=(4,), v=3, bias=False)
+    y = torch.tensor([0, 1, bad, 2])
+    for beta, alpha in ((0.5, 0.0), (0.5, 0.1)):
+        with pytest.raises(RuntimeError, match="out of bounds"):
+            torch.func.grad(
+                lambda h, beta=beta, alpha=alpha: fused_linear_kd_loss(
+                    h, ws, h_t, w_t, T, target=y, beta=beta, alpha=alpha
+                )
+            )(hs.detach())

@@ -5,9 +5,10 @@ weights as buffers (so ``.to(device)`` moves them and ``state_dict`` holds
 them, as for ``nn.CrossEntropyLoss``), and their ``forward`` is one call to
 the function, whose docstring carries the math.
 
-TorchScript (``torch.jit.script``, deprecated in torch 2.13) cannot compile
-them: it raises an error that points to ``torch.compile`` (supported,
-``fullgraph=True`` included) and ``torch.export``.
+TorchScript (``torch.jit.script``, deprecated in torch 2.13, like
+``torch.jit.trace``) cannot compile them: each module raises an error that
+points to ``torch.compile`` (supported, ``fullgraph=True`` included) and
+``torch.export``.
 """
 
 from __future__ import annotations

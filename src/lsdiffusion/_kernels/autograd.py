@@ -16,8 +16,8 @@ autograd differentiates to any order:
   backward of the fast path switches to the composite gradient;
 * forward-mode AD, ``torch.func`` transforms, ``torch.compile`` and
   ``torch.jit.trace``: the call itself runs the composite formula;
-* tensors on accelerators (no host synchronisation) unless a fused kernel
-  serves them.
+* tensors on accelerators bound to the eager backend (its implementations
+  read values on the host); the Triton backend serves them without host reads.
 
 Mutation safety: the logits and every caller tensor a kernel reads (teacher,
 probability targets, weights) are saved with ``save_for_backward``. A backward
@@ -116,7 +116,7 @@ def apply(x2d: Tensor, kernel: LossKernel, reduce: bool) -> tuple[Tensor, ...]:
     if (
         tracing_or_transforming()
         or _is_dual(x2d)
-        or (x2d.device.type != "cpu" and not kernel.accelerated)
+        or (x2d.device.type != "cpu" and kernel.backend == "eager" and not kernel.host_free)
     ):
         outs = kernel.composite(x2d)
         outs = (outs[0], *(o.detach() for o in outs[1:]))

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import copy
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor
 
-__all__ = ["LossKernel", "host_any", "where_valid", "zero_invalid", "zero_rows"]
+__all__ = [
+    "BackendName",
+    "LossKernel",
+    "compute_dtype",
+    "host_any",
+    "where_valid",
+    "zero_invalid",
+    "zero_rows",
+]
 
 K = TypeVar("K", bound="LossKernel")
+
+# the implementations a bound loss can run on (chosen by ``select.resolve``)
+BackendName = Literal["eager", "triton"]
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The one compute-dtype rule: float64 stays float64, everything else is float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def host_any(mask: Tensor) -> bool:
@@ -41,7 +57,9 @@ def zero_invalid(valid: Tensor | None, x: Tensor) -> Tensor:
 class LossKernel:
     """A row-wise loss over a ``(rows, C)`` tensor, with everything but the logits bound.
 
-    ``run`` (fast, first order) returns the per-row outputs, already multiplied
+    ``run`` (fast, first order, by the bound ``backend``'s implementation of the
+    loss: ``eager/<loss>.py`` or ``triton/<loss>.py``) returns the per-row
+    outputs, already multiplied
     by the per-row reduction factor ``scale`` and zero on ignored rows, and, if
     asked, the gradient of the sum of the first output in the input's dtype.
     ``composite`` returns the same outputs as an ordinary differentiable
@@ -56,9 +74,12 @@ class LossKernel:
 
     scale: Tensor
     valid: Tensor | None  # None: no ignored rows
-    # whether ``run`` serves accelerator tensors without host reads (Triton kernels);
-    # eager kernels read values on the host and are used on the CPU only
-    accelerated: bool = False
+    # eager implementations read values on the host and serve CPU tensors only;
+    # Triton ones serve accelerator tensors without host reads
+    backend: BackendName
+    # an eager kernel whose `run` reads no values on the host (device-agnostic torch
+    # ops, such as the cached top-k teacher's) serves accelerator tensors too
+    host_free: bool = False
 
     def user_tensors(self) -> tuple[Tensor, ...]:
         """The caller's tensors this kernel reads (saved for backward)."""
@@ -76,6 +97,11 @@ class LossKernel:
 
     def scale_grad(self, grad: Tensor, upstream: Tensor) -> None:
         """``grad *= upstream`` (a scalar) in place; skipped for a unit upstream on the CPU."""
+        if self.backend == "triton":
+            from lsdiffusion._kernels.triton import launch
+
+            launch.scale_(grad, upstream)  # reads the upstream on the device
+            return
         if grad.device.type == "cpu" and float(upstream) == 1.0:
             return  # reading the scalar costs nothing on the CPU
         grad.mul_(upstream.to(grad.dtype))

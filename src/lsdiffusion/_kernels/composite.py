@@ -52,27 +52,33 @@ def ls_rows(x: Tensor, target: Tensor, probs: bool, alpha: float, weight: Tensor
 def kd_rows(
     s: Tensor,
     t: Tensor,
+    *,
     temperature: float,
     t2: bool,
     beta: float,
     target: Tensor | None,
-    need_hard: bool,
+    terms: bool,
     alpha: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-row ``(total, hard, soft)`` KD terms of ``(rows, C)`` student/teacher logits.
 
     The hard term is the cross-entropy with the labels at T = 1, label-smoothed
-    by ``alpha`` (`ls_rows`).
+    by ``alpha`` (`ls_rows`); it is computed when ``terms`` asks for it or
+    ``beta < 1`` mixes it in, else it is 0.
     """
     lp_s = torch.log_softmax(s / temperature, 1)
     lp_t = torch.log_softmax(t.to(s.dtype) / temperature, 1)
-    terms = torch.where(t == _NEG_INF, 0.0, lp_t.exp() * (lp_t - lp_s))
-    kl = terms.sum(1)
+    pointwise = torch.where(t == _NEG_INF, 0.0, lp_t.exp() * (lp_t - lp_s))
+    kl = pointwise.sum(1)
     # a teacher row with no finite logit has no distribution to distil
     kl = torch.where(t.amax(1) == _NEG_INF, float("nan"), kl)
     soft = kl * (temperature**2 if t2 else 1.0)
-    if target is None or not (need_hard or beta < 1.0):
+    if target is None or not (terms or beta < 1.0):
         hard = torch.zeros_like(soft)
+        if target is not None:
+            # the target only masks rows here; index with it anyway, so that an
+            # out-of-range class index fails (torch.func, tracing, compile) as in eager
+            soft = soft + s.isfinite().gather(1, target[:, None])[:, 0].to(soft.dtype) * 0.0
     else:
         hard = ls_rows(s, target, False, alpha, None)
     total = soft if beta == 1.0 else (1.0 - beta) * hard + beta * soft

@@ -17,9 +17,14 @@ import torch
 from torch import Tensor
 
 from lsdiffusion._kernels.autograd import tracing_or_transforming
-from lsdiffusion._kernels.base import LossKernel, replace_tensors, where_valid, zero_invalid
+from lsdiffusion._kernels.base import (
+    LossKernel,
+    compute_dtype,
+    replace_tensors,
+    where_valid,
+    zero_invalid,
+)
 from lsdiffusion._kernels.composite import ls_rows
-from lsdiffusion._kernels.eager.blocks import compute_dtype
 from lsdiffusion.teachers import TopKTeacher
 
 __all__ = ["TopKKDKernel", "flatten_teacher"]
@@ -55,7 +60,8 @@ class TopKKDKernel(LossKernel):
 
     # `run` reads no values on the host: accelerator tensors take it too (one buffer),
     # not the composite formula
-    accelerated = True
+    backend = "eager"
+    host_free = True
 
     indices: Tensor  # (rows, k) int64
     values: Tensor  # (rows, k), compute dtype

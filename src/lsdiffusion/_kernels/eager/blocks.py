@@ -14,7 +14,9 @@ import threading
 import torch
 from torch import Tensor
 
-__all__ = ["compute_dtype", "row_blocks", "scratch", "split"]
+from lsdiffusion._kernels.base import compute_dtype
+
+__all__ = ["row_blocks", "scratch", "split"]
 
 # Elements per row block for the KD kernel: big enough that a call opens few
 # parallel regions, small enough that a block's temporaries stay in the L3
@@ -28,11 +30,6 @@ SMALL_ELEMS = 1 << 18
 SCRATCH_BLOCKS = 8
 # ... and at most this many, so that a call opens a bounded number of regions.
 MAX_BLOCKS = 256
-
-
-def compute_dtype(x: Tensor) -> torch.dtype:
-    """float64 stays float64; everything else is computed in float32."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def row_blocks(x: Tensor, scratch_count: int) -> list[tuple[int, int]]:

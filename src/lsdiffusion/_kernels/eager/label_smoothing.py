@@ -1,4 +1,4 @@
-r"""Label-smoothing cross-entropy, eager kernel.
+r"""Label-smoothing cross-entropy, eager implementation.
 
 Whole-tensor formulation: a call opens a handful of large parallel regions
 (a busy core then costs what it costs PyTorch's own ops, not one stall per
@@ -24,23 +24,19 @@ smoothing sum taken over the shifted log-probabilities.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from lsdiffusion._kernels import composite
-from lsdiffusion._kernels.base import (
-    LossKernel,
-    finfo_tiny,
-    host_any,
-    replace_tensors,
-    where_valid,
-    zero_invalid,
-    zero_rows,
-)
-from lsdiffusion._kernels.eager.blocks import SCRATCH_BLOCKS, SMALL_ELEMS, compute_dtype
+from lsdiffusion._kernels.base import compute_dtype, finfo_tiny, host_any, where_valid, zero_rows
+from lsdiffusion._kernels.eager.blocks import SCRATCH_BLOCKS, SMALL_ELEMS
 
-__all__ = ["LabelSmoothingKernel"]
+if TYPE_CHECKING:
+    from lsdiffusion._kernels.label_smoothing import LabelSmoothingKernel
+
+__all__ = ["run"]
 
 # |lse| above this (a large common offset of the logits) sends float32 rows to
 # the exact path: the row sum of the raw logits would lose digits.
@@ -50,204 +46,194 @@ _OFFSET_LIMIT = {torch.float32: 128.0, torch.float64: float(2**40)}
 _SMALL_AFFINE = 1 << 20
 
 
-class LabelSmoothingKernel(LossKernel):
-    """Label smoothing over ``(rows, C)`` logits; see the module docstring."""
-
-    def __init__(
-        self,
-        target: Tensor,
-        probs: bool,
-        alpha: float,
-        weight: Tensor | None,
-        scale: Tensor,
-        valid: Tensor | None,
-    ) -> None:
-        self.target = target  # (rows,) long, ignored rows clamped to 0 -- or (rows, C) probs
-        self.probs = probs
-        self.alpha = alpha
-        self.weight = weight
-        self.scale = scale
-        self.valid = valid
-
-    def _names(self) -> tuple[str, ...]:
-        # index targets too: a recomputing backward must see the values of the forward
-        # pass, or raise PyTorch's in-place error (as F.cross_entropy does)
-        return ("target",) + (("weight",) if self.weight is not None else ())
-
-    def user_tensors(self) -> tuple[Tensor, ...]:
-        """Targets (indices or probabilities) and class weights: the caller's tensors."""
-        return tuple(getattr(self, name) for name in self._names())
-
-    def rebind(self, tensors: tuple[Tensor, ...]) -> LabelSmoothingKernel:
-        """A copy reading the saved ``tensors``."""
-        return replace_tensors(self, self._names(), tensors)
-
-    def composite(self, x: Tensor) -> tuple[Tensor, ...]:
-        """Differentiable plain-PyTorch evaluation."""
-        xc = zero_invalid(self.valid, x.to(compute_dtype(x)))
-        rows = composite.ls_rows(xc, self.target, self.probs, self.alpha, self.weight)
-        return (where_valid(self.valid, rows * self.scale),)
-
-    # -- fast path ---------------------------------------------------------
-
-    def run(self, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Tensor | None]:
-        """Row losses (scaled) and, if asked, the gradient in ``x``'s dtype."""
-        cdtype = compute_dtype(x)
-        if x.dtype == cdtype:
-            rows, grad = self._run(x, slice(None), need_grad)
-            return (rows,), grad
-        # half precision: float32 copies of at most 1/8 of the rows at a time
-        n, k = x.shape
-        if n == 0:  # an empty batch: no blocks to cut, the float32 path gives its zeros
-            rows, g = self._run(x.to(cdtype), slice(None), need_grad)
-            return (rows,), None if g is None else g.to(x.dtype)
-        step = n if n * k <= SMALL_ELEMS else max(1, -(-n // SCRATCH_BLOCKS))
-        grad = torch.empty_like(x) if need_grad else None
-        parts = []
-        for lo in range(0, n, step):
-            sl = slice(lo, min(n, lo + step))
-            part, g = self._run(x[sl].to(cdtype), sl, need_grad)
-            parts.append(part)
-            if grad is not None and g is not None:
-                grad[sl].copy_(g)
-        rows = torch.cat(parts) if len(parts) != 1 else parts[0]
+def run(
+    ls: LabelSmoothingKernel, x: Tensor, need_grad: bool
+) -> tuple[tuple[Tensor, ...], Tensor | None]:
+    """Row losses (scaled) and, if asked, the gradient in ``x``'s dtype."""
+    cdtype = compute_dtype(x)
+    if x.dtype == cdtype:
+        rows, grad = _run(ls, x, slice(None), need_grad)
         return (rows,), grad
+    # half precision: float32 copies of at most 1/8 of the rows at a time
+    n, k = x.shape
+    if n == 0:  # an empty batch: no blocks to cut, the float32 path gives its zeros
+        rows, g = _run(ls, x.to(cdtype), slice(None), need_grad)
+        return (rows,), None if g is None else g.to(x.dtype)
+    step = n if n * k <= SMALL_ELEMS else max(1, -(-n // SCRATCH_BLOCKS))
+    grad = torch.empty_like(x) if need_grad else None
+    parts = []
+    for lo in range(0, n, step):
+        sl = slice(lo, min(n, lo + step))
+        part, g = _run(ls, x[sl].to(cdtype), sl, need_grad)
+        parts.append(part)
+        if grad is not None and g is not None:
+            grad[sl].copy_(g)
+    rows = torch.cat(parts) if len(parts) != 1 else parts[0]
+    return (rows,), grad
 
-    def _run(self, x: Tensor, sl: slice, need_grad: bool) -> tuple[Tensor, Tensor | None]:
-        """Rows ``sl`` of the problem on their compute-dtype logits ``x``."""
-        w = self.weight
-        whole = sl == slice(None)
-        scale = self.scale if whole else self.scale[sl]
-        valid = self.valid if whole or self.valid is None else self.valid[sl]
-        buf = torch.empty_like(x, memory_format=torch.contiguous_format)
-        x = x.contiguous()
-        if self.probs:
-            rows = self._exact_probs(x, self.target[sl], buf, scale, need_grad)
-        else:
-            y = self.target[sl]
-            wy = None if w is None else w[y]
-            fast = self._fast_index(x, y, wy, buf, scale, need_grad)
-            if fast is not None:  # every row finite and exact
-                return fast * scale, buf if need_grad else None
-            rows = self._exact_index(x, y, wy, buf, scale, need_grad)
-        grad = buf if need_grad else None
-        nonfinite = ~torch.isfinite(rows)
-        if host_any(nonfinite):
-            bad = nonfinite if valid is None else nonfinite & valid
-            if host_any(bad):  # -inf logits (a masked vocabulary): the exact slow path
-                idx = bad.nonzero().squeeze(1)
-                fixed, fixed_grad = self._masked_rows(x[idx], idx, sl, scale[idx])
-                rows[idx] = fixed
-                if grad is not None:
-                    grad[idx] = fixed_grad
-            if valid is not None:
-                zero_rows(grad, nonfinite & ~valid)
-        return where_valid(valid, rows * scale), grad
 
-    def _totals(self, y: Tensor, wy: Tensor | None, k: int) -> tuple[Tensor | float, float]:
-        """Per-row true-class weight ``(1-a) w_y`` and the smoothing mass ``sum_k w_k``."""
-        a = self.alpha
-        hard: Tensor | float = (1.0 - a) if wy is None else (1.0 - a) * wy
-        wsum = float(k) if self.weight is None else float(self.weight.sum())
-        return hard, wsum
+def _run(
+    ls: LabelSmoothingKernel, x: Tensor, sl: slice, need_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Rows ``sl`` of the problem on their compute-dtype logits ``x``."""
+    w = ls.weight
+    whole = sl == slice(None)
+    scale = ls.scale if whole else ls.scale[sl]
+    valid = ls.valid if whole or ls.valid is None else ls.valid[sl]
+    buf = torch.empty_like(x, memory_format=torch.contiguous_format)
+    x = x.contiguous()
+    if ls.probs:
+        rows = _exact_probs(ls, x, ls.target[sl], buf, scale, need_grad)
+    else:
+        y = ls.target[sl]
+        wy = None if w is None else w[y]
+        fast = _fast_index(ls, x, y, wy, buf, scale, need_grad)
+        if fast is not None:  # every row finite and exact
+            return fast * scale, buf if need_grad else None
+        rows = _exact_index(ls, x, y, wy, buf, scale, need_grad)
+    grad = buf if need_grad else None
+    nonfinite = ~torch.isfinite(rows)
+    if host_any(nonfinite):
+        bad = nonfinite if valid is None else nonfinite & valid
+        if host_any(bad):  # -inf logits (a masked vocabulary): the exact slow path
+            idx = bad.nonzero().squeeze(1)
+            fixed, fixed_grad = _masked_rows(ls, x[idx], idx, sl, scale[idx])
+            rows[idx] = fixed
+            if grad is not None:
+                grad[idx] = fixed_grad
+        if valid is not None:
+            zero_rows(grad, nonfinite & ~valid)
+    return where_valid(valid, rows * scale), grad
 
-    def _affine_grad(
-        self, buf: Tensor, y: Tensor, hard: Tensor | float, total: Tensor | float, scale: Tensor
-    ) -> None:
-        """``buf`` holds softmax(z): turn it into ``scale * (total * p - c)`` in place."""
-        k = buf.shape[1]
-        a, w = self.alpha, self.weight
-        coef = (scale * total)[:, None]
+
+def _totals(
+    ls: LabelSmoothingKernel, y: Tensor, wy: Tensor | None, k: int
+) -> tuple[Tensor | float, float]:
+    """Per-row true-class weight ``(1-a) w_y`` and the smoothing mass ``sum_k w_k``."""
+    a = ls.alpha
+    hard: Tensor | float = (1.0 - a) if wy is None else (1.0 - a) * wy
+    wsum = float(k) if ls.weight is None else float(ls.weight.sum())
+    return hard, wsum
+
+
+def _affine_grad(
+    ls: LabelSmoothingKernel,
+    buf: Tensor,
+    y: Tensor,
+    hard: Tensor | float,
+    total: Tensor | float,
+    scale: Tensor,
+) -> None:
+    """``buf`` holds softmax(z): turn it into ``scale * (total * p - c)`` in place."""
+    k = buf.shape[1]
+    a, w = ls.alpha, ls.weight
+    coef = (scale * total)[:, None]
+    smooth = (scale * (-a / k))[:, None]
+    if w is None:
+        if buf.numel() <= _SMALL_AFFINE:  # broadcast addcmul is slow on small inputs
+            buf.mul_(coef).add_(smooth)
+        else:  # one pass over a large buffer
+            torch.addcmul(smooth, buf, coef, out=buf)
+    else:
+        buf.mul_(coef)
+        buf.addcmul_(smooth, w[None, :])
+    neg_hard = -hard if isinstance(hard, float) else hard.neg()
+    buf.scatter_add_(1, y[:, None], (scale * neg_hard)[:, None])
+
+
+def _fast_index(
+    ls: LabelSmoothingKernel,
+    x: Tensor,
+    y: Tensor,
+    wy: Tensor | None,
+    buf: Tensor,
+    scale: Tensor,
+    need_grad: bool,
+) -> Tensor | None:
+    """The softmax formulation; ``None`` where it would not be exact (then ``buf`` is junk)."""
+    n, k = x.shape
+    a, w = ls.alpha, ls.weight
+    if n == 0:
+        return x.new_zeros(0)
+    lin = x.sum(1) if w is None else torch.mv(x, w)
+    torch._softmax(x, 1, False, out=buf)
+    col = y[:, None]
+    xy = x.gather(1, col).squeeze(1)
+    lpy = buf.gather(1, col).squeeze(1).log_()
+    lse = xy - lpy
+    hard, wsum = _totals(ls, y, wy, k)
+    # rows = hard * (lse - xy) + a/K * (wsum * lse - lin)
+    if wsum != 0.0:
+        rows = torch.sub(lse, lin, alpha=1.0 / wsum).mul_(a * wsum / k).sub_(lpy * hard)
+    else:  # class weights summing to zero: the same formula, unfactored
+        rows = (lse * wsum - lin).mul_(a / k).sub_(lpy * hard)
+    # Host reads decide: |lse| within the offset limit and p_y a normal number
+    # (log p_y >= log tiny; NaN fails both), and the rows finite.
+    limit = _OFFSET_LIMIT[x.dtype]
+    tiny_factor = limit / -math.log(finfo_tiny(x.dtype))
+    worst = float(torch.maximum(lse.abs_(), lpy.mul_(-tiny_factor)).amax())
+    if not worst <= limit or not math.isfinite(float(rows.sum())):
+        return None
+    if need_grad:
+        _affine_grad(ls, buf, y, hard, hard + (a / k) * wsum, scale)
+    return rows
+
+
+def _exact_index(
+    ls: LabelSmoothingKernel,
+    x: Tensor,
+    y: Tensor,
+    wy: Tensor | None,
+    buf: Tensor,
+    scale: Tensor,
+    need_grad: bool,
+) -> Tensor:
+    """Log-softmax formulation: exact with large offsets and tiny probabilities."""
+    k = x.shape[1]
+    a, w = ls.alpha, ls.weight
+    torch._log_softmax(x, 1, False, out=buf)
+    lin = buf.sum(1) if w is None else torch.mv(buf, w)
+    lpy = buf.gather(1, y[:, None]).squeeze(1)
+    hard, wsum = _totals(ls, y, wy, k)
+    rows = -hard * lpy - (a / k) * lin
+    if need_grad:
+        buf.exp_()
+        _affine_grad(ls, buf, y, hard, hard + (a / k) * wsum, scale)
+    return rows
+
+
+def _exact_probs(
+    ls: LabelSmoothingKernel, x: Tensor, t: Tensor, buf: Tensor, scale: Tensor, need_grad: bool
+) -> Tensor:
+    """Probability targets: ``c = ((1-a) t + a/K) w``, loss ``-sum_k c_k log p_k``."""
+    k = x.shape[1]
+    a, w = ls.alpha, ls.weight
+    t = t.to(x.dtype)
+    tw = t if w is None else t * w
+    torch._log_softmax(x, 1, False, out=buf)
+    lin = buf.sum(1) if w is None else torch.mv(buf, w)
+    rows: Tensor = -(1.0 - a) * torch.linalg.vecdot(tw, buf) - (a / k) * lin
+    if need_grad:
+        wsum = float(k) if w is None else float(w.sum())
+        total = (1.0 - a) * tw.sum(1) + (a / k) * wsum
+        buf.exp_()
+        buf.mul_((total * scale)[:, None])
+        buf.addcmul_(tw, (scale * -(1.0 - a))[:, None])
         smooth = (scale * (-a / k))[:, None]
         if w is None:
-            if buf.numel() <= _SMALL_AFFINE:  # broadcast addcmul is slow on small inputs
-                buf.mul_(coef).add_(smooth)
-            else:  # one pass over a large buffer
-                torch.addcmul(smooth, buf, coef, out=buf)
+            buf.add_(smooth)
         else:
-            buf.mul_(coef)
             buf.addcmul_(smooth, w[None, :])
-        neg_hard = -hard if isinstance(hard, float) else hard.neg()
-        buf.scatter_add_(1, y[:, None], (scale * neg_hard)[:, None])
+    return rows
 
-    def _fast_index(
-        self, x: Tensor, y: Tensor, wy: Tensor | None, buf: Tensor, scale: Tensor, need_grad: bool
-    ) -> Tensor | None:
-        """The softmax formulation; ``None`` where it would not be exact (then ``buf`` is junk)."""
-        n, k = x.shape
-        a, w = self.alpha, self.weight
-        if n == 0:
-            return x.new_zeros(0)
-        lin = x.sum(1) if w is None else torch.mv(x, w)
-        torch._softmax(x, 1, False, out=buf)
-        col = y[:, None]
-        xy = x.gather(1, col).squeeze(1)
-        lpy = buf.gather(1, col).squeeze(1).log_()
-        lse = xy - lpy
-        hard, wsum = self._totals(y, wy, k)
-        # rows = hard * (lse - xy) + a/K * (wsum * lse - lin)
-        if wsum != 0.0:
-            rows = torch.sub(lse, lin, alpha=1.0 / wsum).mul_(a * wsum / k).sub_(lpy * hard)
-        else:  # class weights summing to zero: the same formula, unfactored
-            rows = (lse * wsum - lin).mul_(a / k).sub_(lpy * hard)
-        # Host reads decide: |lse| within the offset limit and p_y a normal number
-        # (log p_y >= log tiny; NaN fails both), and the rows finite.
-        limit = _OFFSET_LIMIT[x.dtype]
-        tiny_factor = limit / -math.log(finfo_tiny(x.dtype))
-        worst = float(torch.maximum(lse.abs_(), lpy.mul_(-tiny_factor)).amax())
-        if not worst <= limit or not math.isfinite(float(rows.sum())):
-            return None
-        if need_grad:
-            self._affine_grad(buf, y, hard, hard + (a / k) * wsum, scale)
-        return rows
 
-    def _exact_index(
-        self, x: Tensor, y: Tensor, wy: Tensor | None, buf: Tensor, scale: Tensor, need_grad: bool
-    ) -> Tensor:
-        """Log-softmax formulation: exact with large offsets and tiny probabilities."""
-        k = x.shape[1]
-        a, w = self.alpha, self.weight
-        torch._log_softmax(x, 1, False, out=buf)
-        lin = buf.sum(1) if w is None else torch.mv(buf, w)
-        lpy = buf.gather(1, y[:, None]).squeeze(1)
-        hard, wsum = self._totals(y, wy, k)
-        rows = -hard * lpy - (a / k) * lin
-        if need_grad:
-            buf.exp_()
-            self._affine_grad(buf, y, hard, hard + (a / k) * wsum, scale)
-        return rows
-
-    def _exact_probs(
-        self, x: Tensor, t: Tensor, buf: Tensor, scale: Tensor, need_grad: bool
-    ) -> Tensor:
-        """Probability targets: ``c = ((1-a) t + a/K) w``, loss ``-sum_k c_k log p_k``."""
-        k = x.shape[1]
-        a, w = self.alpha, self.weight
-        t = t.to(x.dtype)
-        tw = t if w is None else t * w
-        torch._log_softmax(x, 1, False, out=buf)
-        lin = buf.sum(1) if w is None else torch.mv(buf, w)
-        rows: Tensor = -(1.0 - a) * torch.linalg.vecdot(tw, buf) - (a / k) * lin
-        if need_grad:
-            wsum = float(k) if w is None else float(w.sum())
-            total = (1.0 - a) * tw.sum(1) + (a / k) * wsum
-            buf.exp_()
-            buf.mul_((total * scale)[:, None])
-            buf.addcmul_(tw, (scale * -(1.0 - a))[:, None])
-            smooth = (scale * (-a / k))[:, None]
-            if w is None:
-                buf.add_(smooth)
-            else:
-                buf.addcmul_(smooth, w[None, :])
-        return rows
-
-    def _masked_rows(
-        self, z: Tensor, idx: Tensor, sl: slice, scale: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """Rows holding ``-inf`` logits, by the composite formula and its analytic gradient."""
-        target = self.target[sl][idx]
-        with torch.enable_grad():
-            zz = z.detach().requires_grad_()
-            rows = composite.ls_rows(zz, target, self.probs, self.alpha, self.weight)
-            (grad,) = torch.autograd.grad(rows, zz, scale.to(rows.dtype))
-        return rows.detach(), grad.detach()
+def _masked_rows(
+    ls: LabelSmoothingKernel, z: Tensor, idx: Tensor, sl: slice, scale: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Rows holding ``-inf`` logits, by the composite formula and its analytic gradient."""
+    target = ls.target[sl][idx]
+    with torch.enable_grad():
+        zz = z.detach().requires_grad_()
+        rows = composite.ls_rows(zz, target, ls.probs, ls.alpha, ls.weight)
+        (grad,) = torch.autograd.grad(rows, zz, scale.to(rows.dtype))
+    return rows.detach(), grad.detach()

@@ -22,8 +22,6 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-NEG_INF = float("-inf")
-
 
 @triton.jit
 def _online(m, s, x):
@@ -44,6 +42,35 @@ def _lse(m, s):
 def _lse_from(m, s, ref):
     """log-sum-exp minus ``ref`` (a value near the row's), NaN when no logit was finite."""
     return tl.where(m == float("-inf"), float("nan"), (m - ref) + tl.log(s))
+
+
+@triton.jit
+def _log1p(u):
+    """``log(1 + u)`` to a few ulps for small ``u`` (``triton.language`` has no log1p).
+
+    The classic correction: ``w = 1 + u`` rounds, and ``u / (w - 1)`` undoes
+    that rounding's effect on the log.
+    """
+    w = 1.0 + u
+    return tl.where(w == 1.0, u, tl.log(w) * (u / (w - 1.0)))
+
+
+@triton.jit
+def _settle(ref, x):
+    """``ref`` once set; until then (``-inf``) the max of the block ``x``.
+
+    A row's reference point is the max of its first block holding a finite
+    logit, so that rows whose leading classes are ``-inf`` (a masked
+    vocabulary) still sum differences of nearby values at any offset. The
+    blocks before it hold only ``-inf`` logits, which add nothing to any sum.
+    """
+    return tl.where(ref == float("-inf"), tl.max(x, 0), ref)
+
+
+@triton.jit
+def _safe(ref):
+    """A settled reference, or 0 while every logit so far was ``-inf``."""
+    return tl.where(ref == float("-inf"), 0.0, ref)
 
 
 @triton.jit
@@ -82,8 +109,7 @@ def ls_kernel(
     smooth = alpha / K
     if PROBS:
         y = -1
-        x0 = tl.load(x_row).to(ACC)
-        ref = tl.where(x0 == float("-inf"), 0.0, x0)
+        ref = tl.full((), float("-inf"), ACC)  # settled on the first finite block
         w_y = tl.zeros((), ACC)
         x_y = tl.zeros((), ACC)
     else:
@@ -98,35 +124,42 @@ def ls_kernel(
     s = tl.zeros((), ACC)
     lin = tl.zeros((), ACC)  # sum over finite classes of w (x - ref)
     wfin = tl.zeros((), ACC)  # sum over finite classes of w
-    t_lin = tl.zeros((), ACC)  # probs: sum of t w (x - ref)
-    t_sum = tl.zeros((), ACC)  # probs: sum of t w
+    t_lin = tl.zeros((), ACC)  # probs: sum of (1 - alpha) t w (x - ref)
+    t_sum = tl.zeros((), ACC)  # probs: sum of (1 - alpha) t w
     for off in range(0, K, BLOCK):
         cols = off + tl.arange(0, BLOCK)
         mask = cols < K
         x = tl.load(x_row + cols, mask=mask, other=float("-inf")).to(ACC)
+        if PROBS:
+            ref = _settle(ref, x)
+        ref_x = _safe(ref)
         m, s = _online(m, s, x)
         finite = mask & (x != float("-inf"))
         wv = tl.full((BLOCK,), 1.0, ACC)
         if HAS_WEIGHT:
             wv = tl.load(w_ptr + cols, mask=mask, other=0.0).to(ACC)
-        lin += tl.sum(tl.where(finite, wv * (x - ref), 0.0), 0)
+        lin += tl.sum(tl.where(finite, wv * (x - ref_x), 0.0), 0)
         wfin += tl.sum(tl.where(finite, wv, 0.0), 0)
         if PROBS:
             t = tl.load(t_ptr + row * t_stride + cols, mask=mask, other=0.0).to(ACC)
-            tw = t * wv
-            t_lin += tl.sum(tl.where(tw == 0.0, 0.0, tw * (x - ref)), 0)
+            # the hard coefficient (1 - alpha) t w, zero where it carries no mass (alpha = 1
+            # included), so that a -inf class holding target mass adds 0, not 0 * -inf
+            tw = (1.0 - alpha) * t * wv
+            t_lin += tl.sum(tl.where(tw == 0.0, 0.0, tw * (x - ref_x)), 0)
             t_sum += tl.sum(tw, 0)
 
-    lse = _lse(m, s)
+    # log-sum-exp relative to ref: m + log s would round at the offset's magnitude
+    ref = _safe(ref)
+    lse_ref = _lse_from(m, s, ref)
     if PROBS:
-        hard_mass = (1.0 - alpha) * t_sum
-        linear = (1.0 - alpha) * t_lin + smooth * lin
+        hard_mass = t_sum
+        linear = t_lin + smooth * lin
     else:
         hard_mass = (1.0 - alpha) * w_y
         hard_lin = tl.where(hard_mass == 0.0, 0.0, hard_mass * (x_y - ref))
         linear = hard_lin + smooth * lin
     total = hard_mass + smooth * wfin
-    loss = total * (lse - ref) - linear
+    loss = total * lse_ref - linear
     loss = tl.where(valid != 0, loss * scale, 0.0)
     tl.store(loss_ptr + row, loss)
 
@@ -171,7 +204,6 @@ def kd_kernel(
     K,
     params_ptr,
     HAS_TARGET: tl.constexpr,
-    NEED_HARD: tl.constexpr,
     UNIT_T: tl.constexpr,
     HAS_VALID: tl.constexpr,
     WRITE_GRAD: tl.constexpr,
@@ -203,13 +235,16 @@ def kd_kernel(
     z_a = tl.zeros((), ACC)
     m_b = tl.full((), float("-inf"), ACC)
     z_b = tl.zeros((), ACC)
-    # sums of differences are taken against fixed references near the row's values
-    # (its first finite logits), so a large common offset of either model costs no digits
-    s0 = tl.load(s_row).to(ACC) * inv_t
-    t0 = tl.load(t_row).to(ACC) * inv_t
-    ref_a = tl.where(s0 == float("-inf"), 0.0, s0)
-    ref_b = tl.where(t0 == float("-inf"), 0.0, t0)
-    d = tl.zeros((), ACC)  # sum e^(b - m_b) ((b - ref_b) - (a - ref_a)), rescaled as m_b grows
+    # The logits are shifted by a reference near the row's values (raw logits, settled
+    # on the first block holding a finite one) before they are scaled by 1/T, so a large
+    # common offset of either model costs no digits: a = (s - ref_s) / T, b likewise.
+    ref_s = tl.full((), float("-inf"), ACC)
+    ref_t = tl.full((), float("-inf"), ACC)
+    d = tl.zeros((), ACC)  # sum e^(b - m_b) (b - a), rescaled as m_b grows
+    # sum (e^a - e^b), both in the scale of the running max of a and b: the log-sums
+    # are then taken as log1p(D / S_t), which keeps the digits at high T (see kd_loss)
+    m_c = tl.full((), float("-inf"), ACC)
+    dd = tl.zeros((), ACC)
     m_1 = tl.full((), float("-inf"), ACC)
     z_1 = tl.zeros((), ACC)
     for off in range(0, K, BLOCK):
@@ -217,31 +252,51 @@ def kd_kernel(
         mask = cols < K
         s = tl.load(s_row + cols, mask=mask, other=float("-inf")).to(ACC)
         t = tl.load(t_row + cols, mask=mask, other=float("-inf")).to(ACC)
-        a = s * inv_t
-        b = t * inv_t
-        m_a, z_a = _online(m_a, z_a, a)
+        ref_s = _settle(ref_s, s)
+        ref_t = _settle(ref_t, t)
+        a = (s - _safe(ref_s)) * inv_t
+        b = (t - _safe(ref_t)) * inv_t
+        m_a_new = tl.maximum(m_a, tl.max(a, 0))
+        m_a_safe = _safe(m_a_new)
+        e_a = tl.exp(a - m_a_safe)
+        z_a = z_a * tl.exp(m_a - m_a_safe) + tl.sum(e_a, 0)
         m_b_new = tl.maximum(m_b, tl.max(b, 0))
-        m_b_safe = tl.where(m_b_new == float("-inf"), 0.0, m_b_new)
+        m_b_safe = _safe(m_b_new)
         rescale = tl.exp(m_b - m_b_safe)
         e_b = tl.exp(b - m_b_safe)
         z_b = z_b * rescale + tl.sum(e_b, 0)
-        diff = (b - ref_b) - (a - ref_a)
-        d = d * rescale + tl.sum(tl.where(t == float("-inf"), 0.0, e_b * diff), 0)
+        d = d * rescale + tl.sum(tl.where(t == float("-inf"), 0.0, e_b * (b - a)), 0)
+        m_c_new = tl.maximum(m_c, tl.maximum(m_a_new, m_b_new))
+        m_c_safe = _safe(m_c_new)
+        f_a = tl.exp(m_a_safe - m_c_safe)
+        f_b = tl.exp(m_b_safe - m_c_safe)
+        dd = dd * tl.exp(m_c - m_c_safe) + tl.sum(e_a * f_a - e_b * f_b, 0)
+        m_a = m_a_new
         m_b = m_b_new
-        if NEED_HARD:
+        m_c = m_c_new
+        if HAS_TARGET:
             if not UNIT_T:
-                m_1, z_1 = _online(m_1, z_1, s)
+                m_1, z_1 = _online(m_1, z_1, s - _safe(ref_s))
 
-    kl = d / z_b - _lse_from(m_b, z_b, ref_b) + _lse_from(m_a, z_a, ref_a)
+    rs = _safe(ref_s)
+    # log(S_s / S_t), S_t = z_b e^(m_b - m_c) in the common scale; when the teacher's
+    # scale is far below the student's (no cancellation then) the two log-sums apart
+    gap = m_c - m_b
+    s_t = z_b * tl.exp(_safe(m_b) - _safe(m_c))
+    log_ratio = tl.where(gap < 30.0, _log1p(dd / s_t), _lse(m_a, z_a) - _lse(m_b, z_b))
+    # a row with no finite student or teacher logit has no distribution: NaN
+    log_ratio = tl.where((m_a == float("-inf")) | (m_b == float("-inf")), float("nan"), log_ratio)
+    kl = d / z_b + log_ratio
     soft = factor * kl
     hard = tl.zeros((), ACC)
-    if NEED_HARD:
+    if HAS_TARGET:
+        # -log p_y at T = 1, relative to the reference (exact at any offset)
         if UNIT_T:
-            hard = _lse(m_a, z_a) - s_y
+            hard = _lse_from(m_a, z_a, s_y - rs)
         else:
-            hard = _lse(m_1, z_1) - s_y
+            hard = _lse_from(m_1, z_1, s_y - rs)
     total = beta * soft
-    if NEED_HARD:
+    if HAS_TARGET:
         total = tl.where(beta < 1.0, total + (1.0 - beta) * hard, total)
     ok = valid != 0
     tl.store(loss_ptr + row, tl.where(ok, total * scale, 0.0))
@@ -250,6 +305,7 @@ def kd_kernel(
         tl.store(soft_ptr + row, tl.where(ok, soft * scale, 0.0))
 
     if WRITE_GRAD:
+        rt = _safe(ref_t)
         m_a_safe = tl.where(m_a == float("-inf"), 0.0, m_a)
         m_b_safe = tl.where(m_b == float("-inf"), 0.0, m_b)
         m_1_safe = tl.where(m_1 == float("-inf"), 0.0, m_1)
@@ -265,25 +321,25 @@ def kd_kernel(
             mask = cols < K
             s = tl.load(s_row + cols, mask=mask, other=float("-inf")).to(ACC)
             t = tl.load(t_row + cols, mask=mask, other=float("-inf")).to(ACC)
-            p_s = tl.exp(s * inv_t - m_a_safe) * inv_za
-            p_t = tl.exp(t * inv_t - m_b_safe) * inv_zb
+            p_s = tl.exp((s - rs) * inv_t - m_a_safe) * inv_za
+            p_t = tl.exp((t - rt) * inv_t - m_b_safe) * inv_zb
             g = g_soft * (p_s - p_t)
-            if NEED_HARD:
+            if HAS_TARGET:
                 if UNIT_T:
                     p_1 = p_s
                 else:
-                    p_1 = tl.exp(s - m_1_safe) * inv_z1
+                    p_1 = tl.exp((s - rs) - m_1_safe) * inv_z1
                 g += g_hard * (p_1 - tl.where(cols == y, 1.0, 0.0))
             g = tl.where(ok, g, 0.0)
             tl.store(g_row + cols, g.to(grad_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def scale_kernel(g_ptr, upstream_ptr, n, BLOCK: tl.constexpr):
-    """``g *= upstream`` in place; programs return at once when the upstream is 1."""
-    up = tl.load(upstream_ptr).to(tl.float32)
+def scale_kernel(g_ptr, upstream_ptr, n, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    """``g *= upstream`` in place, in ``ACC``; programs return at once when the upstream is 1."""
+    up = tl.load(upstream_ptr).to(ACC)
     if up != 1.0:
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n
-        g = tl.load(g_ptr + offs, mask=mask).to(tl.float32)
+        g = tl.load(g_ptr + offs, mask=mask).to(ACC)
         tl.store(g_ptr + offs, (g * up).to(g_ptr.dtype.element_ty), mask=mask)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["acc", "block", "out_dtype", "params", "row_scale", "scale_", "warps"]
+from lsdiffusion._kernels.base import compute_dtype
+
+__all__ = ["acc", "block", "params", "row_scale", "scale_", "warps"]
 
 # Largest block of a row processed at once (elements). Tests lower it to
 # exercise the multi-block online softmax on tiny rows.
@@ -25,20 +27,15 @@ def warps(k: int) -> int:
 
 
 def acc(x: Tensor) -> object:
-    """The Triton compute dtype: float64 for float64 logits, else float32."""
+    """The Triton spelling of `compute_dtype`."""
     import triton.language as tl
 
-    return tl.float64 if x.dtype == torch.float64 else tl.float32
-
-
-def out_dtype(x: Tensor) -> torch.dtype:
-    """Losses come back in float32 (float64 stays float64)."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+    return tl.float64 if compute_dtype(x) == torch.float64 else tl.float32
 
 
 def params(x: Tensor, *values: float) -> Tensor:
     """Float kernel parameters as a tensor in the compute dtype (float args are float32)."""
-    return torch.tensor(values, dtype=out_dtype(x), device=x.device)
+    return torch.tensor(values, dtype=compute_dtype(x), device=x.device)
 
 
 def row_scale(scale: Tensor, x: Tensor) -> Tensor:
@@ -53,8 +50,9 @@ def scale_(grad: Tensor, upstream: Tensor) -> None:
     n = grad.numel()
     if n == 0:
         return
-    up = upstream.detach().reshape(1).to(device=grad.device, dtype=torch.float32)
-    scale_kernel[(triton_cdiv(n, _SCALE_BLOCK),)](grad, up, n, BLOCK=_SCALE_BLOCK)
+    # in the compute dtype: a float64 gradient takes a float64 upstream
+    up = upstream.detach().reshape(1).to(device=grad.device, dtype=compute_dtype(grad))
+    scale_kernel[(triton_cdiv(n, _SCALE_BLOCK),)](grad, up, n, BLOCK=_SCALE_BLOCK, ACC=acc(grad))
 
 
 def triton_cdiv(a: int, b: int) -> int:

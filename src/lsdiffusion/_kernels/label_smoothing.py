@@ -1,0 +1,64 @@
+"""Label smoothing, bound: targets, class weights and reduction, and its composite formula.
+
+The fast first-order evaluation is in ``eager/label_smoothing.py`` and
+``triton/label_smoothing.py`` (the same function, ``run``, in each);
+`LabelSmoothingKernel.backend` says which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from lsdiffusion._kernels import composite
+from lsdiffusion._kernels.base import (
+    BackendName,
+    LossKernel,
+    compute_dtype,
+    replace_tensors,
+    where_valid,
+    zero_invalid,
+)
+
+__all__ = ["LabelSmoothingKernel"]
+
+
+@dataclass(kw_only=True, eq=False)
+class LabelSmoothingKernel(LossKernel):
+    """Label smoothing over ``(rows, C)`` logits."""
+
+    target: Tensor  # (rows,) long, ignored rows clamped to 0 -- or (rows, C) probabilities
+    probs: bool
+    alpha: float
+    weight: Tensor | None
+    scale: Tensor
+    valid: Tensor | None
+    backend: BackendName = "eager"
+
+    def _names(self) -> tuple[str, ...]:
+        # index targets too: a recomputing backward must see the values of the forward
+        # pass, or raise PyTorch's in-place error (as F.cross_entropy does)
+        return ("target",) + (("weight",) if self.weight is not None else ())
+
+    def user_tensors(self) -> tuple[Tensor, ...]:
+        """Targets (indices or probabilities) and class weights: the caller's tensors."""
+        return tuple(getattr(self, name) for name in self._names())
+
+    def rebind(self, tensors: tuple[Tensor, ...]) -> LabelSmoothingKernel:
+        """A copy reading the saved ``tensors``."""
+        return replace_tensors(self, self._names(), tensors)
+
+    def composite(self, x: Tensor) -> tuple[Tensor, ...]:
+        """Differentiable plain-PyTorch evaluation."""
+        xc = zero_invalid(self.valid, x.to(compute_dtype(x)))
+        rows = composite.ls_rows(xc, self.target, self.probs, self.alpha, self.weight)
+        return (where_valid(self.valid, rows * self.scale),)
+
+    def run(self, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        """Row losses (scaled) and, if asked, the gradient in ``x``'s dtype."""
+        if self.backend == "triton":
+            from lsdiffusion._kernels.triton.label_smoothing import run
+        else:
+            from lsdiffusion._kernels.eager.label_smoothing import run
+        return run(self, x, need_grad)
