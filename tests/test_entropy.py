@@ -164,3 +164,25 @@ def test_streaming_merge_reset_and_errors():
     single = TargetEntropy((1,), num_classes=1)
     single.update(torch.zeros(2, 1))
     assert single.compute().normalized == (pytest.approx(math.nan, nan_ok=True),)
+
+
+# issue 16 item 16: arguments taken without a check or with an unhelpful message
+
+
+@pytest.mark.parametrize("dim", [1.5, "1", True])
+def test_target_entropy_accumulator_rejects_a_non_int_dim(dim):
+    with pytest.raises(TypeError, match="dim must be an int"):
+        TargetEntropy([1.0], dim=dim)
+
+
+def test_one_temperature_without_a_sequence_gets_a_clear_error():
+    with pytest.raises(TypeError, match=r"pass \(2\.0,\)"):
+        TargetEntropy(2.0)  # type: ignore[arg-type]
+
+
+def test_tiny_temperatures_give_the_one_hot_limit_or_a_clear_error():
+    z = torch.tensor([[0.0, 1.0, 3.0], [2.0, -1.0, 0.5]])
+    # 1/T overflows float32 but the limit T -> 0 is the one-hot distribution: entropy 0
+    assert target_entropy(z, 1e-39).item() == 0.0
+    with pytest.raises(ValueError, match="so that 1/T is finite"):
+        target_entropy(z, 1e-320)
