@@ -1,14 +1,46 @@
-"""fused_linear_kd_loss against the unfused loss on materialised logits."""
+"""fused_linear_kd_loss against the unfused loss on materialised logits.
+
+Every equivalence test runs on both chunk backends: the eager engine and the
+Triton kernels (under ``TRITON_INTERPRET=1`` on the CPU, set in conftest.py:
+the path ``backend="auto"`` takes for CUDA tensors).
+"""
 
 from __future__ import annotations
+
+import importlib.util
+import warnings
 
 import pytest
 import torch
 
-from lsdiffusion import FusedLinearKDLoss, fused_linear_kd_loss, kd_loss, label_smoothing_loss
+from lsdiffusion import (
+    FusedLinearKDLoss,
+    fused_linear_kd_loss,
+    kd_loss,
+    label_smoothing_loss,
+)
 from lsdiffusion._kernels.chunked import fused_linear as fl
 
 T = 2.0
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+BACKENDS = [
+    "eager",
+    pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="no triton")),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """The chunk kernels' implementation: eager, or Triton (the CUDA path)."""
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _quiet_interpreter():
+    # the interpreter evaluates masked-out lanes too (exp(-inf - -inf) and the like)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=RuntimeWarning, message=".*encountered")
+        yield
 
 
 def make(dtype=torch.float64, shape=(23,), h=6, ht=9, v=11, bias=True, seed=0, ignore=True):
@@ -51,11 +83,11 @@ def grads(out, params, upstream):
 @pytest.mark.parametrize("chunk_size", [1, 5, None])
 @pytest.mark.parametrize("shape", [(23,), (3, 7)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_matches_unfused_in_float64(reduction, beta, alpha, chunk_size, shape, bias):
+def test_matches_unfused_in_float64(reduction, beta, alpha, chunk_size, shape, bias, backend):
     hs, ws, bs, h_t, w_t, b_t, y = make(shape=shape, bias=bias)
     ours = fused_linear_kd_loss(
         hs, ws, h_t, w_t, T, student_bias=bs, teacher_bias=b_t, target=y,
-        beta=beta, alpha=alpha, reduction=reduction, chunk_size=chunk_size,
+        beta=beta, alpha=alpha, reduction=reduction, chunk_size=chunk_size, backend=backend,
     )  # fmt: skip
     ref = unfused(hs, ws, bs, h_t, w_t, b_t, y, beta, alpha, reduction)
     assert ours.shape == ref.shape
@@ -67,12 +99,12 @@ def test_matches_unfused_in_float64(reduction, beta, alpha, chunk_size, shape, b
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_matches_unfused_in_float32():
+def test_matches_unfused_in_float32(backend):
     hs, ws, bs, h_t, w_t, b_t, y = make(torch.float32, shape=(64,), h=16, ht=24, v=50)
     for t2 in (True, False):
         ours = fused_linear_kd_loss(
             hs, ws, h_t, w_t, T, student_bias=bs, teacher_bias=b_t, target=y, beta=0.5,
-            alpha=0.1, t2_scaling=t2, chunk_size=7,
+            alpha=0.1, t2_scaling=t2, chunk_size=7, backend=backend,
         )  # fmt: skip
         ref = unfused(hs, ws, bs, h_t, w_t, b_t, y, 0.5, 0.1, "batchmean", t2=t2)
         torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
@@ -109,10 +141,12 @@ def test_ignored_tokens_never_reach_the_matmul(monkeypatch):
     assert sum(rows) == 2 * n_valid  # student and teacher logits of the kept tokens only
 
 
-def test_all_ignored_gives_zero_and_zero_gradients():
+def test_all_ignored_gives_zero_and_zero_gradients(backend):
     hs, ws, bs, h_t, w_t, _b_t, y = make()
     y.fill_(-100)
-    loss = fused_linear_kd_loss(hs, ws, h_t, w_t, T, student_bias=bs, target=y, beta=0.5)
+    loss = fused_linear_kd_loss(
+        hs, ws, h_t, w_t, T, student_bias=bs, target=y, beta=0.5, backend=backend
+    )
     loss.backward()
     assert loss.item() == 0.0
     for p in (hs, ws, bs):
@@ -120,15 +154,32 @@ def test_all_ignored_gives_zero_and_zero_gradients():
         assert torch.count_nonzero(p.grad) == 0
 
 
-def test_default_chunk_bounds_the_temporaries():
-    for vocab in (1000, 32000, 128000):
-        for dtype in (torch.float32, torch.bfloat16):
-            rows = fl.chunk_rows(vocab, dtype)
-            item = torch.empty((), dtype=dtype).element_size()
-            logits_rows = rows * vocab * (3 * item + 8)  # two logits, the gradient, 2 scratch
-            assert rows >= 1
-            assert logits_rows <= fl.DEFAULT_BUDGET_BYTES
-    assert fl.chunk_rows(32000, torch.float32) >= 64  # still a large matmul
+def test_default_budget_is_a_floor_or_a_fifth_of_the_logits():
+    mib = 2**20
+    assert fl.budget_bytes(100, 1000, torch.float32) == fl.DEFAULT_BUDGET_BYTES
+    big = fl.budget_bytes(4096, 32000, torch.float32)
+    assert big == int(0.2 * 4096 * 32000 * 4)
+    assert big > 64 * mib
+    assert fl.budget_bytes(16384, 128000, torch.bfloat16) == int(0.2 * 16384 * 128000 * 2)
+    assert fl.chunk_rows(1000, 10_500) == 10
+    assert fl.chunk_rows(10**9, 1) == 1  # always at least one row
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_half_heads_accumulate_in_float32_only_within_the_budget(dtype):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 8, generator=g).to(dtype)
+    student = fl.Head(torch.randn(32, 8, generator=g).to(dtype), w, None)
+    y = torch.zeros(32, dtype=torch.long)
+    from lsdiffusion._kernels.chunked.losses import LSChunks
+
+    loss = LSChunks(target=y, alpha=0.1, weight=None, backend="eager", fallback=False)
+    _, acc = fl.plan(student, loss, None, need_w=True)
+    assert acc == torch.float32  # a small head: its float32 accumulator fits
+    w_big = torch.empty(2**22, 8, dtype=dtype, device="meta")  # 128 MiB in float32
+    huge = fl.Head(student.hidden.to("meta"), w_big, None)
+    _, acc = fl.plan(huge, loss, None, need_w=True)
+    assert acc == (torch.float32 if dtype == torch.float32 else dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -53,10 +53,12 @@ _EXPORTS: dict[str, str] = {
     "TopKTeacher": "lsdiffusion.teachers",
     "KDTerms": "lsdiffusion.functional",
     "fused_linear_kd_loss": "lsdiffusion.functional",
+    "fused_linear_label_smoothing_loss": "lsdiffusion.functional",
     "kd_loss": "lsdiffusion.functional",
     "kd_loss_terms": "lsdiffusion.functional",
     "label_smoothing_loss": "lsdiffusion.functional",
     "FusedLinearKDLoss": "lsdiffusion.losses",
+    "FusedLinearLabelSmoothingLoss": "lsdiffusion.losses",
     "KDLoss": "lsdiffusion.losses",
     "LabelSmoothingLoss": "lsdiffusion.losses",
     "plot_diffusion_index": "lsdiffusion.plotting",
@@ -111,11 +113,17 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from lsdiffusion.functional import (
         KDTerms,
         fused_linear_kd_loss,
+        fused_linear_label_smoothing_loss,
         kd_loss,
         kd_loss_terms,
         label_smoothing_loss,
     )
-    from lsdiffusion.losses import FusedLinearKDLoss, KDLoss, LabelSmoothingLoss
+    from lsdiffusion.losses import (
+        FusedLinearKDLoss,
+        FusedLinearLabelSmoothingLoss,
+        KDLoss,
+        LabelSmoothingLoss,
+    )
     from lsdiffusion.plotting import plot_diffusion_index, plot_projections
     from lsdiffusion.projection import (
         Projection,
@@ -183,6 +191,7 @@ __all__ = [
     "FeatureBatch",
     "FeatureCapture",
     "FusedLinearKDLoss",
+    "FusedLinearLabelSmoothingLoss",
     "KDLoss",
     "KDTerms",
     "LabelSmoothingLoss",
@@ -205,6 +214,7 @@ __all__ = [
     "find_class",
     "find_final_linear",
     "fused_linear_kd_loss",
+    "fused_linear_label_smoothing_loss",
     "imagenet1k_hierarchy",
     "iter_features",
     "kd_loss",

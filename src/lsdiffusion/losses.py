@@ -31,15 +31,17 @@ from lsdiffusion.functional import (
     KDTerms,
     LSReduction,
     _check_backend,
+    _check_fused_linear_ls_options,
     _check_fused_linear_options,
     _check_kd_reduction,
     fused_linear_kd_loss,
+    fused_linear_label_smoothing_loss,
     kd_loss_terms,
     label_smoothing_loss,
 )
 from lsdiffusion.teachers import TopKTeacher
 
-__all__ = ["FusedLinearKDLoss", "KDLoss", "LabelSmoothingLoss"]
+__all__ = ["FusedLinearKDLoss", "FusedLinearLabelSmoothingLoss", "KDLoss", "LabelSmoothingLoss"]
 
 
 def _no_torchscript(name: str) -> NoReturn:
@@ -240,7 +242,9 @@ class FusedLinearKDLoss(nn.Module):
         t2_scaling: multiply the KL term by ``T²``.
         ignore_index: target value marking tokens to skip (before the matmul).
         reduction: ``"batchmean"``, ``"sum"`` or ``"none"``.
-        chunk_size: tokens per chunk; ``None`` bounds the temporaries to 64 MiB.
+        chunk_size: tokens per chunk; ``None`` bounds the temporaries to 64 MiB or
+            0.2 of one N×V logits tensor, whichever is larger.
+        backend: ``"auto"``, ``"eager"`` or ``"triton"`` (the chunk kernels).
 
     Examples:
         >>> import torch
@@ -253,6 +257,12 @@ class FusedLinearKDLoss(nn.Module):
         >>> criterion(h_s, w_s, h_t, w_t, target).backward()
         >>> w_s.grad.shape
         torch.Size([10, 4])
+
+        A cached teacher takes the teacher head's place (no teacher forward):
+
+        >>> from lsdiffusion import TopKTeacher
+        >>> cached = TopKTeacher.from_logits(h_t @ w_t.T, k=4)
+        >>> criterion(h_s, w_s, cached, None, target).backward()
     """
 
     def __init__(
@@ -265,10 +275,11 @@ class FusedLinearKDLoss(nn.Module):
         ignore_index: int = -100,
         reduction: KDReduction = "batchmean",
         chunk_size: int | None = None,
+        backend: Backend = "auto",
     ) -> None:
         super().__init__()
         _check_fused_linear_options(
-            temperature, beta, alpha, reduction, t2_scaling, ignore_index, chunk_size
+            temperature, beta, alpha, reduction, t2_scaling, ignore_index, chunk_size, backend
         )
         self.temperature = float(temperature)
         self.beta = float(beta)
@@ -277,13 +288,14 @@ class FusedLinearKDLoss(nn.Module):
         self.ignore_index = ignore_index
         self.reduction: KDReduction = reduction
         self.chunk_size = chunk_size
+        self.backend: Backend = backend
 
     def forward(
         self,
         student_hidden: Tensor,
         student_weight: Tensor,
-        teacher_hidden: Tensor,
-        teacher_weight: Tensor,
+        teacher_hidden: Tensor | TopKTeacher,
+        teacher_weight: Tensor | None,
         target: Tensor | None = None,
         student_bias: Tensor | None = None,
         teacher_bias: Tensor | None = None,
@@ -304,6 +316,7 @@ class FusedLinearKDLoss(nn.Module):
             ignore_index=self.ignore_index,
             reduction=self.reduction,
             chunk_size=self.chunk_size,
+            backend=self.backend,
         )
 
     def __prepare_scriptable__(self) -> NoReturn:
@@ -315,5 +328,97 @@ class FusedLinearKDLoss(nn.Module):
         return (
             f"temperature={self.temperature}, beta={self.beta}, alpha={self.alpha}, "
             f"t2_scaling={self.t2_scaling}, ignore_index={self.ignore_index}, "
-            f"reduction={self.reduction!r}, chunk_size={self.chunk_size}"
+            f"reduction={self.reduction!r}, chunk_size={self.chunk_size}, "
+            f"backend={self.backend!r}"
+        )
+
+
+class FusedLinearLabelSmoothingLoss(nn.Module):
+    """Label smoothing through the output head, never holding the logits.
+
+    See [`fused_linear_label_smoothing_loss`][lsdiffusion.fused_linear_label_smoothing_loss]
+    for the math and the memory bound.
+
+    Args:
+        alpha: smoothing in ``[0, 1]``.
+        class_weight: optional per-class weights ``(V,)``, kept as a buffer.
+        ignore_index: target value marking tokens to skip (before the matmul).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        chunk_size: tokens per chunk; ``None`` bounds the temporaries to 64 MiB or
+            0.2 of one N×V logits tensor, whichever is larger.
+        backend: ``"auto"``, ``"eager"`` or ``"triton"`` (the chunk kernels).
+
+    Examples:
+        >>> import torch
+        >>> from lsdiffusion import FusedLinearLabelSmoothingLoss
+        >>> criterion = FusedLinearLabelSmoothingLoss(alpha=0.1)
+        >>> hidden = torch.randn(2, 3, 4, requires_grad=True)  # (B, L, H) final states
+        >>> head = torch.nn.Linear(4, 10)  # V = 10
+        >>> target = torch.tensor([[1, 2, -100], [3, -100, -100]])  # padding masked
+        >>> criterion(hidden, head.weight, target, head.bias).backward()
+        >>> head.weight.grad.shape
+        torch.Size([10, 4])
+    """
+
+    class_weight: Tensor | None
+
+    def __init__(
+        self,
+        alpha: float = 0.1,
+        *,
+        class_weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: LSReduction = "mean",
+        chunk_size: int | None = None,
+        backend: Backend = "auto",
+    ) -> None:
+        super().__init__()
+        _check_fused_linear_ls_options(alpha, reduction, ignore_index, chunk_size, backend)
+        if class_weight is not None:
+            if not isinstance(class_weight, Tensor) or class_weight.dim() != 1:
+                got = (
+                    f"shape {tuple(class_weight.shape)}"
+                    if isinstance(class_weight, Tensor)
+                    else type(class_weight).__name__
+                )
+                raise ValueError(f"class_weight must be a 1-D (V,) tensor or None, got {got}")
+            if class_weight.requires_grad:
+                raise ValueError(
+                    "class_weight requires grad, but the loss gives no gradient to the class "
+                    "weights; pass class_weight.detach()"
+                )
+        self.register_buffer("class_weight", class_weight)
+        self.alpha = float(alpha)
+        self.ignore_index = ignore_index
+        self.reduction: LSReduction = reduction
+        self.chunk_size = chunk_size
+        self.backend: Backend = backend
+
+    def forward(
+        self, hidden: Tensor, weight: Tensor, target: Tensor, bias: Tensor | None = None
+    ) -> Tensor:
+        """Return the label-smoothing loss of the head's logits (see the function)."""
+        return fused_linear_label_smoothing_loss(
+            hidden,
+            weight,
+            target,
+            self.alpha,
+            bias=bias,
+            class_weight=self.class_weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            chunk_size=self.chunk_size,
+            backend=self.backend,
+        )
+
+    def __prepare_scriptable__(self) -> NoReturn:
+        """Refuse TorchScript with an error that says what to use instead."""
+        _no_torchscript(type(self).__name__)
+
+    def extra_repr(self) -> str:
+        """Summarise the configuration for ``repr``."""
+        return (
+            f"alpha={self.alpha}, ignore_index={self.ignore_index}, "
+            f"reduction={self.reduction!r}, chunk_size={self.chunk_size}, "
+            f"backend={self.backend!r}"
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 import torch
 from torch import Tensor
@@ -80,6 +80,10 @@ class LossKernel:
     # an eager kernel whose `run` reads no values on the host (device-agnostic torch
     # ops, such as the cached top-k teacher's) serves accelerator tensors too
     host_free: bool = False
+    # backend="auto" chose Triton: a Triton failure reruns the call on the eager engine
+    fallback: bool = False
+    # the loss's implementation files: eager/<impl>.py and triton/<impl>.py
+    impl: ClassVar[str] = ""
 
     def user_tensors(self) -> tuple[Tensor, ...]:
         """The caller's tensors this kernel reads (saved for backward)."""
@@ -97,20 +101,15 @@ class LossKernel:
 
     def scale_grad(self, grad: Tensor, upstream: Tensor) -> None:
         """``grad *= upstream`` (a scalar) in place; skipped for a unit upstream on the CPU."""
-        if self.backend == "triton":
-            from lsdiffusion._kernels.triton import launch
+        from lsdiffusion._kernels import select
 
-            launch.scale_(grad, upstream)  # reads the upstream on the device
-            return
-        if grad.device.type == "cpu" and float(upstream) == 1.0:
-            return  # reading the scalar costs nothing on the CPU
-        grad.mul_(upstream.to(grad.dtype))
+        select.scale_grad(self, grad, upstream)
 
-    def run(
-        self, x: Tensor, need_grad: bool
-    ) -> tuple[tuple[Tensor, ...], Tensor | None]:  # pragma: no cover - interface
-        """Fast first-order evaluation (see the class docstring)."""
-        raise NotImplementedError
+    def run(self, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Tensor | None]:
+        """Fast first-order evaluation (see the class docstring) on the bound backend."""
+        from lsdiffusion._kernels import select
+
+        return select.run(self, x, need_grad)
 
     def composite(self, x: Tensor) -> tuple[Tensor, ...]:  # pragma: no cover - interface
         """The same outputs as `run`, differentiable by ordinary autograd."""

@@ -7,6 +7,7 @@ The fast first-order evaluation is in ``eager/kd.py`` and ``triton/kd.py``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -42,6 +43,9 @@ class KDKernel(LossKernel):
     alpha: float = 0.0  # label smoothing of the hard term (0: plain cross-entropy)
     one_block: bool = False  # the caller already bounds the rows (fused linear chunks)
     backend: BackendName = "eager"
+    fallback: bool = False  # backend="auto" chose Triton: a Triton failure reruns on eager
+
+    impl: ClassVar[str] = "kd"
 
     @property
     def hard_wanted(self) -> bool:
@@ -76,11 +80,3 @@ class KDKernel(LossKernel):
         )
         outs = (total, hard, soft) if self.terms else (total,)
         return tuple(where_valid(self.valid, o * self.scale) for o in outs)
-
-    def run(self, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Tensor | None]:
-        """Row ``(total[, hard, soft])`` (scaled) and, if asked, the gradient."""
-        if self.backend == "triton":
-            from lsdiffusion._kernels.triton.kd import run
-        else:
-            from lsdiffusion._kernels.eager.kd import run
-        return run(self, x, need_grad)

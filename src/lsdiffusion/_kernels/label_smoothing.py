@@ -8,6 +8,7 @@ The fast first-order evaluation is in ``eager/label_smoothing.py`` and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -35,6 +36,9 @@ class LabelSmoothingKernel(LossKernel):
     scale: Tensor
     valid: Tensor | None
     backend: BackendName = "eager"
+    fallback: bool = False  # backend="auto" chose Triton: a Triton failure reruns on eager
+
+    impl: ClassVar[str] = "label_smoothing"
 
     def _names(self) -> tuple[str, ...]:
         # index targets too: a recomputing backward must see the values of the forward
@@ -54,11 +58,3 @@ class LabelSmoothingKernel(LossKernel):
         xc = zero_invalid(self.valid, x.to(compute_dtype(x)))
         rows = composite.ls_rows(xc, self.target, self.probs, self.alpha, self.weight)
         return (where_valid(self.valid, rows * self.scale),)
-
-    def run(self, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Tensor | None]:
-        """Row losses (scaled) and, if asked, the gradient in ``x``'s dtype."""
-        if self.backend == "triton":
-            from lsdiffusion._kernels.triton.label_smoothing import run
-        else:
-            from lsdiffusion._kernels.eager.label_smoothing import run
-        return run(self, x, need_grad)

@@ -27,7 +27,7 @@ from lsdiffusion._kernels.base import (
 from lsdiffusion._kernels.composite import ls_rows
 from lsdiffusion.teachers import TopKTeacher
 
-__all__ = ["TopKKDKernel", "flatten_teacher"]
+__all__ = ["TopKKDKernel", "flatten_cached", "flatten_teacher"]
 
 _NEG_INF = float("-inf")
 
@@ -73,6 +73,7 @@ class TopKKDKernel(LossKernel):
     with_terms: bool
     scale: Tensor
     valid: Tensor | None
+    alpha: float = 0.0  # label smoothing of the hard term (the fused linear loss's recipe)
 
     def _names(self) -> tuple[str, ...]:
         return ("indices", "values") + (("target",) if self.target is not None else ())
@@ -104,7 +105,7 @@ class TopKKDKernel(LossKernel):
         soft = soft * self._t2()
         if self._hard_wanted():
             assert self.target is not None
-            hard = ls_rows(s, self.target, False, 0.0, None)
+            hard = ls_rows(s, self.target, False, self.alpha, None)
         else:
             hard = torch.zeros_like(soft)
         total = soft if self.beta == 1.0 else (1.0 - self.beta) * hard + self.beta * soft
@@ -168,8 +169,10 @@ class TopKKDKernel(LossKernel):
         return outs, buf.to(x.dtype)
 
     def _hard_rows(self, x: Tensor, dtype: torch.dtype, u_cached: Tensor, lse: Tensor) -> Tensor:
-        """Per-row cross-entropy with the labels at T = 1."""
+        """Per-row cross-entropy with the labels at T = 1 (label-smoothed by ``alpha``)."""
         assert self.target is not None
+        if self.alpha:  # a few temporaries: the fused linear loss's chunks only
+            return ls_rows(x.detach().to(dtype), self.target, False, self.alpha, None)
         z_y = x.detach().gather(1, self.target[:, None])[:, 0].to(dtype)
         if self.temperature == 1.0:
             return lse - z_y
@@ -177,10 +180,16 @@ class TopKKDKernel(LossKernel):
         return lse1 - z_y
 
     def _add_hard_grad(self, buf: Tensor, x: Tensor, dtype: torch.dtype, factor: Tensor) -> None:
-        """`buf += factor * (softmax(x) - onehot(target))`; a second buffer while it runs."""
+        """`buf += factor * (softmax(x) - y_LS)`; a second buffer while it runs.
+
+        `y_LS = (1 - alpha) onehot(target) + alpha / V` on the finite classes.
+        """
         assert self.target is not None
-        p1 = torch.softmax(x.detach().to(dtype), 1)
-        p1.scatter_add_(1, self.target[:, None], -torch.ones_like(p1[:, :1]))
+        xd = x.detach().to(dtype)
+        p1 = torch.softmax(xd, 1)
+        p1.scatter_add_(1, self.target[:, None], torch.full_like(p1[:, :1], self.alpha - 1.0))
+        if self.alpha:
+            p1.sub_((xd != _NEG_INF).to(dtype), alpha=self.alpha / xd.shape[1])
         buf.add_(p1.mul_(factor[:, None]))
 
 
@@ -193,23 +202,48 @@ def flatten_teacher(teacher: TopKTeacher, logits: Tensor, dim: int) -> tuple[Ten
     mass: on the CPU by reading them, on an accelerator by device-side
     assertions (no host synchronisation); not while tracing.
     """
-    num_classes = logits.shape[dim]
-    expected = (*logits.shape[:dim], "k", *logits.shape[dim + 1 :])
+    described = f"the student logits' shape {tuple(logits.shape)} with k classes at dim {dim}"
+    return flatten_cached(
+        teacher,
+        tuple(logits.shape),
+        dim,
+        logits.device,
+        compute_dtype(logits),
+        described=described,
+        other="student_logits",
+    )
+
+
+def flatten_cached(
+    teacher: TopKTeacher,
+    shape: tuple[int, ...],
+    dim: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    described: str,
+    other: str,
+) -> tuple[Tensor, Tensor, bool]:
+    """`flatten_teacher` for students of logits ``shape`` (class dim ``dim``) on ``device``.
+
+    ``described`` words the expected shape; ``other`` names the student's argument.
+    """
+    num_classes = shape[dim]
+    expected = (*shape[:dim], "k", *shape[dim + 1 :])
     idx = teacher.indices
-    if idx.dim() != logits.dim() or any(
-        a != b for i, (a, b) in enumerate(zip(idx.shape, logits.shape, strict=True)) if i != dim
+    if idx.dim() != len(shape) or any(
+        a != b for i, (a, b) in enumerate(zip(idx.shape, shape, strict=True)) if i != dim
     ):
         raise ValueError(
-            f"teacher.indices must have shape {expected} (the student logits' shape "
-            f"{tuple(logits.shape)} with k classes at dim {dim}), got {tuple(idx.shape)}"
+            f"teacher.indices must have shape {expected} ({described}), got {tuple(idx.shape)}"
         )
     k = idx.shape[dim]
     if not 1 <= k <= num_classes:
         raise ValueError(f"teacher must cache 1 to {num_classes} classes per row, got k={k}")
-    if idx.device != logits.device:
-        raise ValueError(f"teacher is on {idx.device} but student_logits is on {logits.device}")
+    if idx.device != device:
+        raise ValueError(f"teacher is on {idx.device} but {other} is on {device}")
     flat = idx.movedim(dim, -1).reshape(-1, k).long()
-    values = teacher.values.detach().movedim(dim, -1).reshape(-1, k).to(compute_dtype(logits))
+    values = teacher.values.detach().movedim(dim, -1).reshape(-1, k).to(dtype)
     if flat.numel() and not tracing_or_transforming():
         _check_cached(teacher, flat, values, num_classes)
     return flat, values, teacher.tail == "bucket" and k < num_classes

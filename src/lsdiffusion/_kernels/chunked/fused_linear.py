@@ -1,15 +1,17 @@
-r"""Fused linear KD: the loss of ``h_s W_s^T + b_s`` against ``h_t W_t^T + b_t``, chunked.
+r"""Fused linear losses: a loss of the logits ``h W^T + b``, chunked over tokens.
 
 The N×V logits are never held: tokens are processed ``chunk`` rows at a time.
-For each chunk the two logits blocks are computed (matmul in the input dtype),
-the eager KD kernel (`KDKernel`) gives
-the chunk's loss and the gradient with respect to the student's logits
-$G$, and that gradient is pushed through the head at once:
+For each chunk the student's logits are computed (matmul in the input dtype),
+the chunk loss (`chunked.losses`: KD against a teacher head, KD against a
+cached top-k teacher, label smoothing) binds the chunk's kernel, whose fast
+first-order evaluation (eager or Triton, as for the token-level losses) gives
+the chunk's loss and the gradient $G$ with respect to its logits, and that
+gradient is pushed through the head at once:
 
 $$
-\frac{\partial L}{\partial h_s} = G\,W_s, \qquad
-\frac{\partial L}{\partial W_s} \mathrel{+}= G^\top h_s, \qquad
-\frac{\partial L}{\partial b_s} \mathrel{+}= \textstyle\sum_{rows} G .
+\frac{\partial L}{\partial h} = G\,W, \qquad
+\frac{\partial L}{\partial W} \mathrel{+}= G^\top h, \qquad
+\frac{\partial L}{\partial b} \mathrel{+}= \textstyle\sum_{rows} G .
 $$
 
 The chunk's logits are then dropped. Backward only scales the accumulated
@@ -17,7 +19,12 @@ gradients by the upstream gradient (float16 inputs, whose precomputed
 gradients would underflow, and ``reduction="none"`` recompute instead, with
 the upstream gradient folded in). ``create_graph=True`` recomputes through the
 unfused composite formula: correct to any order, at the memory of the unfused
-loss.
+loss; so do ``torch.func`` transforms, forward-mode AD and tracing/compile.
+
+The same loop runs on every device: on CUDA (``backend="auto"``) each chunk's
+kernel is the Triton one, exactly as on CPU tensors with ``backend="triton"``
+under ``TRITON_INTERPRET=1``. No host synchronisation happens inside the loop
+on the Triton backend; dropping ignored tokens before it reads their mask once.
 """
 
 from __future__ import annotations
@@ -28,49 +35,48 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lsdiffusion._kernels import composite
-from lsdiffusion._kernels.autograd import use_composite
+from lsdiffusion._kernels.autograd import tracing_or_transforming
 from lsdiffusion._kernels.base import compute_dtype
-from lsdiffusion._kernels.kd import KDKernel
+from lsdiffusion._kernels.chunked.losses import ChunkLoss
 
 __all__ = [
     "DEFAULT_BUDGET_BYTES",
-    "FusedLinearKD",
+    "FusedLinear",
     "FusedLinearSpec",
     "Head",
+    "budget_bytes",
     "chunk_rows",
-    "fused_linear_kd",
-    "fused_linear_kd_rows",
+    "fused_linear_rows",
 ]
 
-# Temporaries per chunk (the two logits blocks, the gradient block and the
-# kernel's float32 scratch) are bounded by this many bytes when chunk_size=None.
+# The chunk temporaries (logits blocks, gradient block, kernel scratch) are
+# bounded by ``budget_bytes``: this floor, or a fraction of the logits the
+# unfused loss would hold, whichever is larger, when chunk_size=None.
 DEFAULT_BUDGET_BYTES = 64 * 2**20
+# the fraction of one N×V logits tensor (in the input dtype) the chunk
+# temporaries may take: large chunks make efficient matmuls and accumulate the
+# head's gradient fewer times; the documented bound is 0.25 tensors
+BUDGET_FRACTION = 0.2
 
 
-def chunk_rows(vocab: int, dtype: torch.dtype, budget: int = DEFAULT_BUDGET_BYTES) -> int:
-    """Rows per chunk so that a chunk's temporaries stay within ``budget`` bytes.
-
-    A chunk row holds the student and teacher logits and the gradient in the
-    input dtype, plus two float32 rows of kernel scratch (three for half inputs,
-    whose exponentials cannot live in the gradient buffer).
-    """
+def budget_bytes(tokens: int, vocab: int, dtype: torch.dtype) -> int:
+    """The default bound on a chunk's temporaries for ``tokens`` × ``vocab`` logits."""
     item = torch.empty((), dtype=dtype).element_size()
-    per_row = vocab * (3 * item + (3 * 4 if item < 4 else 2 * 4))
-    return max(1, budget // max(1, per_row))
+    return max(DEFAULT_BUDGET_BYTES, int(BUDGET_FRACTION * tokens * vocab * item))
+
+
+def chunk_rows(row_bytes: int, budget: int) -> int:
+    """Rows per chunk so that a chunk's temporaries (``row_bytes`` a row) fit ``budget``."""
+    return max(1, budget // max(1, row_bytes))
 
 
 @dataclass(frozen=True)
 class FusedLinearSpec:
-    """Everything but the tensors: the KD options and the chunking."""
+    """Everything but the tensors: the reduction and the chunking."""
 
-    temperature: float
-    t2: bool
-    beta: float
-    alpha: float
-    reduce: bool  # sum the rows (the reduction's scale is in ``scale``)
-    scale: float  # per-row factor: 1 / n for batchmean, else 1
+    reduce: bool  # sum the rows (the reduction's factor is the ``scale`` tensor)
     chunk: int
+    acc: torch.dtype  # the head gradients' accumulation dtype
 
 
 def _logits(h: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
@@ -105,25 +111,27 @@ def _chunks(n: int, step: int) -> list[tuple[int, int]]:
 def _run(
     spec: FusedLinearSpec,
     student: Head,
-    teacher: Head,
-    y: Tensor | None,
+    loss: ChunkLoss,
+    scale: Tensor,
     upstream: Tensor | None,
     need: tuple[bool, bool, bool],
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """Loss rows (or their sum) and the requested gradients, chunk by chunk.
 
-    ``upstream`` (None: 1) multiplies every row's gradient: a scalar, or one
-    value per row for unreduced outputs. ``need``: gradients of the student's
-    hidden states, weight and bias.
+    ``scale`` (a 0-d tensor in the compute dtype) is every row's reduction
+    factor; ``upstream`` (None: 1) multiplies every row's gradient: a scalar,
+    or one value per row for unreduced outputs. ``need``: gradients of the
+    student's hidden states, weight and bias, accumulated in ``spec.acc``.
     """
     h, w, b = student.hidden, student.weight, student.bias
     n = h.shape[0]
     cdtype = compute_dtype(h)
     need_h, need_w, need_b = need
+    acc = spec.acc
     grad_h = torch.empty_like(h) if need_h else None
-    grad_w = torch.zeros(w.shape, dtype=cdtype, device=w.device) if need_w else None
+    grad_w = torch.zeros(w.shape, dtype=acc, device=w.device) if need_w else None
     grad_b = (
-        torch.zeros(w.shape[0], dtype=cdtype, device=w.device) if need_b and b is not None else None
+        torch.zeros(w.shape[0], dtype=acc, device=w.device) if need_b and b is not None else None
     )
     any_grad = need_h or need_w or need_b
     rows = torch.empty(n, dtype=cdtype, device=h.device) if not spec.reduce else None
@@ -131,24 +139,13 @@ def _run(
     for lo, hi in _chunks(n, spec.chunk):
         h_c = h[lo:hi]
         s_c = student.logits(lo, hi)
-        t_c = teacher.logits(lo, hi)
-        scale = torch.full((hi - lo,), spec.scale, dtype=cdtype, device=h.device)
+        row_scale = scale.expand(hi - lo)
         if upstream is not None:
-            scale = scale * (upstream if upstream.dim() == 0 else upstream[lo:hi]).to(cdtype)
-        kernel = KDKernel(
-            teacher=t_c,
-            temperature=spec.temperature,
-            t2=spec.t2,
-            beta=spec.beta,
-            target=None if y is None else y[lo:hi],
-            terms=False,
-            scale=scale,
-            valid=None,
-            alpha=spec.alpha,
-            one_block=True,  # the chunk is the block: its scratch is in the budget
-        )
-        (out,), g = kernel.run(s_c, need_grad=any_grad)
-        del s_c, t_c
+            row_scale = row_scale * (upstream if upstream.dim() == 0 else upstream[lo:hi]).to(
+                cdtype
+            )
+        (out, *_), g = loss.kernel(lo, hi, row_scale).run(s_c, need_grad=any_grad)
+        del s_c
         if rows is not None:  # unreduced: the scale is 1
             rows[lo:hi] = out
         else:
@@ -158,13 +155,41 @@ def _run(
         if grad_h is not None:
             torch.mm(g, w, out=grad_h[lo:hi])
         if grad_w is not None:
-            grad_w.addmm_(g.T.to(cdtype), h_c.to(cdtype))
+            grad_w.addmm_(g.T.to(acc), h_c.to(acc))
         if grad_b is not None:
-            grad_b += g.sum(0, dtype=cdtype)
+            grad_b += g.sum(0, dtype=acc)
+        del g  # before the next chunk's gradient block exists
     return (total if rows is None else rows), grad_h, grad_w, grad_b
 
 
-class FusedLinearKD(torch.autograd.Function):
+def plan(
+    student: Head, loss: ChunkLoss, chunk_size: int | None, need_w: bool
+) -> tuple[int, torch.dtype]:
+    """Rows per chunk and the head gradients' accumulation dtype.
+
+    The default budget bounds everything the fused loss adds to the unfused
+    loss's inputs and gradients: the chunk temporaries and, for half-precision
+    heads, a float32 accumulator of the weight gradient. That accumulator is
+    used when it takes at most half the budget; otherwise (V = 128k, H = 4096
+    in bfloat16: 2 GiB) the gradient accumulates in the head's own dtype, one
+    rounding per chunk, as Liger-Kernel's fused losses do.
+    """
+    w = student.weight
+    n, vocab = student.hidden.shape[0], w.shape[0]
+    cdtype = compute_dtype(w)
+    budget = budget_bytes(n, vocab, w.dtype)
+    acc = cdtype
+    if w.element_size() < 4 and need_w:
+        acc_bytes = (w.numel() + vocab) * 4
+        if acc_bytes <= budget // 2:
+            budget -= acc_bytes
+        else:
+            acc = w.dtype
+    rows = chunk_size or chunk_rows(loss.row_bytes(vocab, student.hidden.dtype), budget)
+    return rows, acc
+
+
+class FusedLinear(torch.autograd.Function):
     """Gradients of the head computed in forward, chunk by chunk; see the module docstring."""
 
     @staticmethod
@@ -173,11 +198,10 @@ class FusedLinearKD(torch.autograd.Function):
         h: Tensor,
         w: Tensor,
         b: Tensor | None,
-        h_t: Tensor,
-        w_t: Tensor,
-        b_t: Tensor | None,
-        y: Tensor | None,
         spec: FusedLinearSpec,
+        loss: ChunkLoss,
+        scale: Tensor,
+        *saved: Tensor,
     ) -> Tensor:
         need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
         # Precompute the gradients when backward can just scale them: reduced outputs,
@@ -185,34 +209,26 @@ class FusedLinearKD(torch.autograd.Function):
         # scale reaches them).
         precompute = spec.reduce and h.dtype != torch.float16 and any(need)
         out, grad_h, grad_w, grad_b = _run(
-            spec,
-            Head(h, w, b),
-            Head(h_t, w_t, b_t),
-            y,
-            None,
-            need if precompute else (False, False, False),
+            spec, Head(h, w, b), loss, scale, None, need if precompute else (False, False, False)
         )
-        tensors = (h, w, b, h_t, w_t, b_t, y)
         ctx.spec = spec
+        ctx.loss = loss
         ctx.need = need
+        ctx.has_bias = b is not None
         ctx.grads = (grad_h, grad_w, grad_b) if precompute else None
-        ctx.save_for_backward(*(t for t in tensors if t is not None))
-        ctx.present = tuple(t is not None for t in tensors)
+        ctx.save_for_backward(h, w, *(() if b is None else (b,)), scale, *saved)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        saved = iter(ctx.saved_tensors)
-        h, w, b, h_t, w_t, b_t, y = (next(saved) if p else None for p in ctx.present)
-        assert h is not None
-        assert w is not None
-        assert h_t is not None
-        assert w_t is not None
-        student, teacher = Head(h, w, b), Head(h_t, w_t, b_t)
-        nones = (None,) * 5
+        h, w, *rest = ctx.saved_tensors
+        b = rest.pop(0) if ctx.has_bias else None
+        scale, *saved = rest
+        student = Head(h, w, b)
+        loss = ctx.loss.rebind(tuple(saved))
+        nones = (None,) * (3 + len(saved))
         if torch.is_grad_enabled():  # create_graph=True: differentiate the unfused formula
-            composite_grads = _composite_grads(ctx.spec, student, teacher, y, grad_out, ctx.need)
-            return (*composite_grads, *nones)
+            return (*_composite_grads(ctx.spec, student, loss, scale, grad_out, ctx.need), *nones)
         grads: tuple[Tensor | None, ...]
         if ctx.grads is not None:
             grads = ctx.grads
@@ -220,7 +236,7 @@ class FusedLinearKD(torch.autograd.Function):
             if not (grad_out.device.type == "cpu" and float(grad_out) == 1.0):
                 grads = tuple(None if g is None else g.mul_(grad_out.to(g.dtype)) for g in grads)
         else:
-            grads = _run(ctx.spec, student, teacher, y, grad_out, ctx.need)[1:]
+            grads = _run(ctx.spec, student, loss, scale, grad_out, ctx.need)[1:]
         grad_h, grad_w, grad_b = grads
         return (
             grad_h,
@@ -233,40 +249,31 @@ class FusedLinearKD(torch.autograd.Function):
 def _composite_grads(
     spec: FusedLinearSpec,
     student: Head,
-    teacher: Head,
-    y: Tensor | None,
+    loss: ChunkLoss,
+    scale: Tensor,
     grad_out: Tensor,
     need: tuple[bool, bool, bool],
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     params = (student.hidden, student.weight, student.bias)
     wanted = [n and t is not None for t, n in zip(params, need, strict=True)]
     with torch.enable_grad():
-        out = composite_loss(spec, student, teacher, y)
+        out = composite_loss(spec, student, loss, scale)
         inputs = [t for t, want in zip(params, wanted, strict=True) if want and t is not None]
         grads = iter(torch.autograd.grad(out, inputs, grad_out, create_graph=True))
     grad_h, grad_w, grad_b = (next(grads) if want else None for want in wanted)
     return grad_h, grad_w, grad_b
 
 
-def composite_loss(spec: FusedLinearSpec, student: Head, teacher: Head, y: Tensor | None) -> Tensor:
+def composite_loss(spec: FusedLinearSpec, student: Head, loss: ChunkLoss, scale: Tensor) -> Tensor:
     """The unfused loss as plain differentiable ops (all logits at once)."""
     s = student.logits()
-    t = teacher.logits()
-    cdtype = compute_dtype(s)
-    total, _, _ = composite.kd_rows(
-        s.to(cdtype),
-        t.to(cdtype),
-        temperature=spec.temperature,
-        t2=spec.t2,
-        beta=spec.beta,
-        target=y,
-        terms=False,
-        alpha=spec.alpha,
-    )
-    return (total * spec.scale).sum() if spec.reduce else total
+    n = s.shape[0]
+    ones = torch.ones(n, dtype=compute_dtype(s), device=s.device)
+    (rows, *_) = loss.kernel(0, n, ones).composite(s)
+    return (rows * scale).sum() if spec.reduce else rows
 
 
-def _autocast(head: Head, dtype: torch.dtype) -> Head:
+def autocast_head(head: Head, dtype: torch.dtype) -> Head:
     """The head's float32 tensors in ``dtype``, as autocast would cast a matmul's."""
 
     def cast(t: Tensor) -> Tensor:
@@ -276,67 +283,53 @@ def _autocast(head: Head, dtype: torch.dtype) -> Head:
     return Head(cast(head.hidden), cast(head.weight), bias)
 
 
-def fused_linear_kd(
-    spec: FusedLinearSpec,
-    student: Head,
-    teacher: Head,
-    y: Tensor | None,
-    use_composite: bool,
-) -> Tensor:
-    """Dispatch: the chunked function, or the composite formula under transforms/tracing.
+def _forward_ad(h: Tensor) -> bool:
+    from lsdiffusion._kernels.autograd import _is_dual
 
-    Under autocast the inputs are cast as autocast would cast a matmul's, and
-    the chunked function then runs with autocast off (its own dtype rules).
+    return _is_dual(h)
+
+
+def fused_linear_rows(
+    student: Head,
+    loss: ChunkLoss,
+    valid: Tensor | None,
+    *,
+    reduction: str,
+    chunk_size: int | None,
+    denominator: Tensor | None = None,
+) -> Tensor:
+    """The loss over a flat ``(N, H)`` head, reduced; ``(N,)`` rows for ``"none"``.
+
+    ``valid``: the kept tokens' mask, or None when no token can be ignored.
+    ``reduction``: ``"none"``, ``"sum"``, or ``"mean"`` / ``"batchmean"`` (the
+    sum over kept tokens divided by ``denominator``, by default their count;
+    0 when every token is ignored). Token selection: ignored tokens are
+    dropped before the matmuls (reading the mask on the host, one
+    synchronisation on accelerators); on the composite path (transforms,
+    tracing, compile, forward AD) their inputs are zeroed instead.
     """
     device_type = student.hidden.device.type
     if torch.is_autocast_enabled(device_type) and student.hidden.dtype == torch.float32:
-        # autocast lowers float32 matmuls (and leaves float64 ones alone)
+        # autocast lowers float32 matmuls (and leaves float64 ones alone); the chunked
+        # function then runs with autocast off, by its own dtype rules
         dtype = torch.get_autocast_dtype(device_type)
         with torch.autocast(device_type, enabled=False):
-            return fused_linear_kd(
-                spec, _autocast(student, dtype), _autocast(teacher, dtype), y, use_composite
+            return fused_linear_rows(
+                autocast_head(student, dtype),
+                loss.autocast(dtype),
+                valid,
+                reduction=reduction,
+                chunk_size=chunk_size,
+                denominator=denominator,
             )
-    if use_composite:
-        return composite_loss(spec, student, teacher, y)
-    h, w, b = student.hidden, student.weight, student.bias
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (h, w, b)):
-        h_t, w_t, b_t = teacher.hidden, teacher.weight, teacher.bias
-        out: Tensor = FusedLinearKD.apply(h, w, b, h_t, w_t, b_t, y, spec)  # type: ignore[no-untyped-call]
-        return out
-    out, _, _, _ = _run(spec, student, teacher, y, None, (False, False, False))
-    return out
-
-
-def fused_linear_kd_rows(
-    student: Head,
-    teacher: Head,
-    y: Tensor | None,
-    valid: Tensor | None,
-    *,
-    temperature: float,
-    t2: bool,
-    beta: float,
-    alpha: float,
-    reduction: str,
-    chunk_size: int | None,
-) -> Tensor:
-    """The loss over flat ``(N, H)`` heads, reduced; ``(N,)`` rows for ``"none"``.
-
-    ``y``: flat targets or None; ``valid``: the kept tokens' mask, or None when
-    no target can be ignored. Token selection: ignored tokens are dropped
-    before the matmuls (reading the mask on the host); on the composite path
-    (transforms, tracing, compile, forward AD) their states are zeroed instead.
-    """
     reduce = reduction != "none"
-    n_all = student.hidden.shape[0]
-    chunk = chunk_size or chunk_rows(student.weight.shape[0], student.hidden.dtype)
-    if use_composite(student.hidden):  # the unfused formula
-        spec = FusedLinearSpec(temperature, t2, beta, alpha, False, 1.0, chunk)
-        if valid is not None and y is not None:
-            y = torch.where(valid, y, 0)
-            # ignored tokens' states are zeroed, so NaN padding cannot reach the gradients
-            student, teacher = student.zero_tokens(valid), teacher.zero_tokens(valid)
-        rows = fused_linear_kd(spec, student, teacher, y, use_composite=True)
+    cdtype = compute_dtype(student.hidden)
+    if tracing_or_transforming() or _forward_ad(student.hidden):  # the unfused formula
+        if valid is not None:
+            # ignored tokens' inputs are zeroed, so NaN padding cannot reach the gradients
+            student, loss = student.zero_tokens(valid), loss.zero_ignored(valid)
+        spec = FusedLinearSpec(False, 1, cdtype)  # one chunk: all logits at once
+        rows = composite_loss(spec, student, loss, torch.ones((), dtype=cdtype))
         if valid is not None:
             rows = torch.where(valid, rows, 0.0)
         if reduction == "none":
@@ -344,16 +337,33 @@ def fused_linear_kd_rows(
         if reduction == "sum":
             return rows.sum()
         count = rows.new_tensor(rows.shape[0]) if valid is None else valid.sum()
-        return rows.sum() / count.clamp_min(1)
+        if denominator is None:
+            return rows.sum() / count.clamp_min(1)
+        # an all-ignored batch gives 0 (a 1 in place of its zero denominator keeps the
+        # unselected branch's gradient finite)
+        den = torch.where(count > 0, denominator.to(rows.dtype), 1.0)
+        return torch.where(count > 0, rows.sum() / den, 0.0)
+    n_all = student.hidden.shape[0]
     keep: Tensor | None = None
-    if valid is not None and y is not None and not bool(valid.all()):
+    if valid is not None and not bool(valid.all()):
         keep = valid.nonzero().squeeze(1)  # drop ignored tokens before the matmul
-        student, teacher = student.tokens(keep), teacher.tokens(keep)
-        y = y.index_select(0, keep)
+        student, loss = student.tokens(keep), loss.tokens(keep)
     n = student.hidden.shape[0]
-    scale = 1.0 / n if reduction == "batchmean" and n > 0 else 1.0
-    spec = FusedLinearSpec(temperature, t2, beta, alpha, reduce, scale, chunk)
-    out = fused_linear_kd(spec, student, teacher, y, use_composite=False)
+    scale = torch.ones((), dtype=cdtype, device=student.hidden.device)
+    if reduction in ("mean", "batchmean") and n > 0:
+        scale = scale / (n if denominator is None else denominator.to(cdtype))
+    elif reduction in ("mean", "batchmean"):
+        scale = scale * 0.0
+    h, w, b = student.hidden, student.weight, student.bias
+    need_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (h, w, b)
+    )
+    chunk, acc = plan(student, loss, chunk_size, need_w=need_grad and w.requires_grad)
+    spec = FusedLinearSpec(reduce, chunk, acc)
+    if need_grad:
+        out: Tensor = FusedLinear.apply(h, w, b, spec, loss, scale, *loss.tensors())  # type: ignore[no-untyped-call]
+    else:
+        out = _run(spec, student, loss, scale, None, (False, False, False))[0]
     if reduce or keep is None:
         return out
     return out.new_zeros(n_all).index_copy(0, keep, out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,8 +21,8 @@ def run(k: KDKernel, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Te
     """Row ``(total[, hard, soft])`` (scaled) and, if asked, the gradient."""
     from lsdiffusion._kernels.triton.kernels import kd_kernel
 
-    if k.alpha:
-        raise NotImplementedError("a label-smoothed hard term runs on the eager kernel")
+    if k.alpha and k.target is not None and k.beta < 1.0:
+        return _smoothed_hard(k, x, need_grad)
     n, classes = x.shape
     x = x if x.stride(1) == 1 else x.contiguous()
     teacher = k.teacher if k.teacher.stride(1) == 1 else k.teacher.contiguous()
@@ -61,3 +62,34 @@ def run(k: KDKernel, x: Tensor, need_grad: bool) -> tuple[tuple[Tensor, ...], Te
         num_warps=launch.warps(classes),
     )
     return outs, grad
+
+
+def _smoothed_hard(
+    k: KDKernel, x: Tensor, need_grad: bool
+) -> tuple[tuple[Tensor, ...], Tensor | None]:
+    """``beta * KD + (1 - beta) * LS(alpha)``: the KD kernel (soft term) plus the LS kernel.
+
+    The fused linear loss's LS-teacher recipe; the two kernels' gradients are
+    summed (one extra gradient block while it runs).
+    """
+    from lsdiffusion._kernels.label_smoothing import LabelSmoothingKernel
+    from lsdiffusion._kernels.triton import label_smoothing
+
+    if k.terms:  # pragma: no cover - kd_loss_terms has no alpha
+        raise NotImplementedError("the terms of a label-smoothed hard term")
+    assert k.target is not None
+    soft = replace(k, beta=1.0, alpha=0.0, scale=k.scale * k.beta)
+    (total,), grad = run(soft, x, need_grad)
+    hard = LabelSmoothingKernel(
+        target=k.target,
+        probs=False,
+        alpha=k.alpha,
+        weight=None,
+        scale=k.scale * (1.0 - k.beta),
+        valid=k.valid,
+        backend="triton",
+    )
+    (rows,), grad_hard = label_smoothing.run(hard, x, need_grad)
+    if grad is not None and grad_hard is not None:
+        grad += grad_hard
+    return (total + rows,), grad
