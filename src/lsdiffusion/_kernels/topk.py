@@ -116,7 +116,7 @@ class TopKKDKernel(LossKernel):
         """One buffer: tempered softmax, then the gradient, in place (module docstring)."""
         dtype = compute_dtype(x)
         temp = self.temperature
-        buf = x.detach().to(dtype) / temp  # u = z / T: the only (rows, V) buffer
+        buf = x.detach().to(dtype, copy=True).div_(temp)  # u = z / T: the only (rows, V) buffer
         if self.valid is not None:
             buf.masked_fill_(~self.valid[:, None], 0.0)
         u_cached = buf.gather(1, self.indices)
@@ -169,15 +169,24 @@ class TopKKDKernel(LossKernel):
         return outs, buf.to(x.dtype)
 
     def _hard_rows(self, x: Tensor, dtype: torch.dtype, u_cached: Tensor, lse: Tensor) -> Tensor:
-        """Per-row cross-entropy with the labels at T = 1 (label-smoothed by ``alpha``)."""
+        """Per-row cross-entropy with the labels at T = 1, label-smoothed by ``alpha``.
+
+        ``(1 - alpha) (lse - z_y) + alpha / V * sum_{finite k} (lse - z_k)``: the
+        smoothing term from the finite classes' count and sum (a ``-inf`` class
+        takes no smoothing mass), with one logits-sized temporary at most.
+        """
         assert self.target is not None
-        if self.alpha:  # a few temporaries: the fused linear loss's chunks only
-            return ls_rows(x.detach().to(dtype), self.target, False, self.alpha, None)
-        z_y = x.detach().gather(1, self.target[:, None])[:, 0].to(dtype)
-        if self.temperature == 1.0:
-            return lse - z_y
-        lse1 = torch.logsumexp(x.detach().to(dtype), 1)
-        return lse1 - z_y
+        xd = x.detach()
+        z_y = xd.gather(1, self.target[:, None])[:, 0].to(dtype)
+        lse1 = lse if self.temperature == 1.0 else torch.logsumexp(xd.to(dtype), 1)
+        hard = lse1 - z_y
+        if not self.alpha:
+            return hard
+        finite = xd != _NEG_INF
+        count = finite.sum(1, dtype=dtype)
+        total = torch.where(finite, xd, 0.0).sum(1, dtype=dtype)
+        smooth = (count * lse1 - total) / xd.shape[1]
+        return (1.0 - self.alpha) * hard + self.alpha * smooth
 
     def _add_hard_grad(self, buf: Tensor, x: Tensor, dtype: torch.dtype, factor: Tensor) -> None:
         """`buf += factor * (softmax(x) - y_LS)`; a second buffer while it runs.
@@ -185,11 +194,12 @@ class TopKKDKernel(LossKernel):
         `y_LS = (1 - alpha) onehot(target) + alpha / V` on the finite classes.
         """
         assert self.target is not None
-        xd = x.detach().to(dtype)
-        p1 = torch.softmax(xd, 1)
+        xd = x.detach()
+        p1 = torch.softmax(xd, 1, dtype=dtype)
         p1.scatter_add_(1, self.target[:, None], torch.full_like(p1[:, :1], self.alpha - 1.0))
         if self.alpha:
-            p1.sub_((xd != _NEG_INF).to(dtype), alpha=self.alpha / xd.shape[1])
+            p1.sub_(self.alpha / xd.shape[1])
+            p1.masked_fill_(xd == _NEG_INF, 0.0)  # outside the support: no target mass
         buf.add_(p1.mul_(factor[:, None]))
 
 

@@ -212,9 +212,13 @@ class TopKChunks(ChunkLoss):
         )
 
     def row_bytes(self, vocab: int, dtype: torch.dtype) -> int:
-        """The student logits and the kernel's float32 buffer (two with the hard term)."""
+        """The student logits and the kernel's float32 buffer, two with the hard term.
+
+        Plus a float32 temporary while a row statistic (log-sum-exp, the
+        smoothing sum) is formed.
+        """
         hard = self.target is not None and self.beta < 1.0
-        return vocab * (_item(dtype) + 4 * (2 if hard else 1) + (4 if self.alpha else 0))
+        return vocab * (_item(dtype) + 4 * (3 if hard else 2))
 
 
 @dataclass(frozen=True, kw_only=True)
