@@ -54,13 +54,19 @@ from lsdiffusion._kernels.kd import KDKernel
 from lsdiffusion._kernels.label_smoothing import LabelSmoothingKernel
 from lsdiffusion._kernels.select import resolve
 from lsdiffusion._validation import (
+    Backend,
+    check_backend,
     check_bool,
     check_chunk_size,
     check_finite_positive,
     check_ignore_index,
     check_in_unit_interval,
+    check_kd_reduction,
     check_reduction,
     normalize_dim,
+)
+from lsdiffusion._validation import (  # the name the fused-linear section calls it by
+    check_kd_reduction as _check_kd_reduction,
 )
 from lsdiffusion.teachers import TopKTeacher
 
@@ -103,17 +109,6 @@ def _flatten_logits(name: str, logits: Tensor, dim: int) -> tuple[Tensor, int]:
 def _unflatten_rows(rows: Tensor, logits: Tensor, dim: int) -> Tensor:
     shape = logits.shape[:dim] + logits.shape[dim + 1 :]
     return rows.reshape(shape)
-
-
-Backend = Literal["auto", "eager", "triton"]
-_BACKENDS = ("auto", "eager", "triton")
-
-
-def _check_backend(backend: object) -> Backend:
-    """Return ``backend`` if it names a backend, else raise ``ValueError``."""
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {list(_BACKENDS)}, got {backend!r}")
-    return backend  # type: ignore[return-value]
 
 
 def _finish(out: Tensor, reduction: str, logits: Tensor, dim: int) -> Tensor:
@@ -188,17 +183,6 @@ def _check_weight(weight: Tensor | None, num_classes: int, x: Tensor) -> Tensor 
             "pass weight.detach()"
         )
     return weight.to(dtype=compute_dtype(x))
-
-
-def _check_kd_reduction(reduction: str) -> None:
-    """Validate a KD reduction; ``"mean"`` gets an error explaining ``"batchmean"``."""
-    if reduction == "mean":
-        raise ValueError(
-            "reduction='mean' is not offered for KD: an elementwise mean divides the KL by "
-            "the number of classes. Use 'batchmean' (sum over classes, mean over rows), "
-            "'sum' or 'none'"
-        )
-    check_reduction(reduction, ("none", "batchmean", "sum"))
 
 
 def _row_scale(
@@ -347,7 +331,7 @@ def label_smoothing_loss(
         weight=w,
         scale=scale,
         valid=valid,
-        backend=resolve(_check_backend(backend), x),
+        backend=resolve(check_backend(backend), x),
     )
     (loss,) = apply(x, kernel, reduce=reduction != "none")
     return _finish(loss, reduction, logits, d)
@@ -426,7 +410,7 @@ def _kd_terms(
     """
     check_finite_positive("temperature", temperature)
     check_in_unit_interval("beta", beta)
-    _check_kd_reduction(reduction)
+    check_kd_reduction(reduction)
     check_bool("t2_scaling", t2_scaling)
     check_ignore_index(ignore_index)
     if not isinstance(student_logits, Tensor):
@@ -485,7 +469,7 @@ def _kd_terms(
     if isinstance(teacher_logits, TopKTeacher):
         from lsdiffusion._kernels.topk import TopKKDKernel
 
-        _check_backend(backend)  # a cached teacher runs on the eager engine (or composite)
+        check_backend(backend)  # a cached teacher runs on the eager engine (or composite)
         indices, values, bucket = topk
         kernel = TopKKDKernel(
             indices=indices,
@@ -509,7 +493,7 @@ def _kd_terms(
             terms=terms,
             scale=scale,
             valid=valid,
-            backend=resolve(_check_backend(backend), x),
+            backend=resolve(check_backend(backend), x),
         )
     outs = apply(x, kernel, reduce=reduction != "none")
     loss = _finish(outs[0], reduction, student_logits, d)

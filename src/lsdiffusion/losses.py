@@ -18,6 +18,7 @@ from typing import NoReturn
 from torch import Tensor, nn
 
 from lsdiffusion._validation import (
+    Backend,
     check_bool,
     check_dim_type,
     check_finite_positive,
@@ -25,14 +26,13 @@ from lsdiffusion._validation import (
     check_in_unit_interval,
     check_reduction,
 )
+from lsdiffusion._validation import check_backend as _check_backend
+from lsdiffusion._validation import check_kd_reduction as _check_kd_reduction
 from lsdiffusion.functional import (
-    Backend,
     KDReduction,
     KDTerms,
     LSReduction,
-    _check_backend,
     _check_fused_linear_options,
-    _check_kd_reduction,
     fused_linear_kd_loss,
     kd_loss_terms,
     label_smoothing_loss,
