@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from _reference import kd_reference
 from lsdiffusion import FusedLinearKDLoss, fused_linear_kd_loss, kd_loss, label_smoothing_loss
 from lsdiffusion._kernels.chunked import fused_linear as fl
 
@@ -273,7 +274,12 @@ def test_ignored_nan_states_get_zero_gradient_under_transforms():
 
 
 def _masked_reference(hs, ws, bs, h_t, w_t, b_t, y, temperature, beta, alpha):
-    """A float64 re-derivation: the masked classes take no smoothing mass, 0 log 0 = 0."""
+    """A float64 re-derivation: the masked classes take no smoothing mass, 0 log 0 = 0.
+
+    The label-smoothing term is written out here (it is this file's only LS
+    re-derivation: elsewhere LS is checked against ``F.cross_entropy``, which has
+    no masked classes); the KD term is the shared reference.
+    """
     s = hs.double() @ ws.double().T + bs.double()
     t = h_t.double() @ w_t.double().T + b_t.double()
     finite = torch.isfinite(s)
@@ -281,10 +287,8 @@ def _masked_reference(hs, ws, bs, h_t, w_t, b_t, y, temperature, beta, alpha):
     nll = lse - s.gather(1, y[:, None])[:, 0]
     smooth = torch.where(finite, lse[:, None] - s, 0.0).sum(1) / s.shape[1]
     hard = (1 - alpha) * nll + alpha * smooth
-    lp_s = torch.log_softmax(s / temperature, 1)
-    lp_t = torch.log_softmax(t / temperature, 1)
-    kl = torch.where(torch.isfinite(t), lp_t.exp() * (lp_t - lp_s), 0.0).sum(1)
-    return ((1 - beta) * hard + beta * temperature**2 * kl).mean()
+    _, soft = kd_reference(s, t, temperature)
+    return ((1 - beta) * hard + beta * soft).mean()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -38,6 +38,7 @@ def test_import_and_help_load_no_torch() -> None:
     )
     assert _python(code) == "[]"
 
+
 def test_semantics_and_its_checks_load_no_torch() -> None:
     # the semantics modules share lsdiffusion._validation with the losses; its
     # scalar checks (check_int here) must stay usable without torch
@@ -54,7 +55,6 @@ def test_semantics_and_its_checks_load_no_torch() -> None:
         "print('torch' in sys.modules)"
     )
     assert _python(code) == "False"
-
 
 
 def test_public_names_load_on_first_use() -> None:
