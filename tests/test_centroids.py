@@ -201,7 +201,7 @@ def test_centroid_state_errors():
         acc.merge(other)
     with pytest.raises(TypeError, match="merge ClassCentroids"):
         acc.merge("nope")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="num_classes must be >= 1"):
+    with pytest.raises(ValueError, match="num_classes must be an int >= 1"):
         ClassCentroids(0)
     with pytest.raises(ValueError, match="on_empty must be one of"):
         ClassCentroids(3, on_empty="drop")  # type: ignore[arg-type]

@@ -27,6 +27,8 @@ BACKENDS = ["eager", "triton"]
 
 
 def _kd_ref(s, t, temperature):
+    # PyTorch's own KD one-liner under autocast, on purpose (not tests/_reference.py):
+    # the AMP checks compare a training step with what PyTorch's loss does there
     lp = F.log_softmax(s.float() / temperature, -1)
     return (
         F.kl_div(lp, F.softmax(t.float() / temperature, -1), reduction="batchmean") * temperature**2

@@ -583,11 +583,11 @@ def test_significance_errors():
         tab.significance(confidence=1.0)
     with pytest.raises(TypeError, match="confidence must be a float"):
         tab.significance(confidence=True)
-    with pytest.raises(ValueError, match="n_resamples must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="n_resamples must be an int >= 1, got 0"):
         tab.significance(n_resamples=0)
-    with pytest.raises(TypeError, match="n_resamples must be an int, got float"):
+    with pytest.raises(TypeError, match="n_resamples must be an int >= 1, got float"):
         tab.significance(n_resamples=1e4)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="seed must be >= 0"):
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
         tab.significance(seed=-1)
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import forward_ad
 
+from _reference import kd_reference
 from lsdiffusion import KDLoss, LabelSmoothingLoss, kd_loss, kd_loss_terms, label_smoothing_loss
 from lsdiffusion._kernels import kd as kd_module
 
@@ -17,16 +18,9 @@ T = 2.0
 
 
 def kd_ref(s, t, temperature=T, target=None, beta=1.0, ignore_index=-100):
-    """Float64-free plain re-derivation of the KD contract on (rows, C), in s's dtype."""
-    lp_s = F.log_softmax(s / temperature, 1)
-    p_t = F.softmax(t.to(s.dtype) / temperature, 1)
-    soft = F.kl_div(lp_s, p_t, reduction="none").sum(1) * temperature**2
-    if target is None:
-        return soft.mean()
-    valid = target != ignore_index
-    hard = F.cross_entropy(s, torch.where(valid, target, 0), reduction="none")
-    rows = torch.where(valid, (1 - beta) * hard + beta * soft, 0.0)
-    return rows.sum() / valid.sum()
+    """The shared float64 reference's batchmean, at ``T`` by default, in ``s``'s dtype."""
+    mean, _ = kd_reference(s, t, temperature, target, beta, ignore_index)
+    return mean.to(s.dtype)
 
 
 def _data(dtype, device="cpu", rows=6, classes=5, seed=0):

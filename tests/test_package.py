@@ -39,6 +39,24 @@ def test_import_and_help_load_no_torch() -> None:
     assert _python(code) == "[]"
 
 
+def test_semantics_and_its_checks_load_no_torch() -> None:
+    # the semantics modules share lsdiffusion._validation with the losses; its
+    # scalar checks (check_int here) must stay usable without torch
+    code = (
+        "import sys\n"
+        "from lsdiffusion import _validation\n"
+        "from lsdiffusion.semantics import feature_set_sizes\n"
+        "assert feature_set_sizes(10, 0.1, 0.5) == (1, 5)\n"
+        "try:\n"
+        "    feature_set_sizes(2.0)\n"
+        "except TypeError as exc:\n"
+        "    assert 'num_classes must be an int >= 0, got float 2.0' in str(exc), exc\n"
+        "assert _validation.check_int('n', 3, minimum=1) == 3\n"
+        "print('torch' in sys.modules)"
+    )
+    assert _python(code) == "False"
+
+
 def test_public_names_load_on_first_use() -> None:
     code = (
         "import sys, lsdiffusion\n"

@@ -191,10 +191,10 @@ def test_mean_cdnv_over_class_sets():
     for target, classes, match in [
         (0, [], "at least one"),
         (0, [0, 1], "must not contain the target"),
-        (0, [5], r"classes must be in \[0, 4\]"),
+        (0, [5], r"classes must hold class indices in \[0, 4\] \(num_classes=5\), got \[5\]"),
         (5, [1], r"target must be in \[0, 4\]"),
         (0, [1.5], "integer class indices"),
-        (-1, [1], "target must be >= 0"),
+        (-1, [1], "target must be an int >= 0, got -1"),
     ]:
         with pytest.raises((ValueError, TypeError), match=match):
             g.mean_cdnv(target, classes)
@@ -296,7 +296,7 @@ def test_input_errors(features, labels, exc, match):
 
 
 def test_argument_and_state_errors():
-    with pytest.raises(ValueError, match="num_classes must be >= 1"):
+    with pytest.raises(ValueError, match="num_classes must be an int >= 1"):
         ClassScatter(0)
     with pytest.raises(TypeError, match="num_features must be an int"):
         ClassScatter(3, num_features=2.0)  # type: ignore[arg-type]

@@ -285,8 +285,8 @@ def _check_pip(args: list[str]) -> None:
 
 
 def _check_lsdiffusion(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    from lsdiffusion import demo
     from lsdiffusion.cli import build_parser, main
+    from lsdiffusion.demo.cli import _config_from_args
 
     if argv and argv[0] in ("--help", "-h", "--version"):
         with pytest.raises(SystemExit) as info:
@@ -298,7 +298,7 @@ def _check_lsdiffusion(argv: list[str], capsys: pytest.CaptureFixture[str]) -> N
         assert main(argv) == 0, capsys.readouterr().err
         assert "similar (" in capsys.readouterr().out
     elif args.command == "demo":
-        demo._config_from_args(args)  # the checks made before training
+        _config_from_args(args)  # the checks made before training
         torch.device(args.device)  # a valid device string (cuda may be absent here)
     elif args.command == "analyze":  # the options parse; the files are the reader's
         assert len(args.students) == len(args.temperatures), argv

@@ -12,7 +12,11 @@ KINDS = [("logits", "renormalize"), ("logprobs", "renormalize"), ("logprobs", "b
 
 
 def _reference(s, t, k, temperature, tail, t2=True):
-    """Per-row top-k KD written out densely in float64 (the test's own expansion)."""
+    """Per-row top-k KD written out densely in float64 (the test's own expansion).
+
+    Separate from the dense ``tests/_reference.py`` on purpose: a cached teacher
+    has its own formula (the tail rules), which is what this expands.
+    """
     s, t = s.double(), t.double()
     lp_t = torch.log_softmax(t, 1)
     v, idx = lp_t.topk(k, 1)

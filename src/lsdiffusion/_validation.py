@@ -1,42 +1,89 @@
-"""Shared argument checks and the one reduction helper used by every loss.
+"""Argument checks shared by the modules of the package, in one message style.
 
-Every public function validates its inputs here so that errors read the same
-everywhere: they name the argument, what was expected and what was received.
+Every error names the argument, what was expected and what was received. The
+public modules import the checks they share from here, never from each other.
+
+Private, and light to import: torch is not loaded at module level (the
+numpy-only ``lsdiffusion.semantics`` modules use the scalar checks); the tensor
+checks import it when they run.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Literal, get_args
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import torch
 
 __all__ = [
-    "Reduction",
+    "Backend",
+    "check_backend",
     "check_bool",
+    "check_choice",
     "check_chunk_size",
+    "check_class_indices",
     "check_dim_type",
+    "check_features",
     "check_finite_positive",
+    "check_fused_linear_ls_options",
+    "check_fused_linear_options",
     "check_ignore_index",
     "check_in_unit_interval",
+    "check_int",
+    "check_integer_dtype",
+    "check_kd_reduction",
+    "check_labels",
     "check_reduction",
+    "count_labels",
+    "flatten_labelled",
     "normalize_dim",
+    "short_list",
 ]
 
-Reduction = Literal["none", "mean", "sum", "batchmean"]
+# -- messages --------------------------------------------------------------------
 
 
-def check_reduction(reduction: str, allowed: tuple[str, ...] | None = None) -> None:
-    """Raise ``ValueError`` unless ``reduction`` is one of ``allowed``.
+def short_list(values: Iterable[int], limit: int = 10) -> str:
+    """``values`` as ``[a, b, ...]``: the first ``limit``, then how many in total."""
+    items = [int(v) for v in values]
+    text = ", ".join(str(v) for v in items[:limit])
+    if len(items) > limit:
+        text += f", ... ({len(items)} in total)"
+    return "[" + text + "]"
 
-    Args:
-        reduction: the value passed by the user.
-        allowed: the accepted values; defaults to every `Reduction`.
+
+# -- Python scalars ----------------------------------------------------------------
+
+
+def check_int(name: str, value: object, *, minimum: int = 0) -> int:
+    """Return ``value`` as an ``int`` (a numpy integer included, a bool not), if ``>= minimum``.
+
+    Raises:
+        TypeError: unless ``value`` is an integer.
+        ValueError: if it is below ``minimum``.
     """
-    options = allowed if allowed is not None else get_args(Reduction)
-    if reduction not in options:
-        raise ValueError(f"reduction must be one of {list(options)}, got {reduction!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {int(value)}")
+    return int(value)
+
+
+def check_bool(name: str, value: object) -> None:
+    """Raise ``TypeError`` unless ``value`` is a ``bool``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool (True or False), got {value!r}")
+
+
+def check_choice(name: str, value: object, options: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``options``."""
+    if value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
 
 
 def check_in_unit_interval(name: str, value: object) -> None:
@@ -56,12 +103,6 @@ def check_finite_positive(name: str, value: object) -> None:
     v: Any = value  # a Python number, or a SymFloat while compiling
     if not (v > 0 and v < math.inf):
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-
-
-def check_bool(name: str, value: object) -> None:
-    """Raise ``TypeError`` unless ``value`` is a ``bool``."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool (True or False), got {value!r}")
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -89,6 +130,71 @@ def check_chunk_size(chunk_size: object) -> None:
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
 
 
+# -- loss options ------------------------------------------------------------------
+
+Backend = Literal["auto", "eager", "triton"]
+_BACKENDS: tuple[Backend, ...] = ("auto", "eager", "triton")
+
+
+def check_backend(backend: object) -> Backend:
+    """Return ``backend`` if it names a backend, else raise ``ValueError``."""
+    for option in _BACKENDS:
+        if backend == option:
+            return option
+    raise ValueError(f"backend must be one of {list(_BACKENDS)}, got {backend!r}")
+
+
+def check_reduction(reduction: str, allowed: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` unless ``reduction`` is one of ``allowed``."""
+    check_choice("reduction", reduction, allowed)
+
+
+def check_kd_reduction(reduction: str) -> None:
+    """Validate a KD reduction; ``"mean"`` gets an error explaining ``"batchmean"``."""
+    if reduction == "mean":
+        raise ValueError(
+            "reduction='mean' is not offered for KD: an elementwise mean divides the KL by "
+            "the number of classes. Use 'batchmean' (sum over classes, mean over rows), "
+            "'sum' or 'none'"
+        )
+    check_reduction(reduction, ("none", "batchmean", "sum"))
+
+
+# -- tensors -----------------------------------------------------------------------
+
+
+def check_fused_linear_options(
+    temperature: object,
+    beta: object,
+    alpha: object,
+    reduction: str,
+    t2_scaling: object,
+    ignore_index: object,
+    chunk_size: object,
+    backend: object = "auto",
+) -> None:
+    """The non-tensor arguments of `fused_linear_kd_loss` (and its module)."""
+    check_finite_positive("temperature", temperature)
+    check_in_unit_interval("beta", beta)
+    check_in_unit_interval("alpha", alpha)
+    check_kd_reduction(reduction)
+    check_bool("t2_scaling", t2_scaling)
+    check_ignore_index(ignore_index)
+    check_chunk_size(chunk_size)
+    check_backend(backend)
+
+
+def check_fused_linear_ls_options(
+    alpha: object, reduction: str, ignore_index: object, chunk_size: object, backend: object
+) -> None:
+    """The non-tensor arguments of `fused_linear_label_smoothing_loss` (and its module)."""
+    check_in_unit_interval("alpha", alpha)
+    check_reduction(reduction, ("none", "mean", "sum"))
+    check_ignore_index(ignore_index)
+    check_chunk_size(chunk_size)
+    check_backend(backend)
+
+
 def normalize_dim(name: str, dim: object, tensor: torch.Tensor) -> int:
     """Return ``dim`` as a non-negative index into ``tensor``'s shape."""
     check_dim_type(dim)
@@ -103,6 +209,70 @@ def normalize_dim(name: str, dim: object, tensor: torch.Tensor) -> int:
             f"(expected -{ndim} <= dim < {ndim})"
         )
     return dim % ndim
+
+
+def check_features(name: str, features: torch.Tensor) -> None:
+    """Raise unless ``features`` is a 2-D (N, D) tensor of a real floating dtype."""
+    if features.dim() != 2:
+        raise ValueError(
+            f"{name} must be 2-D (N, D), got {features.dim()}-D shape {tuple(features.shape)}"
+        )
+    if not (features.is_floating_point() or features.is_complex()):
+        raise TypeError(f"{name} must have a floating dtype, got {features.dtype}")
+    if features.is_complex():
+        raise TypeError(f"{name} must be real, got {features.dtype}")
+
+
+def check_integer_dtype(name: str, tensor: torch.Tensor) -> None:
+    """Raise ``TypeError`` unless ``tensor`` has an integer dtype (not bool)."""
+    import torch
+
+    if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
+        raise TypeError(f"{name} must have an integer dtype, got {tensor.dtype}")
+
+
+def check_labels(
+    labels: torch.Tensor, num_rows: int, num_classes: int, *, check_range: bool
+) -> None:
+    """Raise unless ``labels`` is (``num_rows``,) integer, in [0, ``num_classes``) if checked."""
+    import torch
+
+    if labels.dim() != 1:
+        raise ValueError(f"labels must be 1-D (N,), got shape {tuple(labels.shape)}")
+    check_integer_dtype("labels", labels)
+    if labels.shape[0] != num_rows:
+        raise ValueError(
+            f"labels must have one entry per row of features: features has {num_rows} rows, "
+            f"labels has {labels.shape[0]}"
+        )
+    if check_range and labels.numel() > 0:
+        bad = (labels < 0) | (labels >= num_classes)
+        if bool(bad.any()):
+            raise ValueError(
+                f"labels must be in [0, {num_classes - 1}] (num_classes={num_classes}), "
+                f"got {short_list(torch.unique(labels[bad]).cpu().tolist())}"
+            )
+
+
+def check_class_indices(
+    name: str, indices: npt.NDArray[np.int64], num_classes: int, *, source: str | None = None
+) -> None:
+    """Raise ``ValueError`` unless every entry of ``indices`` lies in [0, ``num_classes``).
+
+    Args:
+        name: what the indices are, for the message (``"targets"``).
+        indices: the class indices, as a 1-D int64 numpy array.
+        num_classes: the number of classes C.
+        source: where C comes from, for the message (``"the centroids have 5 rows"``);
+            defaults to ``num_classes=C``.
+    """
+    bad = (indices < 0) | (indices >= num_classes)
+    if bad.any():
+        where = source if source is not None else f"num_classes={num_classes}"
+        raise ValueError(
+            f"{name} must hold class indices in [0, {num_classes - 1}] ({where}), "
+            f"got {short_list(sorted(set(indices[bad].tolist())))}"
+        )
 
 
 # -- measurement accumulators (centroids, cluster geometry, entropy) ------------
@@ -136,12 +306,13 @@ def flatten_labelled(
         TypeError: for a non-floating or complex ``features`` or non-integer ``labels``.
         ValueError: for mismatched shapes or out-of-range labels.
     """
+    import torch
+
     if features.dim() < 1:
         raise ValueError("features must be (..., D) with the feature dim last, got a 0-d tensor")
     if features.is_complex() or not features.is_floating_point():
         raise TypeError(f"features must have a real floating dtype, got {features.dtype}")
-    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
+    check_integer_dtype("labels", labels)
     lead = tuple(int(s) for s in features.shape[:-1])
     if tuple(labels.shape) != lead:
         raise ValueError(
@@ -159,12 +330,10 @@ def flatten_labelled(
         bad = (labs < 0) | (labs >= num_classes)
         if bool(bad.any()):
             values = torch.unique(labs[bad]).cpu().tolist()
-            shown = ", ".join(str(v) for v in values[:10])
-            more = f", ... ({len(values)} in total)" if len(values) > 10 else ""
             skip = "" if ignore_index is None else f"; ignore_index={ignore_index} is skipped"
             raise ValueError(
                 f"labels must be in [0, {num_classes - 1}] (num_classes={num_classes}{skip}), "
-                f"got [{shown}{more}]"
+                f"got {short_list(values)}"
             )
     return rows, labs
 
@@ -176,6 +345,8 @@ def count_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     every label anyway, so a label outside [0, ``num_classes``) costs nothing
     extra to report, and it is reported before any state is changed.
     """
+    import torch
+
     try:
         counts = torch.bincount(labels, minlength=num_classes)
     except RuntimeError:  # negative labels

@@ -18,21 +18,21 @@ from typing import Any, Literal, TypeAlias
 
 import torch
 
-from lsdiffusion._arrays import (
-    ArrayLike,
-    _as_tensor,
-    _check_choice,
-    _check_int,
-    _shape,
-    _short_list,
-)
+from lsdiffusion._arrays import ArrayLike, as_tensor, shape_of
 from lsdiffusion._distributed import (
     _agree_across_ranks,
     _all_reduce_sum,
     _distributed_ready,
     _resolve_device,
 )
-from lsdiffusion._validation import check_ignore_index, count_labels, flatten_labelled
+from lsdiffusion._validation import (
+    check_choice,
+    check_ignore_index,
+    check_int,
+    count_labels,
+    flatten_labelled,
+    short_list,
+)
 
 __all__ = ["ClassCentroids", "EmptyClassWarning", "class_centroids"]
 
@@ -135,11 +135,11 @@ class ClassCentroids:
         exact: bool = True,
         ignore_index: int | None = -100,
     ) -> None:
-        self.num_classes = _check_int("num_classes", num_classes, minimum=1)
+        self.num_classes = check_int("num_classes", num_classes, minimum=1)
         self._init_features = (
-            None if num_features is None else _check_int("num_features", num_features, minimum=1)
+            None if num_features is None else check_int("num_features", num_features, minimum=1)
         )
-        _check_choice("on_empty", on_empty, _EMPTY_POLICIES)
+        check_choice("on_empty", on_empty, _EMPTY_POLICIES)
         if ignore_index is not None:
             check_ignore_index(ignore_index)
         self.ignore_index = ignore_index
@@ -210,8 +210,8 @@ class ClassCentroids:
             labels: (...) integer class indices in [0, C), the shape of ``features``
                 without its last dim; entries equal to ``ignore_index`` are skipped.
         """
-        feats_in = _as_tensor("features", features)
-        labs = _as_tensor("labels", labels)
+        feats_in = as_tensor("features", features)
+        labs = as_tensor("labels", labels)
         if labs.device != feats_in.device:
             labs = labs.to(feats_in.device)
         feats, labs = flatten_labelled(
@@ -224,7 +224,7 @@ class ClassCentroids:
         if self.num_features is not None and feats.shape[1] != self.num_features:
             raise ValueError(
                 f"features must have {self.num_features} features in their last dim like the "
-                f"previous batches (num_features), got shape {_shape(feats_in)}"
+                f"previous batches (num_features), got shape {shape_of(feats_in)}"
             )
         if self._sums is not None and feats.device != self._sums.device:
             raise ValueError(
@@ -304,14 +304,14 @@ class ClassCentroids:
         self, sync: bool | None, on_empty: EmptyPolicy | None, *, stacklevel: int
     ) -> torch.Tensor:
         policy = self.on_empty if on_empty is None else on_empty
-        _check_choice("on_empty", policy, _EMPTY_POLICIES)
+        check_choice("on_empty", policy, _EMPTY_POLICIES)
         sums, counts = self._synced(sync)
         empty = counts == 0
         if policy != "ignore" and bool(empty.any()):
             missing = torch.nonzero(empty).flatten().cpu().tolist()
             msg = (
                 f"{len(missing)} of {self.num_classes} classes have no samples "
-                f"(their centroids are NaN): classes {_short_list(missing)}"
+                f"(their centroids are NaN): classes {short_list(missing)}"
             )
             if policy == "raise":
                 raise ValueError(msg)
@@ -419,7 +419,7 @@ def class_centroids(
         tensor([[ 1.,  2.],
                 [10., 10.]], dtype=torch.float64)
     """
-    feats = _as_tensor("features", features)
+    feats = as_tensor("features", features)
     acc = ClassCentroids(
         num_classes,
         device=feats.device,

@@ -31,6 +31,8 @@ from lsdiffusion._validation import (
     check_dim_type,
     check_finite_positive,
     check_ignore_index,
+    check_integer_dtype,
+    check_reduction,
     normalize_dim,
 )
 
@@ -68,8 +70,7 @@ def _kept_rows(
         return None
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels must be a torch.Tensor or None, got {type(labels).__name__}")
-    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
+    check_integer_dtype("labels", labels)
     if tuple(labels.shape) != rest:
         raise ValueError(
             f"labels must have the shape of logits without the class dim, {rest}; "
@@ -186,8 +187,7 @@ def target_entropy(
         True
     """
     check_finite_positive("temperature", temperature)
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be one of ['mean', 'sum', 'none'], got {reduction!r}")
+    check_reduction(reduction, ("mean", "sum", "none"))
     if ignore_index is not None:
         check_ignore_index(ignore_index)
     rows, rest = _as_rows("logits", logits, dim)

@@ -44,7 +44,6 @@ import torch
 from torch import nn
 from typing_extensions import Self
 
-from lsdiffusion._arrays import _check_labels
 from lsdiffusion._batches import (
     EagerCompiled,
     Running,
@@ -57,7 +56,7 @@ from lsdiffusion._batches import (
     pool_prediction,
     split_batch,
 )
-from lsdiffusion._validation import check_ignore_index
+from lsdiffusion._validation import check_ignore_index, check_labels
 
 __all__ = [
     "FeatureBatch",
@@ -332,7 +331,7 @@ def _shape_batch(
         checked = checked[checked != ignore_index]
     same_lead = lead == tuple(logits.shape[:-1]) and logits.dim() >= 1
     num_classes = int(logits.shape[-1]) if same_lead else 0
-    _check_labels(checked, checked.shape[0], num_classes, check_range=num_classes > 0)
+    check_labels(checked, checked.shape[0], num_classes, check_range=num_classes > 0)
     return FeatureBatch(feats, labels, logits.detach())
 
 

@@ -54,11 +54,15 @@ from lsdiffusion._kernels.kd import KDKernel
 from lsdiffusion._kernels.label_smoothing import LabelSmoothingKernel
 from lsdiffusion._kernels.select import resolve
 from lsdiffusion._validation import (
+    Backend,
+    check_backend,
     check_bool,
-    check_chunk_size,
     check_finite_positive,
+    check_fused_linear_ls_options,
+    check_fused_linear_options,
     check_ignore_index,
     check_in_unit_interval,
+    check_kd_reduction,
     check_reduction,
     normalize_dim,
 )
@@ -104,17 +108,6 @@ def _flatten_logits(name: str, logits: Tensor, dim: int) -> tuple[Tensor, int]:
 def _unflatten_rows(rows: Tensor, logits: Tensor, dim: int) -> Tensor:
     shape = logits.shape[:dim] + logits.shape[dim + 1 :]
     return rows.reshape(shape)
-
-
-Backend = Literal["auto", "eager", "triton"]
-_BACKENDS = ("auto", "eager", "triton")
-
-
-def _check_backend(backend: object) -> Backend:
-    """Return ``backend`` if it names a backend, else raise ``ValueError``."""
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {list(_BACKENDS)}, got {backend!r}")
-    return backend  # type: ignore[return-value]
 
 
 def _finish(out: Tensor, reduction: str, logits: Tensor, dim: int) -> Tensor:
@@ -191,17 +184,6 @@ def _check_weight(
             f"pass {name}.detach()"
         )
     return weight.to(dtype=compute_dtype(x))
-
-
-def _check_kd_reduction(reduction: str) -> None:
-    """Validate a KD reduction; ``"mean"`` gets an error explaining ``"batchmean"``."""
-    if reduction == "mean":
-        raise ValueError(
-            "reduction='mean' is not offered for KD: an elementwise mean divides the KL by "
-            "the number of classes. Use 'batchmean' (sum over classes, mean over rows), "
-            "'sum' or 'none'"
-        )
-    check_reduction(reduction, ("none", "batchmean", "sum"))
 
 
 def _row_scale(
@@ -350,7 +332,7 @@ def label_smoothing_loss(
         weight=w,
         scale=scale,
         valid=valid,
-        backend=resolve(_check_backend(backend), x),
+        backend=resolve(check_backend(backend), x),
     )
     (loss,) = apply(x, kernel, reduce=reduction != "none")
     return _finish(loss, reduction, logits, d)
@@ -429,7 +411,7 @@ def _kd_terms(
     """
     check_finite_positive("temperature", temperature)
     check_in_unit_interval("beta", beta)
-    _check_kd_reduction(reduction)
+    check_kd_reduction(reduction)
     check_bool("t2_scaling", t2_scaling)
     check_ignore_index(ignore_index)
     if not isinstance(student_logits, Tensor):
@@ -488,7 +470,7 @@ def _kd_terms(
     if isinstance(teacher_logits, TopKTeacher):
         from lsdiffusion._kernels.topk import TopKKDKernel
 
-        if _check_backend(backend) == "triton":
+        if check_backend(backend) == "triton":
             raise ValueError(
                 "a cached TopKTeacher has no Triton kernel (it runs as device-agnostic "
                 "PyTorch ops on every device): use backend='auto' or 'eager'"
@@ -516,7 +498,7 @@ def _kd_terms(
             terms=terms,
             scale=scale,
             valid=valid,
-            backend=resolve(_check_backend(backend), x),
+            backend=resolve(check_backend(backend), x),
         )
     outs = apply(x, kernel, reduce=reduction != "none")
     loss = _finish(outs[0], reduction, student_logits, d)
@@ -627,38 +609,6 @@ def kd_loss(
         terms=False,
         backend=backend,
     ).loss
-
-
-def _check_fused_linear_options(
-    temperature: object,
-    beta: object,
-    alpha: object,
-    reduction: str,
-    t2_scaling: object,
-    ignore_index: object,
-    chunk_size: object,
-    backend: object = "auto",
-) -> None:
-    """The non-tensor arguments of `fused_linear_kd_loss` (and its module)."""
-    check_finite_positive("temperature", temperature)
-    check_in_unit_interval("beta", beta)
-    check_in_unit_interval("alpha", alpha)
-    _check_kd_reduction(reduction)
-    check_bool("t2_scaling", t2_scaling)
-    check_ignore_index(ignore_index)
-    check_chunk_size(chunk_size)
-    _check_backend(backend)
-
-
-def _check_fused_linear_ls_options(
-    alpha: object, reduction: str, ignore_index: object, chunk_size: object, backend: object
-) -> None:
-    """The non-tensor arguments of `fused_linear_label_smoothing_loss` (and its module)."""
-    check_in_unit_interval("alpha", alpha)
-    check_reduction(reduction, ("none", "mean", "sum"))
-    check_ignore_index(ignore_index)
-    check_chunk_size(chunk_size)
-    _check_backend(backend)
 
 
 def _check_hidden(name: str, hidden: object) -> Tensor:
@@ -830,7 +780,7 @@ def fused_linear_kd_loss(
     from lsdiffusion._kernels.chunked.fused_linear import Head, fused_linear_rows
     from lsdiffusion._kernels.chunked.losses import ChunkLoss, KDChunks, TopKChunks
 
-    _check_fused_linear_options(
+    check_fused_linear_options(
         temperature, beta, alpha, reduction, t2_scaling, ignore_index, chunk_size, backend
     )
     h_s = _check_hidden("student_hidden", student_hidden)
@@ -987,7 +937,7 @@ def fused_linear_label_smoothing_loss(
     from lsdiffusion._kernels.chunked.fused_linear import Head, fused_linear_rows
     from lsdiffusion._kernels.chunked.losses import LSChunks
 
-    _check_fused_linear_ls_options(alpha, reduction, ignore_index, chunk_size, backend)
+    check_fused_linear_ls_options(alpha, reduction, ignore_index, chunk_size, backend)
     hs = _check_hidden("hidden", hidden)
     _check_head("weight", weight, bias, hs, "bias")
     vocab = weight.shape[0]

@@ -18,22 +18,22 @@ from typing import NoReturn
 from torch import Tensor, nn
 
 from lsdiffusion._validation import (
+    Backend,
     check_bool,
     check_dim_type,
     check_finite_positive,
+    check_fused_linear_ls_options,
+    check_fused_linear_options,
     check_ignore_index,
     check_in_unit_interval,
     check_reduction,
 )
+from lsdiffusion._validation import check_backend as _check_backend
+from lsdiffusion._validation import check_kd_reduction as _check_kd_reduction
 from lsdiffusion.functional import (
-    Backend,
     KDReduction,
     KDTerms,
     LSReduction,
-    _check_backend,
-    _check_fused_linear_ls_options,
-    _check_fused_linear_options,
-    _check_kd_reduction,
     fused_linear_kd_loss,
     fused_linear_label_smoothing_loss,
     kd_loss_terms,
@@ -278,7 +278,7 @@ class FusedLinearKDLoss(nn.Module):
         backend: Backend = "auto",
     ) -> None:
         super().__init__()
-        _check_fused_linear_options(
+        check_fused_linear_options(
             temperature, beta, alpha, reduction, t2_scaling, ignore_index, chunk_size, backend
         )
         self.temperature = float(temperature)
@@ -373,7 +373,7 @@ class FusedLinearLabelSmoothingLoss(nn.Module):
         backend: Backend = "auto",
     ) -> None:
         super().__init__()
-        _check_fused_linear_ls_options(alpha, reduction, ignore_index, chunk_size, backend)
+        check_fused_linear_ls_options(alpha, reduction, ignore_index, chunk_size, backend)
         if class_weight is not None:
             if not isinstance(class_weight, Tensor) or class_weight.dim() != 1:
                 got = (

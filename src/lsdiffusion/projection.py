@@ -27,15 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lsdiffusion._arrays import (
-    ArrayLike,
-    _as_tensor,
-    _check_choice,
-    _check_features,
-    _check_range,
-    _index_array,
-    _shape,
-)
+from lsdiffusion._arrays import ArrayLike, as_tensor, index_array, shape_of
+from lsdiffusion._validation import check_choice, check_class_indices, check_features
 
 __all__ = ["Projection", "Templates", "muller_projection", "templates_from_linear"]
 
@@ -103,11 +96,13 @@ def templates_from_linear(
         if not isinstance(layer, nn.Linear):  # pragma: no cover - find_final_linear ensures it
             raise TypeError("the final layer is not an nn.Linear")
         linear = layer
-    idx = _index_array("classes", classes)
+    idx = index_array("classes", classes)
     if idx.size != 3:
         raise ValueError(f"classes must hold exactly 3 class indices, got {idx.size}")
     out_features = int(linear.weight.shape[0])
-    _check_range("classes", idx, out_features)
+    check_class_indices(
+        "classes", idx, out_features, source=f"the layer has {out_features} outputs"
+    )
     if np.unique(idx).size != 3:
         raise ValueError(f"classes must be 3 distinct classes, got {idx.tolist()}")
     rows = torch.from_numpy(idx).to(linear.weight.device)
@@ -194,12 +189,12 @@ class Projection:
             >>> torch.allclose(proj.transform(w), proj.templates)  # templates land on theirs
             True
         """
-        x = _as_tensor("features", features)
-        _check_features("features", x)
+        x = as_tensor("features", features)
+        check_features("features", x)
         if int(x.shape[1]) != self.num_features:
             raise ValueError(
                 f"features must have D={self.num_features} columns like the features this "
-                f"projection was fitted on, got shape {_shape(x)}"
+                f"projection was fitted on, got shape {shape_of(x)}"
             )
         return _apply(_lift(x, self.augmented, self.basis.device), self.origin, self.basis)
 
@@ -305,9 +300,9 @@ def muller_projection(
         >>> paper.points.shape, paper.centroids.shape
         (torch.Size([2, 2]), torch.Size([3, 2]))
     """
-    _check_choice("method", method, ("plane", "pca"))
-    x = _as_tensor("features", features)
-    _check_features("features", x)
+    check_choice("method", method, ("plane", "pca"))
+    x = as_tensor("features", features)
+    check_features("features", x)
     classes: tuple[int, int, int] | None = None
     if isinstance(templates, Templates):
         if bias is not None:
@@ -317,21 +312,21 @@ def muller_projection(
         tpl = templates
         classes = templates.classes
     else:
-        w = _as_tensor("templates", templates)
-        b = None if bias is None else _as_tensor("bias", bias)
+        w = as_tensor("templates", templates)
+        b = None if bias is None else as_tensor("bias", bias)
         tpl = Templates(weight=w, bias=b)
     w_raw = tpl.weight
     if w_raw.dim() != 2 or w_raw.shape[0] != 3:
-        raise ValueError(f"templates must have shape (3, D), got {_shape(w_raw)}")
+        raise ValueError(f"templates must have shape (3, D), got {shape_of(w_raw)}")
     if not w_raw.is_floating_point():
         raise TypeError(f"templates must have a floating dtype, got {w_raw.dtype}")
     if w_raw.shape[1] != x.shape[1]:
         raise ValueError(
-            f"templates must have D={int(x.shape[1])} columns like features {_shape(x)}, "
-            f"got {_shape(w_raw)}"
+            f"templates must have D={int(x.shape[1])} columns like features {shape_of(x)}, "
+            f"got {shape_of(w_raw)}"
         )
-    if tpl.bias is not None and _shape(tpl.bias) != (3,):
-        raise ValueError(f"bias must have shape (3,), got {_shape(tpl.bias)}")
+    if tpl.bias is not None and shape_of(tpl.bias) != (3,):
+        raise ValueError(f"bias must have shape (3,), got {shape_of(tpl.bias)}")
     augmented = tpl.bias is not None
     w_aug = tpl.augmented().to(x.device)
     if not bool(torch.isfinite(w_aug).all()):
@@ -339,11 +334,11 @@ def muller_projection(
     xf = _lift(x, augmented, x.device)
     cf: torch.Tensor | None = None
     if centroids is not None:
-        c = _as_tensor("centroids", centroids)
-        if c.dim() != 2 or _shape(c) != (3, int(x.shape[1])):
+        c = as_tensor("centroids", centroids)
+        if c.dim() != 2 or shape_of(c) != (3, int(x.shape[1])):
             raise ValueError(
                 f"centroids must have shape (3, {int(x.shape[1])}) (one row per template "
-                f"class, D like features), got {_shape(c)}"
+                f"class, D like features), got {shape_of(c)}"
             )
         if not c.is_floating_point():
             raise TypeError(f"centroids must have a floating dtype, got {c.dtype}")
@@ -387,7 +382,7 @@ def muller_projection(
         if fitted < 2:
             raise ValueError(
                 "method='pca' needs at least 2 points to fit (features plus centroids), "
-                f"got features of shape {_shape(x)} and no centroids"
+                f"got features of shape {shape_of(x)} and no centroids"
             )
         q3, r3 = torch.linalg.qr(w_aug.T)  # (D', 3): step 1, the templates' span
         diag = torch.diagonal(r3).abs()

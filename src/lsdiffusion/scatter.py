@@ -39,24 +39,24 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-import numpy as np
 import torch
 
-from lsdiffusion._arrays import (
-    ArrayLike,
-    _as_tensor,
-    _check_choice,
-    _check_int,
-    _index_array,
-    _short_list,
-)
+from lsdiffusion._arrays import ArrayLike, as_tensor, index_array
 from lsdiffusion._distributed import (
     _agree_across_ranks,
     _all_reduce_sum,
     _distributed_ready,
     _resolve_device,
 )
-from lsdiffusion._validation import check_ignore_index, count_labels, flatten_labelled
+from lsdiffusion._validation import (
+    check_choice,
+    check_class_indices,
+    check_ignore_index,
+    check_int,
+    count_labels,
+    flatten_labelled,
+    short_list,
+)
 from lsdiffusion.centroids import EmptyClassWarning
 
 __all__ = ["ClassScatter", "ClusterGeometry", "class_scatter"]
@@ -142,17 +142,13 @@ class ClusterGeometry:
             ValueError: if ``classes`` is empty, holds ``target`` or is out of range.
         """
         k = self.num_classes
-        t = _check_int("target", target)
+        t = check_int("target", target)
         if t >= k:
             raise ValueError(f"target must be in [0, {k - 1}], got {t}")
-        idx = _index_array("classes", classes)
+        idx = index_array("classes", classes)
         if idx.size == 0:
             raise ValueError("classes must hold at least one class index, got none")
-        bad = (idx < 0) | (idx >= k)
-        if bad.any():
-            raise ValueError(
-                f"classes must be in [0, {k - 1}], got {_short_list(np.unique(idx[bad]))}"
-            )
+        check_class_indices("classes", idx, k)
         if (idx == t).any():
             raise ValueError(f"classes must not contain the target class {t}")
         row = self.cdnv[t].index_select(0, torch.from_numpy(idx).to(self.cdnv.device))
@@ -243,11 +239,11 @@ class ClassScatter:
         exact: bool = True,
         ignore_index: int | None = -100,
     ) -> None:
-        self.num_classes = _check_int("num_classes", num_classes, minimum=1)
+        self.num_classes = check_int("num_classes", num_classes, minimum=1)
         self._init_features = (
-            None if num_features is None else _check_int("num_features", num_features, minimum=1)
+            None if num_features is None else check_int("num_features", num_features, minimum=1)
         )
-        _check_choice("on_empty", on_empty, _EMPTY_POLICIES)
+        check_choice("on_empty", on_empty, _EMPTY_POLICIES)
         if ignore_index is not None:
             check_ignore_index(ignore_index)
         self.device: torch.device | None = None if device is None else _resolve_device(device)
@@ -299,8 +295,8 @@ class ClassScatter:
             features: (..., D) floating features.
             labels: (...) integer class indices in [0, K) (``ignore_index`` skipped).
         """
-        feats = _as_tensor("features", features)
-        labs = _as_tensor("labels", labels)
+        feats = as_tensor("features", features)
+        labs = as_tensor("labels", labels)
         if labs.device != feats.device:
             labs = labs.to(feats.device)
         x, y = flatten_labelled(
@@ -446,7 +442,7 @@ class ClassScatter:
             ValueError: with ``on_empty="raise"``, if some class has no sample.
         """
         policy = self.on_empty if on_empty is None else on_empty
-        _check_choice("on_empty", policy, _EMPTY_POLICIES)
+        check_choice("on_empty", policy, _EMPTY_POLICIES)
         state = self._synced(sync)
         return _geometry(state, policy, stacklevel=3)
 
@@ -495,7 +491,7 @@ def _geometry(state: dict[str, torch.Tensor], policy: str, *, stacklevel: int) -
         msg = (
             f"{len(missing)} of {k} classes have no samples (their means, variances and "
             f"CDNV are NaN; the other measures use the {k - len(missing)} classes present): "
-            f"classes {_short_list(missing)}"
+            f"classes {short_list(missing)}"
         )
         if policy == "raise":
             raise ValueError(msg)
@@ -595,8 +591,8 @@ def class_scatter(
         >>> g.means.tolist(), g.within_variance.tolist(), g.class_separation
         ([[2.0, 0.0], [0.0, 2.0]], [1.0, 1.0], 1.0)
     """
-    feats = _as_tensor("features", features)
-    labs = _as_tensor("labels", labels)
+    feats = as_tensor("features", features)
+    labs = as_tensor("labels", labels)
     if num_classes is None:
         kept = labs if ignore_index is None else labs[labs != ignore_index]
         if kept.numel() == 0:

@@ -25,7 +25,6 @@ checks), ``report`` (the printed tables), ``figures``, ``output`` (atomic
 saving, signals) and ``cli`` (the sub-command).
 """
 
-from lsdiffusion.demo.cli import _config_from_args as _config_from_args  # tests/test_snippets.py
 from lsdiffusion.demo.cli import add_parser
 from lsdiffusion.demo.config import MAX_SEED, MAX_TEMPERATURE, MIN_TEMPERATURE, DemoConfig
 from lsdiffusion.demo.output import OUTPUT_FILES, save_demo

@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from lsdiffusion._arrays import ArrayLike, _check_choice, _index_array, _short_list
+from lsdiffusion._arrays import ArrayLike, index_array
+from lsdiffusion._validation import check_choice, short_list
 from lsdiffusion.diffusion._sets import (
     PerTargetSets,
     as_centroids,
@@ -147,7 +148,7 @@ def _changes(
         classes = torch.nonzero(degenerate[i]).flatten().cpu().tolist()
         raise ValueError(
             f"centroids_t0: the centroid of target {int(targets[i])} coincides with those of "
-            f"classes {_short_list(classes)}, so the relative change is undefined"
+            f"classes {short_list(classes)}, so the relative change is undefined"
         )
     change = torch.where(in_sets, (d1 - d0) / torch.where(in_sets, d0, 1.0), 0.0) * 100.0
     a_sim = change.mul(sim_m).sum(dim=1) / sim_m.sum(dim=1)
@@ -188,7 +189,7 @@ def relative_distances(
     tgt = np.asarray([check_target(target, num_classes)], dtype=np.int64)
     in_sets = torch.zeros((1, num_classes), dtype=torch.bool, device=c.device)
     if isinstance(reference, str):
-        _check_choice("reference", reference, ("all",))
+        check_choice("reference", reference, ("all",))
         ref, needed = _reference_mask("all", in_sets, tgt, num_classes)
     else:
         mask = build_mask("reference", [reference], tgt, num_classes)
@@ -282,13 +283,13 @@ def diffusion_index(
         >>> round(r.similar, 3), round(r.dissimilar, 3)
         (-20.0, 6.667)
     """
-    _check_choice("reference", reference, _REFERENCES)
+    check_choice("reference", reference, _REFERENCES)
     c0, c1 = centroid_pair(centroids_t0, centroids_t1)
     num_classes = int(c0.shape[0])
     t = check_target(target, num_classes)
     tgt = np.asarray([t], dtype=np.int64)
-    sim_arr = _index_array("similar", similar)
-    dis_arr = _index_array("dissimilar", dissimilar)
+    sim_arr = index_array("similar", similar)
+    dis_arr = index_array("dissimilar", dissimilar)
     sim, dis = set_masks([sim_arr], [dis_arr], tgt, num_classes)
     change, a_sim, a_dis = _changes(c0, c1, tgt, sim, dis, reference)
     row = change[0].cpu().tolist()
@@ -353,7 +354,7 @@ def diffusion_indices(
         -------------------------------
         mean        -19.4          +6.3
     """
-    _check_choice("reference", reference, _REFERENCES)
+    check_choice("reference", reference, _REFERENCES)
     c0, c1 = centroid_pair(centroids_t0, centroids_t1)
     num_classes = int(c0.shape[0])
     tgt = check_targets(targets, similar, num_classes)

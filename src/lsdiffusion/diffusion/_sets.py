@@ -15,14 +15,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from lsdiffusion._arrays import (
-    ArrayLike,
-    _as_tensor,
-    _check_range,
-    _index_array,
-    _shape,
-    _short_list,
-)
+from lsdiffusion._arrays import ArrayLike, as_tensor, index_array, shape_of
+from lsdiffusion._validation import check_class_indices, short_list
 
 PerTargetSets: TypeAlias = Mapping[int, Iterable[int]] | Sequence[Iterable[int]] | ArrayLike
 """Class sets of several targets: ragged lists, a dict `{target: classes}` or a bool mask."""
@@ -30,14 +24,14 @@ PerTargetSets: TypeAlias = Mapping[int, Iterable[int]] | Sequence[Iterable[int]]
 
 def as_centroids(name: str, centroids: object) -> torch.Tensor:
     """Return `centroids` as a float64 (C, D) tensor with C >= 2, D >= 1, or raise."""
-    c = _as_tensor(name, centroids)
+    c = as_tensor(name, centroids)
     if c.dim() != 2:
-        raise ValueError(f"{name} must be 2-D (C, D), got shape {_shape(c)}")
+        raise ValueError(f"{name} must be 2-D (C, D), got shape {shape_of(c)}")
     if not c.is_floating_point():
         raise TypeError(f"{name} must have a floating dtype, got {c.dtype}")
     if c.shape[0] < 2 or c.shape[1] < 1:
         raise ValueError(
-            f"{name} must have at least 2 classes and 1 feature, got shape {_shape(c)}"
+            f"{name} must have at least 2 classes and 1 feature, got shape {shape_of(c)}"
         )
     return c.to(torch.float64)
 
@@ -48,7 +42,7 @@ def centroid_pair(c0: object, c1: object) -> tuple[torch.Tensor, torch.Tensor]:
     b = as_centroids("centroids_t1", c1)
     if a.shape != b.shape:
         raise ValueError(
-            f"centroids_t1 must have shape {_shape(a)} like centroids_t0, got {_shape(b)}"
+            f"centroids_t1 must have shape {shape_of(a)} like centroids_t0, got {shape_of(b)}"
         )
     if b.device != a.device:
         b = b.to(a.device)
@@ -82,13 +76,15 @@ def check_targets(targets: object, similar: object, num_classes: int) -> npt.NDA
                 "targets=None needs similar as a dict {target: classes} or as a "
                 f"({num_classes}, {num_classes}) mask; pass the targets explicitly"
             )
-    tgt = _index_array("targets", targets)
+    tgt = index_array("targets", targets)
     if tgt.size == 0:
         raise ValueError("targets is empty; pass at least one target class")
-    _check_range("targets", tgt, num_classes)
+    check_class_indices(
+        "targets", tgt, num_classes, source=f"the centroids have {num_classes} rows"
+    )
     uniq, counts = np.unique(tgt, return_counts=True)
     if (counts > 1).any():
-        raise ValueError(f"targets has duplicate classes {_short_list(uniq[counts > 1])}")
+        raise ValueError(f"targets has duplicate classes {short_list(uniq[counts > 1])}")
     return tgt
 
 
@@ -103,7 +99,7 @@ def set_masks(
         i = int(np.nonzero(both)[0][0])
         raise ValueError(
             f"similar and dissimilar of target {int(targets[i])} overlap in classes "
-            f"{_short_list(np.nonzero(both[i])[0])}"
+            f"{short_list(np.nonzero(both[i])[0])}"
         )
     return sim, dis
 
@@ -178,7 +174,7 @@ def build_mask(
     if isinstance(sets, Mapping):
         missing = [int(t) for t in targets if int(t) not in sets]
         if missing:
-            raise KeyError(f"{name} has no entry for targets {_short_list(missing)}")
+            raise KeyError(f"{name} has no entry for targets {short_list(missing)}")
         rows: list[object] = [sets[int(t)] for t in targets]
     elif isinstance(sets, Sequence) and not isinstance(sets, (str, bytes)):
         if len(sets) != num_targets:
@@ -191,7 +187,7 @@ def build_mask(
             f"{name} must be a list of class-index lists (one per target), a dict "
             f"{{target: classes}} or a boolean (targets, classes) mask, got {type(sets).__name__}"
         )
-    arrays = [_index_array(f"{name}[{i}]", r) for i, r in enumerate(rows)]
+    arrays = [index_array(f"{name}[{i}]", r) for i, r in enumerate(rows)]
     lengths = np.asarray([a.size for a in arrays], dtype=np.int64)
     if (lengths == 0).any():
         t = int(targets[int(np.argmax(lengths == 0))])
@@ -201,7 +197,12 @@ def build_mask(
     bad = (flat < 0) | (flat >= num_classes)
     if bad.any():
         i = int(row_of[int(np.argmax(bad))])
-        _check_range(f"{name} of target {int(targets[i])}", arrays[i], num_classes)
+        check_class_indices(
+            f"{name} of target {int(targets[i])}",
+            arrays[i],
+            num_classes,
+            source=f"the centroids have {num_classes} rows",
+        )
     mask = np.zeros((num_targets, num_classes), dtype=np.bool_)
     mask[row_of, flat] = True
     sizes = mask.sum(axis=1)
@@ -210,7 +211,7 @@ def build_mask(
         uniq, counts = np.unique(arrays[i], return_counts=True)
         raise ValueError(
             f"{name} of target {int(targets[i])} has duplicate classes "
-            f"{_short_list(uniq[counts > 1])}"
+            f"{short_list(uniq[counts > 1])}"
         )
     _check_mask_rows(name, mask, targets)
     return mask
@@ -235,7 +236,7 @@ def check_finite(name: str, c: torch.Tensor, needed: torch.Tensor) -> None:
 def raise_non_finite(name: str, classes: list[int]) -> NoReturn:
     """The error of a non-finite centroid the measurement needs."""
     raise ValueError(
-        f"{name} has non-finite rows for classes {_short_list(classes)} "
+        f"{name} has non-finite rows for classes {short_list(classes)} "
         "(NaN or inf) that the diffusion index needs; an empty class has a NaN centroid: collect "
         "samples for it or drop it from the sets"
     )

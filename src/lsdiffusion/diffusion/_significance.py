@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lsdiffusion._arrays import _check_int
+from lsdiffusion._validation import check_int
 
 
 @dataclass(frozen=True)
@@ -188,9 +188,9 @@ def significance_of(
         raise TypeError(f"confidence must be a float in (0, 1), got {type(confidence).__name__}")
     if not 0.0 < float(confidence) < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    reps = _check_int("n_resamples", n_resamples, minimum=1)
+    reps = check_int("n_resamples", n_resamples, minimum=1)
     if seed is not None:
-        _check_int("seed", seed, minimum=0)
+        check_int("seed", seed, minimum=0)
     n = int(np.asarray(similar).shape[0])
     if n < 2:
         raise ValueError(

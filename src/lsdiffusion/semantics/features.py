@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from lsdiffusion._validation import check_int
 from lsdiffusion.semantics.hierarchy import ClassSetMasks, ClassSets
 
 if TYPE_CHECKING:
@@ -76,11 +77,9 @@ def feature_set_sizes(
         >>> feature_set_sizes(1000), feature_set_sizes(200), feature_set_sizes(10, 0.1, 0.5)
         ((10, 900), (2, 180), (1, 5))
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
-        raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
+    c = check_int("num_classes", num_classes)
     sf = _check_frac("similar_frac", similar_frac)
     df = _check_frac("dissimilar_frac", dissimilar_frac)
-    c = int(num_classes)
     n_sim = max(1, math.floor(sf * c + 0.5))
     n_dis = max(1, math.floor(df * c + 0.5))
     if n_sim + n_dis > c - 1:

@@ -64,6 +64,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from lsdiffusion._validation import check_int
 from lsdiffusion.semantics.graph import SynsetRecord, build_graph
 from lsdiffusion.semantics.hierarchy_file import (
     format_hierarchy,
@@ -144,14 +145,6 @@ class SimilarBasis(NamedTuple):
 
     kind: Literal["siblings", "subtree"]
     synsets: tuple[str, ...]
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _describe(value: object) -> str:
@@ -373,18 +366,18 @@ class ClassHierarchy:
 
     # ------------------------------------------------------------- class sets
     def _check_params(self, min_size: int, dissimilar_depth: int) -> tuple[int, int]:
-        m = _check_int("min_size", min_size, 1)
+        m = check_int("min_size", min_size, minimum=1)
         if m > self._num_classes - 1:
             raise ValueError(
                 f"min_size must be <= C - 1 = {self._num_classes - 1} (the other classes), got {m}"
             )
-        return m, _check_int("dissimilar_depth", dissimilar_depth, 0)
+        return m, check_int("dissimilar_depth", dissimilar_depth, minimum=0)
 
     @staticmethod
     def _check_max_size(max_size: int | None, min_size: int) -> int | None:
         if max_size is None:
             return None
-        cap = _check_int("max_size", max_size, 1)
+        cap = check_int("max_size", max_size, minimum=1)
         if cap < min_size:
             raise ValueError(
                 f"max_size must be >= min_size={min_size} (a fallback set holds at least "
