@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared GPU check: CUDA tests, the loss and fused-linear benchmarks, the demo
 # and the examples' smoke runs on a GPU machine, in one call of at most about 8 minutes.
-# Everything lands under $OUT (at most 8 files: progress.log and one log per step).
+# Everything lands under $OUT (at most 10 files: progress.log and one log per step).
 #
 #   bash benchmarks/gpu_check.sh                 # on the GPU machine (the device tool)
 #   DRY_RUN=1 bash benchmarks/gpu_check.sh       # on a CPU machine: every step, tiny sizes,
@@ -26,16 +26,23 @@ if [ "$DRY" = 1 ]; then
     export TRITON_INTERPRET=1
     BENCH_SIZES=8x64,4x300
     FL_ARGS=(--tokens 64 --hidden 32 --vocab 500 --repeat 1)
+    FL_CHECK=()  # tiny sizes sit under the 64 MiB floor: nothing to assert
     STEPS=5
     # the interpreter is slow: the dry run checks the wiring with a few tests
     TESTS=(tests/test_cuda.py tests/test_triton_backend.py -k "kd_reductions or modules")
 else
     DEVICE=cuda
     BENCH_SIZES=256x1000,4096x32000,16384x128000
-    FL_ARGS=(--tokens 16384 --hidden 1024 --vocab 128000 --dtype bfloat16 --repeat 5)
+    # the memory claim at its size: fused KD / LS <= 0.25 extra logits tensors (--check
+    # fails the step otherwise: a materialised-logits regression stops the check here)
+    FL_ARGS=(--tokens 16384 --hidden 4096 --vocab 128000 --dtype bfloat16 --repeat 3)
+    FL_CHECK=(--check)
     STEPS=100
+    # test_cuda.py holds the CUDA-vs-CPU-float64 checks of the fused losses (values and
+    # gradients to the dtype's tolerance), their peak memory and the no-sync check
     TESTS=(tests/test_cuda.py tests/test_engine.py tests/test_triton_backend.py
-        tests/test_functional.py tests/test_fused_linear.py)
+        tests/test_functional.py tests/test_fused_linear.py
+        tests/test_fused_linear_label_smoothing.py)
 fi
 
 step() { echo "== [$(date +%T)] $*" | tee -a "$OUT/progress.log"; }
@@ -82,7 +89,10 @@ assert '$DEVICE' == 'cpu' or torch.cuda.is_available(), 'no CUDA device'
 run tests 240 "$PY" -m pytest -q -x -p no:cacheprovider -o addopts="" "${TESTS[@]}"
 run bench_losses 240 "$PY" benchmarks/bench_losses.py --device "$DEVICE" --gpu-table \
     --sizes "$BENCH_SIZES" --dtypes bfloat16,float32 --repeat 10
-run bench_fused_linear 150 "$PY" benchmarks/bench_fused_linear.py --device "$DEVICE" "${FL_ARGS[@]}"
+run bench_fused_linear 240 "$PY" benchmarks/bench_fused_linear.py --device "$DEVICE" \
+    "${FL_ARGS[@]}" "${FL_CHECK[@]}"
+run bench_fused_linear_ls 150 "$PY" benchmarks/bench_fused_linear.py --loss ls \
+    --device "$DEVICE" "${FL_ARGS[@]}" "${FL_CHECK[@]}"
 run demo 150 "$PY" -m lsdiffusion demo --device "$DEVICE" --out "$OUT/demo-out" --no-progress
 rm -rf "$OUT/demo-out"  # keep $OUT to a few files; the tables are in demo.log
 run examples 200 bash -c "set -e
