@@ -92,9 +92,24 @@ def call(model: nn.Module, inputs: object) -> object:
     return model(inputs)
 
 
+def _describe_value(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"Tensor {tuple(value.shape)}"
+    return type(value).__name__
+
+
 def logits_of(output: object) -> torch.Tensor:
     logits = output_tensor(output)
     if logits is None:
+        if isinstance(output, (tuple, list)):
+            parts = [_describe_value(v) for v in output[:4]] + (["..."] if len(output) > 4 else [])
+            raise TypeError(
+                f"the model returned a {type(output).__name__} of {len(output)}: "
+                f"({', '.join(parts)}); expected a logits tensor (or an object with a .logits "
+                "tensor), and which item holds the logits is not guessed: wrap the model so "
+                "that it returns them (a module whose forward returns model(x)[0]); Hugging "
+                "Face models: keep return_dict=True"
+            )
         raise TypeError(
             f"the model returned a {type(output).__name__}; expected a logits tensor "
             "(or an object with a .logits tensor)"
