@@ -667,3 +667,34 @@ def test_capture_on_tuple_output_checks_the_heads():
     with FeatureCapture(net, "fc") as cap, torch.no_grad():
         net(x)
     torch.testing.assert_close(cap.features, net.body(x).relu())
+
+
+class TakesAnyKeyword(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, **unused: object) -> torch.Tensor:
+        return self.fc(x)
+
+
+def test_mapping_batch_with_both_label_keys_is_refused():
+    """{'labels', 'label'}: neither is passed to the model silently nor dropped."""
+    x, y = torch.randn(2, 4), torch.tensor([0, 1])
+    batch = {"x": x, "labels": y, "label": torch.tensor([2, 2])}
+    with pytest.raises(ValueError, match="holds both 'labels' and 'label'"):
+        collect_features(TakesAnyKeyword(), [batch])
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ({"fine": torch.tensor([0, 1])}, r"batch 0: the labels are a dict with keys \['fine'\]"),
+        ("ab", "batch 0: labels must be a tensor .* got str"),
+        (None, "batch 0: labels must be a tensor .* got NoneType"),
+    ],
+)
+def test_labels_that_are_not_a_tensor_get_a_clear_error(labels, message):
+    for batch in ((torch.randn(2, 4), labels), {"x": torch.randn(2, 4), "labels": labels}):
+        with pytest.raises(TypeError, match=message):
+            collect_features(TakesAnyKeyword(), [batch])
