@@ -48,6 +48,7 @@ from lsdiffusion._arrays import _check_labels
 from lsdiffusion._batches import (
     EagerCompiled,
     Running,
+    as_labels,
     call,
     check_max_batches,
     logits_of,
@@ -517,8 +518,7 @@ def _iter_features(
             with running, cap:  # hooks and modes only around the forward pass
                 logits = logits_of(call(model, move(inputs, dev, non_blocking)))
             feats, head = cap.pop(), cap.output
-            label_t = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
-            label_t = label_t.to(logits.device)
+            label_t = as_labels(labels, i).to(logits.device)
             out = _shape_batch(i, feats, head, logits, label_t, cap, pool, ignore_index)
             bar.update()
             yield out
