@@ -12,6 +12,7 @@ written to ``--out`` with ``report.md``. For your own checkpoints call
 ``lsdiffusion analyze`` directly.
 
 Class sets: ``--sets wordnet`` (ImageNet wnid folders; the default for them),
+``--sets cifar100`` (the 100 CIFAR-100 classes, matched by fine label name),
 ``--sets feature`` (distances between the centroids of ``--reference``, by
 default the teacher: never the students being measured), or ``--similar A B
 --dissimilar X Y`` (a hand-picked group).
@@ -20,6 +21,7 @@ default the teacher: never the students being measured), or ``--similar A B
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Any
 import torch
 from common import add_common_args, check_common, finish_args
 
-from lsdiffusion.analyze import analyze, check_arguments
+from lsdiffusion.analyze import SET_CHOICES, analyze, check_arguments
 
 ARCH_MODELS = {"tiny": "common:TinyCNN", "resnet18": "torchvision:resnet18"}
 
@@ -47,7 +49,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, A
     parser.add_argument("--out", type=Path, default=Path("analysis"))
     parser.add_argument("--split", default="val", help="evaluation split folder (default: val)")
     parser.add_argument("--classes", nargs=3, default=None, help="the three projected classes")
-    parser.add_argument("--sets", choices=("auto", "wordnet", "feature"), default="auto")
+    parser.add_argument("--sets", choices=SET_CHOICES, default="auto")
     parser.add_argument("--reference", type=Path, default=None, help="feature sets' model")
     parser.add_argument("--relative-to", choices=("union", "all"), default="union")
     parser.add_argument("--similar-frac", type=float, default=0.01, help="feature sets")
@@ -59,11 +61,19 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, A
     return args, parser
 
 
-def _architecture(path: Path) -> tuple[str, int]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+def _architecture(path: Path, flag: str) -> tuple[str, int]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except EOFError:
+        raise ValueError(f"{flag} {path}: empty or cut short; not a torch file") from None
+    except (pickle.UnpicklingError, OSError, RuntimeError):
+        raise ValueError(
+            f"{flag} {path}: not a checkpoint of the examples (a torch file written by "
+            "examples/train_teacher.py or distill.py)"
+        ) from None
     arch = ckpt.get("arch") if isinstance(ckpt, dict) else None
     if arch not in ARCH_MODELS:
-        raise ValueError(f"{path} is not a checkpoint of the examples (arch {arch!r})")
+        raise ValueError(f"{flag} {path} is not a checkpoint of the examples (arch {arch!r})")
     return ARCH_MODELS[arch], int(ckpt.get("meta", {}).get("image_size", 224))
 
 
@@ -81,11 +91,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         ns.image_size = ns.image_size or 224
         check_arguments(ns)  # everything checked before a checkpoint is read
-        spec, image_size = _architecture(args.teacher)
+        spec, image_size = _architecture(args.teacher, "--teacher")
         ns.teacher_model = spec
-        ns.model = _architecture(args.students[0])[0]
+        ns.model = _architecture(args.students[0], "--students")[0]
         if args.reference is not None:
-            ns.reference_model = _architecture(args.reference)[0]
+            ns.reference_model = _architecture(args.reference, "--reference")[0]
         ns.image_size = args.image_size or image_size
         torch.manual_seed(args.seed)
         return analyze(ns)

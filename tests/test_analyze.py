@@ -293,3 +293,121 @@ def test_cifar100_sets_follow_the_dataset_class_order():
         _cifar100_sets(["a", "b", "c"])
     with pytest.raises(ValueError, match="'not_a_class' is not a CIFAR-100 fine label name"):
         _cifar100_sets([*names[:99], "not_a_class"])
+
+
+@pytest.mark.parametrize("flag", ["--teacher", "--students", "--data"])
+@pytest.mark.parametrize("content", ["text", "empty", "pickled module", "other model"])
+def test_cli_unreadable_files_are_one_line(setup, capsys, flag, content):
+    """A file that is not a torch file (or holds no usable state dict): one line, path once."""
+    tmp, paths, _, _ = setup
+    bad = tmp / "bad.pt"
+    if content == "text":
+        bad.write_text("not a torch file\n")
+    elif content == "empty":
+        bad.write_bytes(b"")
+    elif content == "pickled module":
+        torch.save(nn.Linear(5, K), bad)  # a whole model: weights_only refuses it
+    else:
+        torch.save(nn.Linear(3, 3).state_dict(), bad)
+    argv = _argv(tmp, paths)
+    argv[argv.index(flag) + 1] = str(bad)
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert f"{flag} {bad}" in lines[0], err
+    assert lines[0].count(str(bad)) == 1, err  # not "--teacher PATH PATH: ..."
+    if content == "pickled module" and flag != "--data":
+        assert "torch.nn.modules.linear.Linear" in lines[0]
+        assert "state_dict()" in lines[0]
+    assert not (tmp / "out" / "report.md").exists()
+
+
+def test_cli_device_without_its_backend_is_one_line(setup, capsys):
+    """`--device cuda:99` (no such GPU, or torch without CUDA): not a raw AssertionError."""
+    tmp, paths, _, _ = setup
+    argv = _argv(tmp, paths)
+    argv[argv.index("--device") + 1] = "cuda:99"
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "--device 'cuda:99' is not usable here" in err[0]
+
+
+def _no_model_runs(monkeypatch):
+    import lsdiffusion.analyze as analyze_module
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a model ran before the class sets were checked")
+
+    monkeypatch.setattr(analyze_module, "_measure", fail)
+
+
+def test_cli_cifar100_sets_checked_before_any_model_runs(setup, capsys, monkeypatch):
+    tmp, paths, _, _ = setup
+    _no_model_runs(monkeypatch)
+    assert cli_main([*_argv(tmp, paths), "--sets", "cifar100"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "--sets cifar100 needs the 100 CIFAR-100 classes, got 6" in err[0]
+
+
+def test_cli_unusable_sets_checked_before_any_model_runs(setup, capsys, monkeypatch):
+    """Sets that leave no class with both a similar and a dissimilar set fail before the models."""
+    import numpy as np
+
+    import lsdiffusion.analyze as analyze_module
+
+    tmp, paths, _, _ = setup
+    _no_model_runs(monkeypatch)
+    empty = np.zeros((K, K), dtype=bool)
+    monkeypatch.setattr(
+        analyze_module,
+        "_cifar100_sets",
+        lambda classes: analyze_module.SetChoice(list(range(K)), empty, ~empty, "none similar"),
+    )
+    assert cli_main([*_argv(tmp, paths), "--sets", "cifar100"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "no class has both a similar and a dissimilar set" in err[0]
+
+
+def test_cli_wordnet_sets_on_other_folders_are_one_line(setup, capsys, monkeypatch):
+    """`--sets wordnet` on classes that are not wnids: one line, before any model runs."""
+    from lsdiffusion.semantics import wordnet
+
+    tmp, paths, _, _ = setup
+    _no_model_runs(monkeypatch)
+
+    def unavailable(nltk_data=None):
+        raise wordnet.WordNetUnavailableError("nltk is not installed; it is needed.\nhow to")
+
+    monkeypatch.setattr(wordnet, "load_wordnet", unavailable)
+    assert cli_main([*_argv(tmp, paths), "--sets", "wordnet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "--sets wordnet" in err[0]
+    assert "'class0'" in err[0]
+    assert "nltk is not installed" in err[0]
+    assert "--sets feature" in err[0]
+
+
+def test_cli_wordnet_sets_with_unknown_names_are_one_line(setup, capsys, monkeypatch, tmp_path):
+    """With WordNet at hand, class names that name no synset: one line naming a few."""
+    import os
+
+    from lsdiffusion.semantics import prepare_wordnet_corpus, wordnet
+
+    if not os.path.isfile("/usr/share/wordnet/data.noun"):
+        pytest.skip("needs Debian's wordnet-base")
+    pytest.importorskip("nltk")
+    corpus = prepare_wordnet_corpus(tmp_path / "nltk_data")
+    real = wordnet.load_wordnet
+    monkeypatch.setattr(wordnet, "load_wordnet", lambda nltk_data=None: real(corpus))
+    tmp, paths, _, _ = setup
+    _no_model_runs(monkeypatch)
+    assert cli_main([*_argv(tmp, paths), "--sets", "wordnet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "--sets wordnet: 6 of the 6 classes name no WordNet synset" in err[0], err
+    assert "'class0'" in err[0]

@@ -186,3 +186,43 @@ def test_tiny_temperatures_give_the_one_hot_limit_or_a_clear_error():
     assert target_entropy(z, 1e-39).item() == 0.0
     with pytest.raises(ValueError, match="so that 1/T is finite"):
         target_entropy(z, 1e-320)
+
+
+@pytest.mark.parametrize(
+    ("given", "hint"),
+    [
+        (torch.tensor(2.0), r"pass \(2\.0,\)"),  # not "(tensor(2.),)", itself refused
+        (3, r"pass \(3\.0,\)"),
+    ],
+)
+def test_one_bare_temperature_suggests_a_tuple_that_works(given, hint):
+    with pytest.raises(TypeError, match=hint) as info:
+        TargetEntropy(given)  # type: ignore[arg-type]
+    suggested = str(info.value).rsplit("pass ", 1)[1]
+    TargetEntropy(eval(suggested))  # the suggestion is accepted
+
+
+def test_a_string_of_temperatures_is_not_told_to_become_a_tuple_of_strings():
+    with pytest.raises(TypeError, match="got str '12'") as info:
+        TargetEntropy("12")  # type: ignore[arg-type]
+    assert "('12',)" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (torch.tensor([1.0, 2.0]), r"temperatures\[0\] must be a number, got Tensor tensor\(1\.\)"),
+        ([1.0, "2"], r"temperatures\[1\] must be a number, got str '2'"),
+        ([1.0, None], r"temperatures\[1\] must be a number, got NoneType None"),
+    ],
+)
+def test_a_bad_temperature_in_the_list_is_named_by_position(given, message):
+    with pytest.raises(TypeError, match=message):
+        TargetEntropy(given)
+
+
+def test_too_small_temperatures_are_refused_when_constructed():
+    """1/T beyond float64: refused at construction (naming `temperatures`), not at update()."""
+    with pytest.raises(ValueError, match=r"temperatures must be at least .*got 1e-320"):
+        TargetEntropy([1.0, 1e-320])
+    assert TargetEntropy([1e-39]).temperatures == (1e-39,)  # float64 handles it

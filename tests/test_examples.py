@@ -216,6 +216,11 @@ def test_quick_preset_and_threads(examples: dict[str, ModuleType], tmp_path: Pat
         ),
         ("analyze", ["--data", "nonexistent", "--teacher", "t", "--students", "s",
                      "--temperatures", "1"], "--data nonexistent is not a folder"),
+        ("analyze", ["--data", "{tmp}", "--teacher", "{tmp}/t.pt", "--students", "{tmp}/t.pt",
+                     "{tmp}/t.pt", "--temperatures", "3", "1", "--sets", "cifar100"],
+         "--temperatures must increase"),  # --sets cifar100 is a choice, as in the CLI
+        ("analyze", ["--data", "{tmp}", "--teacher", "{tmp}/t.pt", "--students", "{tmp}/t.pt",
+                     "--temperatures", "1"], r"--teacher .*t\.pt: empty or cut short"),
     ],
 )  # fmt: skip
 def test_bad_arguments_fail_before_work_in_one_line(

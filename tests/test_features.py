@@ -542,3 +542,159 @@ def test_bert_dict_batches(transformers):
     encoded = transformers.BatchEncoding({"input_ids": ids, "attention_mask": mask})
     again = collect_features(model, [(encoded, y)])
     torch.testing.assert_close(again.features, pooled)
+
+
+# ----------------------------------------------------------------------------- tied heads, tuples
+
+V_TIED, D_TIED = 11, 6
+
+
+class TiedFunctional(nn.Module):
+    """Tied embeddings as a weight reuse: `F.linear(h, embedding.weight)`, no head Linear."""
+
+    def __init__(self, d: int = D_TIED) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(V_TIED, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 8), nn.ReLU(), nn.Linear(8, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.emb(x)
+        h = h + self.mlp(h)
+        return nn.functional.linear(h, self.emb.weight)
+
+
+class TiedHeadLinear(nn.Module):
+    """Tied embeddings as an nn.Linear head sharing the embedding's weight."""
+
+    def __init__(self, head_first: bool) -> None:
+        super().__init__()
+        if head_first:
+            self.head = nn.Linear(D_TIED, V_TIED, bias=False)
+        self.emb = nn.Embedding(V_TIED, D_TIED)
+        self.mlp = nn.Sequential(nn.Linear(D_TIED, 8), nn.ReLU(), nn.Linear(8, D_TIED))
+        if not head_first:
+            self.head = nn.Linear(D_TIED, V_TIED, bias=False)
+        self.head.weight = self.emb.weight
+        self.softcap = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.emb(x)
+        logits = self.head(h + self.mlp(h))
+        return 30.0 * torch.tanh(logits / 30.0) if self.softcap else logits
+
+
+def _tokens() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randint(0, V_TIED, (2, 4), generator=g),) * 2]
+
+
+def test_tied_embedding_head_without_a_linear_says_so():
+    """`F.linear(h, emb.weight)`: the message names the tied embedding, not 'candidates: none'."""
+    net = TiedFunctional()
+    with pytest.raises(ValueError, match="cannot tell which layer") as info:
+        collect_features(net, _tokens())
+    msg = str(info.value)
+    assert "none" not in msg
+    assert "made by no nn.Linear" in msg
+    assert "embedding 'emb' has 11 rows" in msg
+    assert "head.weight = embedding.weight" in msg
+    assert hooks(net) == 0
+
+
+def test_tied_embedding_with_a_hidden_layer_of_the_logits_width_is_not_taken():
+    """D == V: the MLP's last Linear has the logits' width but is not the head (no silent pick)."""
+    net = TiedFunctional(d=V_TIED)
+    with pytest.raises(ValueError, match=r"made by no nn.Linear.*'mlp.2' \(8 -> 11\)"):
+        collect_features(net, _tokens())
+    out = collect_features(net, _tokens(), layer="mlp.2")  # chosen explicitly: taken
+    assert out.features.shape == (2, 4, 8)
+
+
+@pytest.mark.parametrize("head_first", [False, True])
+def test_tied_linear_head(head_first):
+    """An nn.Linear head sharing the embedding's weight: found (named when registered first)."""
+    net = TiedHeadLinear(head_first)
+    if head_first:
+        with pytest.raises(
+            ValueError, match=r"last registered one is 'mlp.2'.*are 'head' \(6 -> 11\)"
+        ):
+            collect_features(net, _tokens())
+        layer = "head"
+    else:
+        layer = None
+    out = collect_features(net, _tokens(), layer=layer)
+    assert out.features.shape == (2, 4, D_TIED)
+    net.softcap = True  # post-processed logits: the tied head is still recognised
+    assert collect_features(net, _tokens(), layer=layer).features.shape == (2, 4, D_TIED)
+
+
+class TupleOut(nn.Module):
+    def __init__(self, aux: bool) -> None:
+        super().__init__()
+        self.body = nn.Linear(5, 8)
+        self.fc = nn.Linear(8, 3)
+        self.aux = nn.Linear(8, 3) if aux else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x).relu()
+        return self.fc(h), (self.aux(h) if self.aux is not None else h)
+
+
+def test_tuple_output_message_describes_it_and_says_what_to_do():
+    data = [(torch.randn(4, 5), torch.tensor([0, 1, 2, 0]))]
+    with pytest.raises(TypeError) as info:
+        collect_features(TupleOut(aux=False), data)
+    msg = str(info.value)
+    assert "the model returned a tuple of 2: (Tensor (4, 3), Tensor (4, 8))" in msg
+    assert "model(x)[0]" in msg
+
+
+def test_capture_on_tuple_output_checks_the_heads():
+    """Two heads in a returned tuple: FeatureCapture does not silently take the last registered."""
+    x = torch.randn(4, 5)
+    net = TupleOut(aux=True)
+    with (
+        pytest.raises(ValueError, match=r"'fc' \(8 -> 3\), 'aux' \(8 -> 3\)"),
+        FeatureCapture(net),
+        torch.no_grad(),
+    ):
+        net(x)
+    assert hooks(net) == 0
+    single = TupleOut(aux=False)
+    with FeatureCapture(single) as cap, torch.no_grad():
+        single(x)
+    assert cap.layer_name == "fc"
+    with FeatureCapture(net, "fc") as cap, torch.no_grad():
+        net(x)
+    torch.testing.assert_close(cap.features, net.body(x).relu())
+
+
+class TakesAnyKeyword(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, **unused: object) -> torch.Tensor:
+        return self.fc(x)
+
+
+def test_mapping_batch_with_both_label_keys_is_refused():
+    """{'labels', 'label'}: neither is passed to the model silently nor dropped."""
+    x, y = torch.randn(2, 4), torch.tensor([0, 1])
+    batch = {"x": x, "labels": y, "label": torch.tensor([2, 2])}
+    with pytest.raises(ValueError, match="holds both 'labels' and 'label'"):
+        collect_features(TakesAnyKeyword(), [batch])
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ({"fine": torch.tensor([0, 1])}, r"batch 0: the labels are a dict with keys \['fine'\]"),
+        ("ab", "batch 0: labels must be a tensor .* got str"),
+        (None, "batch 0: labels must be a tensor .* got NoneType"),
+    ],
+)
+def test_labels_that_are_not_a_tensor_get_a_clear_error(labels, message):
+    for batch in ((torch.randn(2, 4), labels), {"x": torch.randn(2, 4), "labels": labels}):
+        with pytest.raises(TypeError, match=message):
+            collect_features(TakesAnyKeyword(), [batch])

@@ -751,3 +751,20 @@ def test_kd_compiles_with_a_symbolic_temperature():
     )
     for temp in (1.0, 2.0, 3.0, 4.0):
         torch.testing.assert_close(f(s, t, temp), kd_loss(s, t, temp))
+
+
+# issue 16 item 16: a complex target gets the library's message (never cast to its real part)
+
+
+@pytest.mark.parametrize("which", ["ls", "kd"])
+def test_complex_target_gets_a_clear_error(which):
+    x = torch.randn(3, 4)
+    target = torch.zeros(3, dtype=torch.complex64)
+
+    def call() -> torch.Tensor:
+        if which == "ls":
+            return label_smoothing_loss(x, target, 0.1)
+        return kd_loss(x, x, 2.0, target=target, beta=0.5)
+
+    with pytest.raises(TypeError, match="target indices must be an integer tensor, got dtype"):
+        call()

@@ -618,3 +618,13 @@ def test_a_failing_triton_kernel_falls_back_once_under_auto(auto_takes_triton_on
     assert not calls  # auto no longer picks Triton in this process
     with pytest.raises(RuntimeError, match="PTX compile failed"):
         fused_linear_kd_loss(hs, ws, h_t, w_t, T, target=y, chunk_size=4, backend="triton")
+
+
+# issue 16 item 16: a complex target gets the library's message (never cast to its real part)
+
+
+def test_complex_target_gets_a_clear_error():
+    hs, ws, _, h_t, w_t, _, _ = make(shape=(4,), v=3, bias=False)
+    target = torch.zeros(4, dtype=torch.complex64)
+    with pytest.raises(TypeError, match="target must be an integer tensor of class indices"):
+        fused_linear_kd_loss(hs, ws, h_t, w_t, T, target=target, beta=0.5)

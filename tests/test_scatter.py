@@ -361,3 +361,51 @@ def test_ddp_gloo_uneven_and_empty_shards(tmp_path, world):
             assert got["first"].num_samples == worker.NUM_ROWS
             assert_matches(got["first"], want, rtol=rtol)
             torch.testing.assert_close(got["second"].sigma_w, got["first"].sigma_w)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("exact", [True, False])
+def test_non_finite_features_name_the_statistic_and_the_classes(bad, exact):
+    """NaN/inf features: a ValueError naming the statistic and the classes, not a LinAlgError."""
+    x, y = clustered(40, 4, 3, seed=2)
+    x[(y == 2).nonzero()[0, 0], 1] = bad
+    acc = ClassScatter(4, exact=exact)
+    acc.update(x, y)
+    with pytest.raises(
+        ValueError, match=r"non-finite class means.* for 1 of 4 classes \(class 2\)"
+    ):
+        acc.compute()
+    with pytest.raises(ValueError, match="NaN or inf"):
+        class_scatter(x, y)
+
+
+def test_overflowing_scatter_is_named():
+    """Finite class statistics but an overflowing D x D scatter: the pooled scatter is named."""
+    x = torch.tensor([[0.0, 0.0], [1.2e154, 0.0]] * 2, dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1])  # each class's sum of squares fits, their total does not
+    with pytest.raises(ValueError, match=r"pooled within-class scatter \(D × D\) is non-finite"):
+        class_scatter(x, y)
+
+
+def test_every_label_ignored():
+    """Every label ignore_index: the message says so (not 'no labels', not 'call update')."""
+    x, labels = torch.zeros(5, 3), torch.full((5,), -100)
+    for kwargs in ({}, {"num_classes": 4}):
+        with pytest.raises(ValueError, match=r"all 5 labels are ignore_index \(-100\)"):
+            class_scatter(x, labels, **kwargs)
+    acc = ClassScatter(4)
+    acc.update(x, labels)
+    with pytest.raises(RuntimeError, match="every label so far was ignore_index"):
+        acc.compute()
+
+
+def test_state_size_is_what_the_docs_say():
+    """The state is D × D + 3·K × D + 2·K float64/int64 numbers, as the docstring and docs say."""
+    k, d = 5, 7
+    acc = ClassScatter(k)
+    acc.update(torch.randn(10, d), torch.arange(10) % k)
+    assert acc._state is not None
+    assert sum(v.numel() for v in acc._state.values()) == d * d + 3 * k * d + 2 * k
+    assert "D × D + 3·K × D" in (ClassScatter.__doc__ or "")
+    benchmarks = (HERE.parent / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    assert "three K × D" in benchmarks

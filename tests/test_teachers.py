@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -243,3 +244,63 @@ def test_teachers_compare_by_identity():
     cached = TopKTeacher.from_logits(torch.randn(2, 5), 2)
     assert cached == cached
     assert cached != TopKTeacher.from_logits(torch.randn(2, 5), 2)
+
+
+def test_to_takes_every_form_of_tensor_to():
+    """`.to(tensor)` (Tensor.to's `other` form) follows its dtype and device; indices stay int."""
+    cached = TopKTeacher.from_logits(torch.randn(4, 10), 3)
+    for args, kwargs in [
+        ((torch.zeros(2, dtype=torch.float64),), {}),
+        ((), {"tensor": torch.zeros(2, dtype=torch.float64)}),  # Tensor.to's keyword
+        (("cpu", torch.float64), {}),
+        ((torch.float64,), {}),
+        ((), {"device": "cpu", "dtype": torch.float64}),
+        ((torch.float64, False, True), {}),  # non_blocking, copy given positionally
+        ((torch.zeros(1, dtype=torch.float64),), {"non_blocking": False, "copy": True}),
+    ]:
+        moved = cached.to(*args, **kwargs)
+        assert moved.indices.dtype == torch.int64, (args, kwargs)
+        assert moved.values.dtype == torch.float64, (args, kwargs)
+        assert torch.equal(moved.indices, cached.indices)
+        assert moved.kind == cached.kind
+        assert moved.tail == cached.tail
+    copied = cached.to(torch.float32, copy=True)
+    assert copied.indices.data_ptr() != cached.indices.data_ptr()
+    assert cached.to("cpu").values.dtype == torch.float32
+    with pytest.raises(TypeError, match=r"values must stay floating point, got torch.int64"):
+        cached.to(torch.int64)
+    with pytest.raises(TypeError, match=r"values must stay floating point, got torch.int32"):
+        cached.to(torch.zeros(1, dtype=torch.int32))
+
+
+@pytest.mark.parametrize(
+    ("logits", "dim", "error", "message"),
+    [
+        (torch.zeros(2, 3), 2, ValueError, r"dim=2 is out of range for teacher_logits of shape"),
+        (torch.zeros(2, 3), -3, ValueError, r"expected -2 <= dim < 2"),
+        (torch.zeros(2, 3), 1.5, TypeError, "dim must be an int, got float 1.5"),
+        (torch.zeros(2, 3), True, TypeError, "dim must be an int, got bool True"),
+        (torch.tensor(1.0), -1, ValueError, "teacher_logits must have at least one dimension"),
+        (torch.zeros(3), -1, ValueError, r"teacher_logits must be \(N, V, ...\).*got shape \(3,\)"),
+    ],
+)
+def test_from_logits_bad_dim(logits, dim, error, message):
+    """A bad `dim` gets the library's dim message, not a raw IndexError from a shape tuple."""
+    with pytest.raises(error, match=message):
+        TopKTeacher.from_logits(logits, 1, dim=dim)
+
+
+def test_from_logits_k_out_of_range_names_the_dim_and_shape():
+    t = torch.zeros(2, 5, 3)
+    for k in (0, 4, -1):
+        with pytest.raises(
+            ValueError,
+            match=rf"k must be in \[1, 3\] \(the size of dim 2 of teacher_logits "
+            rf"\(2, 5, 3\), its classes\), got {k}",
+        ):
+            TopKTeacher.from_logits(t, k)
+    with pytest.raises(ValueError, match=r"teacher_logits has no classes: dim 1 of \(2, 0\)"):
+        TopKTeacher.from_logits(torch.zeros(2, 0), 1)
+    with pytest.raises(TypeError, match="k must be an int, got float"):
+        TopKTeacher.from_logits(t, 2.0)  # type: ignore[arg-type]
+    assert TopKTeacher.from_logits(t, np.int64(2)).indices.shape == (2, 5, 2)  # numpy ints too

@@ -59,7 +59,13 @@ class EagerCompiled:
 
 def split_batch(batch: object) -> tuple[object, object]:
     if isinstance(batch, Mapping):
-        key = next((k for k in LABEL_KEYS if k in batch), None)
+        found = [k for k in LABEL_KEYS if k in batch]
+        if len(found) > 1:
+            raise ValueError(
+                f"a mapping batch holds both {found[0]!r} and {found[1]!r}; keep one, the "
+                "labels (the other would be passed to the model as an input)"
+            )
+        key = found[0] if found else None
         if key is None:
             raise TypeError(
                 f"a mapping batch must hold its labels under 'labels' or 'label', got keys "
@@ -72,6 +78,26 @@ def split_batch(batch: object) -> tuple[object, object]:
         "each batch must be a (inputs, labels, ...) tuple or list, or a mapping with a "
         f"'labels' entry, got {type(batch).__name__}; wrap the loader to yield (inputs, labels)"
     )
+
+
+def as_labels(labels: object, batch: int) -> torch.Tensor:
+    """A batch's labels as a tensor; a mapping or another non-array object is a TypeError."""
+    if isinstance(labels, torch.Tensor):
+        return labels
+    if isinstance(labels, Mapping):
+        keys = sorted(map(str, labels))
+        raise TypeError(
+            f"batch {batch}: the labels are a {type(labels).__name__} with keys {keys[:5]}; "
+            "expected one tensor of class indices: pick one entry (wrap the loader to yield "
+            "(inputs, labels[key]))"
+        )
+    try:
+        return torch.as_tensor(labels)
+    except (TypeError, RuntimeError, ValueError):
+        raise TypeError(
+            f"batch {batch}: labels must be a tensor (or a list or array of ints), got "
+            f"{type(labels).__name__}"
+        ) from None
 
 
 def move(value: object, device: torch.device, non_blocking: bool) -> object:
@@ -92,9 +118,24 @@ def call(model: nn.Module, inputs: object) -> object:
     return model(inputs)
 
 
+def _describe_value(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"Tensor {tuple(value.shape)}"
+    return type(value).__name__
+
+
 def logits_of(output: object) -> torch.Tensor:
     logits = output_tensor(output)
     if logits is None:
+        if isinstance(output, (tuple, list)):
+            parts = [_describe_value(v) for v in output[:4]] + (["..."] if len(output) > 4 else [])
+            raise TypeError(
+                f"the model returned a {type(output).__name__} of {len(output)}: "
+                f"({', '.join(parts)}); expected a logits tensor (or an object with a .logits "
+                "tensor), and which item holds the logits is not guessed: wrap the model so "
+                "that it returns them (a module whose forward returns model(x)[0]); Hugging "
+                "Face models: keep return_dict=True"
+            )
         raise TypeError(
             f"the model returned a {type(output).__name__}; expected a logits tensor "
             "(or an object with a .logits tensor)"

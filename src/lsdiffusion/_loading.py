@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-__all__ = ["load_data", "load_model", "load_state_dict", "strip_prefixes"]
+__all__ = ["load_data", "load_model", "load_state_dict", "read_torch_file", "strip_prefixes"]
 
 _PREFIXES = ("module.", "_orig_mod.", "model.")
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module")
@@ -34,6 +36,54 @@ def _import(module: str, what: str) -> Any:
             f"{what} needs the Python package {missing!r}, which is not importable here "
             f"({exc}); pip install {missing.split('.')[0]}"
         ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def read_torch_file(path: str | Path, what: str, expected: str) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU; any failure is one `ValueError` line.
+
+    Args:
+        path: the file.
+        what: how the message names it (`"--teacher t.pt"`).
+        expected: what the file should hold, for the message about a pickled object.
+
+    Raises:
+        ValueError: the file is empty or cut short, is not a torch file, or holds
+            Python objects that `weights_only` loading refuses (a whole pickled
+            model: the class is named).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found is not None:
+            raise ValueError(
+                f"{what}: holds a pickled {found.group(1)} object, which torch.load("
+                f"weights_only=True) does not run; save {expected} instead"
+            ) from None
+        raise ValueError(
+            f"{what}: not a torch file (written with torch.save); the unpickler failed: "
+            f"{_weights_only_reason(exc)}"
+        ) from None
+    except EOFError:
+        raise ValueError(f"{what}: empty or cut short; not a torch file") from None
+    except (OSError, RuntimeError) as exc:
+        raise ValueError(f"{what}: cannot read it as a torch file ({_first_line(exc)})") from None
+
+
+def _weights_only_reason(exc: BaseException) -> str:
+    """The unpickler's own reason inside torch's long weights_only message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.endswith("WeightsUnpickler error:") and i + 1 < len(lines):
+            return lines[i + 1][:200]
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip()[:200]
+    return _first_line(exc)
 
 
 def load_model(spec: str, num_classes: int) -> nn.Module:
@@ -107,10 +157,9 @@ def load_state_dict(path: str | Path, model: nn.Module, flag: str = "checkpoint"
         ValueError: an unreadable file, no state dict in it, or keys/shapes that
             do not match the model (the first few named).
     """
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise ValueError(f"{flag} {path}: cannot read it as a torch file ({exc})") from None
+    obj = read_torch_file(
+        path, f"{flag} {path}", "a state dict (torch.save(model.state_dict(), path))"
+    )
     state = obj
     for key in _NESTED_KEYS:
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
@@ -190,10 +239,9 @@ def load_data(
         if not folder.classes or not folder.samples:
             raise ValueError(f"--data {root}: no class folders with images in it")
         return folder, folder.classes
-    try:
-        obj = torch.load(root, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise ValueError(f"--data {root}: neither a folder nor a torch file ({exc})") from None
+    obj = read_torch_file(
+        root, f"--data {root}", "tensors (torch.save({'inputs': x, 'labels': y}, path))"
+    )
     names: list[str] | None = None
     if isinstance(obj, Mapping) and "inputs" in obj and "labels" in obj:
         inputs, labels = obj["inputs"], obj["labels"]

@@ -48,7 +48,10 @@ if TYPE_CHECKING:  # torch and numpy load when the command runs, not to build th
     import numpy.typing as npt
     import torch
 
-__all__ = ["SetChoice", "add_parser", "analyze", "feature_sets", "main"]
+__all__ = ["SET_CHOICES", "SetChoice", "add_parser", "analyze", "feature_sets", "main"]
+
+SET_CHOICES: tuple[str, ...] = ("auto", "wordnet", "cifar100", "feature")
+"""The values of `--sets` (shared with `examples/analyze.py`)."""
 
 _WNID = re.compile(r"^n\d{8}$")
 _STAGING = ".lsdiffusion-analyze-"
@@ -133,7 +136,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperatures", type=float, nargs="+", required=True, metavar="T")
     p.add_argument("--reference", type=Path, default=None, help="feature sets from (def: teacher)")
     p.add_argument("--reference-model", default=None, help="its model (default: --model)")
-    p.add_argument("--sets", choices=("auto", "wordnet", "cifar100", "feature"), default="auto")
+    p.add_argument("--sets", choices=SET_CHOICES, default="auto")
     p.add_argument(
         "--layer", default=None, help="the classifier layer, when two could be (e.g. head)"
     )
@@ -194,7 +197,7 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise ValueError(f"{flag} {path} is not a file")
     try:
         torch.empty(0, device=args.device)
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError, AssertionError) as exc:  # torch without CUDA: assert
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"--device {args.device!r} is not usable here: {first[:160]}") from None
     _check_out(args.out)
@@ -236,7 +239,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def _measure(
-    args: argparse.Namespace, spec: str, path: Path, data: Any, k: int, keep: list[int], on: Any
+    args: argparse.Namespace,
+    spec: str,
+    flag: str,
+    path: Path,
+    data: Any,
+    k: int,
+    keep: list[int],
+    on: Any,
 ) -> _Measured:
     import torch
 
@@ -246,7 +256,7 @@ def _measure(
 
     device = torch.device(args.device)
     model = load_model(spec, k)
-    load_state_dict(path, model, flag=str(path))
+    load_state_dict(path, model, flag=flag)
     model.to(device)
     scatter = ClassScatter(k, device=device, on_empty="raise")
     keep_t = torch.tensor(keep, device=device)
@@ -283,7 +293,7 @@ def _resolve(token: str, classes: list[str], names: Sequence[str]) -> int:
 
 
 def _hierarchy(classes: list[str], required: bool) -> Any:
-    from lsdiffusion.semantics import ClassHierarchy, imagenet1k_hierarchy, wordnet_hierarchy
+    from lsdiffusion.semantics import ClassHierarchy, imagenet1k_hierarchy
 
     if all(_WNID.match(c) for c in classes):
         imagenet = imagenet1k_hierarchy()
@@ -293,7 +303,33 @@ def _hierarchy(classes: list[str], required: bool) -> Any:
             return ClassHierarchy(imagenet.records, classes, source=imagenet.source)
     if not required:
         return None
-    return wordnet_hierarchy(classes, on_ambiguous="first")
+    return _wordnet(classes)
+
+
+def _wordnet(classes: list[str]) -> Any:
+    """`--sets wordnet` on classes that are not ImageNet-1K wnids: WordNet through nltk."""
+    from lsdiffusion.semantics import wordnet_hierarchy
+    from lsdiffusion.semantics.wordnet import ClassListError, WordNetUnavailableError
+
+    shown = ", ".join(repr(c) for c in classes[:3]) + (", ..." if len(classes) > 3 else "")
+    try:
+        return wordnet_hierarchy(classes, on_ambiguous="first")
+    except WordNetUnavailableError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first.split("; nltk searched")[0].rstrip(":")
+        raise ValueError(
+            f"--sets wordnet: the classes ({shown}) are not ImageNet-1K wnids, and reading "
+            f"them through WordNet needs nltk and its corpus: {first} "
+            "(see lsdiffusion.semantics.load_wordnet); or use --sets feature"
+        ) from None
+    except ClassListError as exc:
+        bad = [p.ref for p in exc.problems]
+        named = ", ".join(repr(b) for b in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise ValueError(
+            f"--sets wordnet: {len(bad)} of the {len(classes)} classes name no WordNet synset "
+            f"({named}); name the class folders by wnid (n01440764), synset name "
+            "(apple.n.01) or lemma, or use --sets feature"
+        ) from None
 
 
 def _cifar100_sets(classes: list[str]) -> SetChoice:
@@ -371,33 +407,40 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
     picked = [_resolve(c, classes, names) for c in (args.classes or ["0", "1", "2"])]
     if len(set(picked)) != 3:
         raise ValueError(f"--classes must name 3 distinct classes, got {args.classes}")
-    hand = _hand_picked(args, classes, names) if args.similar is not None else None
     k = len(classes)
-    entropy = TargetEntropy(args.entropy_temperatures or args.temperatures)
-    measured: dict[str, _Measured] = {
-        "teacher": _measure(
-            args, args.teacher_model or args.model, args.teacher, loader, k, picked, entropy.update
-        )
-    }
-    for path, t in zip(args.students, args.temperatures, strict=True):
-        measured[f"student T={t:g}"] = _measure(args, args.model, path, loader, k, picked, None)
-    if hand is not None:
-        sets = hand
+    # Every class set that needs no model is chosen and checked before any model runs.
+    sets: SetChoice | None = None
+    if args.similar is not None:
+        sets = _hand_picked(args, classes, names)
     elif args.sets == "cifar100":
         sets = _cifar100_sets(classes)
     elif hierarchy is not None and args.sets != "feature":
         masks = hierarchy.class_masks()
         source = f"WordNet ({hierarchy.source or 'nltk'}): siblings / LCA depth <= 3"
         sets = SetChoice(list(range(k)), masks.similar, masks.dissimilar, source)
-    else:
+    if sets is not None:
+        sets = _usable(sets, names)
+    entropy = TargetEntropy(args.entropy_temperatures or args.temperatures)
+    teacher_spec = args.teacher_model or args.model
+    measured: dict[str, _Measured] = {
+        "teacher": _measure(
+            args, teacher_spec, "--teacher", args.teacher, loader, k, picked, entropy.update
+        )
+    }
+    for path, t in zip(args.students, args.temperatures, strict=True):
+        measured[f"student T={t:g}"] = _measure(
+            args, args.model, "--students", path, loader, k, picked, None
+        )
+    if sets is None:  # feature sets: the centroids of a reference model
         if args.reference is not None:
             spec = args.reference_model or args.model
-            ref = _measure(args, spec, args.reference, loader, k, picked, None).centroids
+            ref = _measure(
+                args, spec, "--reference", args.reference, loader, k, picked, None
+            ).centroids
             who = f"reference model {args.reference.name}"
         else:
             ref, who = measured["teacher"].centroids, f"teacher {args.teacher.name}"
-        sets = feature_sets(ref, args.similar_frac, args.dissimilar_frac, who)
-    sets = _usable(sets, names)
+        sets = _usable(feature_sets(ref, args.similar_frac, args.dissimilar_frac, who), names)
     from lsdiffusion._report import write_report
 
     return write_report(args, measured, sets, names, entropy.compute())

@@ -99,6 +99,15 @@ def _scale_dtype(wd: torch.dtype, temperatures: Sequence[float]) -> torch.dtype:
     )
 
 
+def _one_temperature(value: object) -> float | None:
+    """`value` as one float temperature (a number or a 0-d tensor), for a hint; else None."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_complex():
+        return float(value.item())
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -311,19 +320,33 @@ class TargetEntropy:
             or isinstance(temperatures, (numbers.Number, str, bytes))
             or not isinstance(temperatures, Iterable)
         ):
+            one = _one_temperature(temperatures)
+            hint = f"; for one temperature pass ({one!r},)" if one is not None else ""
             raise TypeError(
                 f"temperatures must be an iterable of temperatures such as (1.0, 4.0), got "
-                f"{type(temperatures).__name__} {temperatures!r}; for one temperature pass "
-                f"({temperatures!r},)"
+                f"{type(temperatures).__name__} {temperatures!r}{hint}"
             )
-        temps = tuple(temperatures)
+        temps: tuple[object, ...] = tuple(temperatures)
         if not temps:
             raise ValueError("temperatures must not be empty")
-        for t in temps:
+        values: list[float] = []
+        for i, t in enumerate(temps):
+            if isinstance(t, bool) or not isinstance(t, numbers.Real):
+                raise TypeError(
+                    f"temperatures[{i}] must be a number, got {type(t).__name__} {t!r}; pass "
+                    "floats such as (1.0, 4.0)"
+                    + (" (tensor.tolist() for a tensor)" if isinstance(t, torch.Tensor) else "")
+                )
             check_finite_positive("temperatures", t)
+            values.append(float(t))
         if len(set(temps)) != len(temps):
             raise ValueError(f"temperatures must be distinct, got {list(temps)}")
-        self.temperatures: tuple[float, ...] = tuple(float(t) for t in temps)
+        if 1.0 / min(values) > torch.finfo(torch.float64).max:
+            raise ValueError(
+                "temperatures must be at least 1/finfo(float64).max (about 5.6e-309) so that "
+                f"1/T is finite, got {min(values)!r}"
+            )
+        self.temperatures: tuple[float, ...] = tuple(values)
         check_dim_type(dim)
         self.dim = int(dim)
         if ignore_index is not None:

@@ -36,7 +36,7 @@ modules run their original (eager) forward; they are compiled again on exit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from types import TracebackType
 from typing import Any, Literal, NamedTuple
 
@@ -47,6 +47,7 @@ from typing_extensions import Self
 from lsdiffusion._batches import (
     EagerCompiled,
     Running,
+    as_labels,
     call,
     check_max_batches,
     logits_of,
@@ -155,7 +156,11 @@ class FeatureCapture:
     example timm's distilled DeiT, whose `head` and `head_dist` both feed the
     prediction, or a model that registers its head before its trunk): pass
     `layer=` to choose. The check needs the forward pass of the model itself (not
-    of a submodule).
+    of a submodule). For a model returning a tuple, the layer must be the only
+    `nn.Linear` whose output is among the tuple's tensors. Logits made by no
+    `nn.Linear` (tied embeddings used as `F.linear(h, embedding.weight)`) raise,
+    saying so, as does a hidden layer that only has the logits' width next to an
+    embedding with one row per class.
 
     Attributes:
         layer_name: dotted name of the hooked layer.
@@ -220,25 +225,87 @@ class FeatureCapture:
         """At the model's first forward pass: is the hooked layer the classifier?"""
         called, self._called = self._called, {}
         logits = output_tensor(output)
-        if logits is None or logits.dim() == 0:
+        items: list[torch.Tensor] = []
+        if logits is None and isinstance(output, (tuple, list)):
+            items = [t for t in output if isinstance(t, torch.Tensor) and t.dim() > 0]
+        if (logits is None or logits.dim() == 0) and not items:
             return  # nothing to compare with (iter_features reports the output type)
         self._unchecked = False
         self._remove_checks()
+        modules = dict(self.model.named_modules())
+        name = type(self.model).__name__
+        if logits is None:  # a tuple: the Linears whose output is one of its tensors
+            producers = [n for n, out in called.items() if any(out is t for t in items)]
+            if not producers or producers == [self.layer_name]:
+                return
+            self._unchecked = True
+            listed = ", ".join(_describe(n, modules[n]) for n in producers)
+            raise ValueError(
+                f"cannot tell which nn.Linear of {name} is the classifier: the model returns a "
+                f"{type(output).__name__} of {len(output)}, holding the outputs of {listed} "
+                f"(the last registered nn.Linear is {_describe(self.layer_name, self.layer)}); "
+                "pass layer='name' to choose"
+            )
         if called.get(self.layer_name) is logits:
             return
         width = logits.shape[-1]
-        modules = dict(self.model.named_modules())
         producers = [n for n, out in called.items() if out is logits]
         candidates = producers or [n for n, out in called.items() if out.shape[-1] == width]
-        if candidates == [self.layer_name]:
+        # A candidate of the logits' width and shape that does not output them, next to an
+        # embedding with one row per class: maybe tied embeddings used as F.linear (a head
+        # applied before pooling has another shape and stands).
+        unpooled = not candidates or any(called[c].shape == logits.shape for c in candidates)
+        tied = [
+            (n, m)
+            for n, m in modules.items()
+            if unpooled
+            and isinstance(m, nn.Embedding)
+            and m.num_embeddings == width
+            and not any(getattr(modules[c], "weight", None) is m.weight for c in candidates)
+        ]
+        if candidates == [self.layer_name] and (producers or not tied):
             return
         self._unchecked = True  # the next forward pass checks again
-        listed = ", ".join(_describe(n, modules[n]) for n in candidates) or "none"
+        if not producers and (tied or not candidates):
+            raise ValueError(self._no_head_message(logits, candidates, tied, modules))
+        listed = ", ".join(_describe(n, modules[n]) for n in candidates)
         raise ValueError(
-            f"cannot tell which nn.Linear of {type(self.model).__name__} is the classifier: "
+            f"cannot tell which nn.Linear of {name} is the classifier: "
             f"the last registered one is {_describe(self.layer_name, self.layer)}, but the "
             f"layers called in the forward pass whose output could be the logits "
             f"{tuple(logits.shape)} are {listed}; pass layer='name' to choose"
+        )
+
+    def _no_head_message(
+        self,
+        logits: torch.Tensor,
+        candidates: list[str],
+        tied: Sequence[tuple[str, nn.Module]],
+        modules: dict[str, nn.Module],
+    ) -> str:
+        """The logits are no nn.Linear's output: a functional head, e.g. tied embeddings."""
+        width = int(logits.shape[-1])
+        same = (
+            f"; {', '.join(_describe(n, modules[n]) for n in candidates)} "
+            f"{'has' if len(candidates) == 1 else 'have'} their width but "
+            f"{'does' if len(candidates) == 1 else 'do'} not output them"
+            if candidates
+            else ""
+        )
+        if tied:
+            why = (
+                f"; embedding {tied[0][0]!r} has {width} rows, as many as the logits have "
+                "classes: tied embeddings computed as F.linear(h, embedding.weight)? Then no "
+                "layer's input is the feature: make the head an nn.Linear sharing the weight "
+                "(head = nn.Linear(D, V, bias=False); head.weight = embedding.weight) and call "
+                "it, or pass layer='name'"
+            )
+        else:
+            why = " (a functional head: F.linear or a matmul?); pass layer='name'"
+        return (
+            f"cannot tell which layer of {type(self.model).__name__} is the classifier: the "
+            f"logits {tuple(logits.shape)} are made by no nn.Linear called in the forward "
+            f"pass{same}{why} of the module whose input is the penultimate feature"
         )
 
     def _remove_checks(self) -> None:
@@ -450,8 +517,7 @@ def _iter_features(
             with running, cap:  # hooks and modes only around the forward pass
                 logits = logits_of(call(model, move(inputs, dev, non_blocking)))
             feats, head = cap.pop(), cap.output
-            label_t = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
-            label_t = label_t.to(logits.device)
+            label_t = as_labels(labels, i).to(logits.device)
             out = _shape_batch(i, feats, head, logits, label_t, cap, pool, ignore_index)
             bar.update()
             yield out

@@ -176,9 +176,10 @@ class ClassScatter:
 
     The state, for K classes and D features: per-class counts, a per-class
     reference point $r_c$ (the first sample of the class), the sums of
-    $h - r_c$, of $\lVert h - r_c\rVert^2$ and of $h/\lVert h\rVert$ (each K × D
-    or K), and one pooled D × D matrix $\sum_i (h_i - r_{y_i})(h_i - r_{y_i})^\top$:
-    no per-class covariance and no stored feature. Centring on a reference near
+    $h - r_c$, of $\lVert h - r_c\rVert^2$ and of $h/\lVert h\rVert$, and one
+    pooled D × D matrix $\sum_i (h_i - r_{y_i})(h_i - r_{y_i})^\top$: D × D + 3·K × D
+    numbers (the reference points, the sums of $h - r_c$ and of $h/\lVert h\rVert$)
+    plus two of K, no per-class covariance and no stored feature. Centring on a reference near
     the mean keeps the digits of features far from the origin (a 1e4 offset in
     float32); accumulators and DDP ranks merge by moving every state to a common
     reference first (the parallel-axis form of Chan et al.'s update), never by
@@ -439,7 +440,10 @@ class ClassScatter:
 
         Raises:
             RuntimeError: if no sample was seen.
-            ValueError: with ``on_empty="raise"``, if some class has no sample.
+            ValueError: with ``on_empty="raise"``, if some class has no sample; if a
+                statistic is not finite (NaN or inf features, or features so
+                large that their squares overflow float64): the statistic and
+                the classes are named.
         """
         policy = self.on_empty if on_empty is None else on_empty
         check_choice("on_empty", policy, _EMPTY_POLICIES)
@@ -483,9 +487,13 @@ def _geometry(state: dict[str, torch.Tensor], policy: str, *, stacklevel: int) -
     counts = state["counts"]
     total = int(counts.sum())
     if total == 0:
-        raise RuntimeError("ClassScatter has seen no samples: call update() first")
+        raise RuntimeError(
+            "ClassScatter has seen no samples: call update() first (or every label so far "
+            "was ignore_index)"
+        )
     k = int(counts.shape[0])
     present = counts > 0
+    _check_finite(state)
     if policy != "ignore" and not bool(present.all()):
         missing = torch.nonzero(~present).flatten().cpu().tolist()
         msg = (
@@ -531,6 +539,35 @@ def _geometry(state: dict[str, torch.Tensor], policy: str, *, stacklevel: int) -
         nc1=nc1,
         cdnv=cdnv,
         class_separation=separation,
+    )
+
+
+def _check_finite(state: dict[str, torch.Tensor]) -> None:
+    """Raise a `ValueError` naming every non-finite statistic and its classes."""
+    per_class = {
+        "class means": state["ref"].isfinite().all(dim=1) & state["sums"].isfinite().all(dim=1),
+        "within-class variances": state["sq"].isfinite(),
+        "normalised feature sums (for R²)": state["unit"].isfinite().all(dim=1),
+    }
+    scatter_ok = bool(state["scatter"].isfinite().all())
+    if scatter_ok and all(bool(ok.all()) for ok in per_class.values()):
+        return
+    k = int(state["counts"].shape[0])
+    good = torch.stack(list(per_class.values())).all(dim=0)
+    if not bool(good.all()):
+        names = [name for name, ok in per_class.items() if not bool(ok.all())]
+        what = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        bad = torch.nonzero(~good).flatten().cpu().tolist()
+        which = f"class {bad[0]}" if len(bad) == 1 else f"classes {_short_list(bad)}"
+        raise ValueError(
+            f"non-finite {what} for {len(bad)} of {k} classes ({which}): the features given "
+            "to update() hold NaN or inf values (or values whose squares overflow float64); "
+            "check the model's features or drop those samples before update()"
+        )
+    raise ValueError(
+        "the pooled within-class scatter (D × D) is non-finite although every class's "
+        "statistics are finite: the squared features overflow float64 when summed over "
+        "the classes; rescale the features (e.g. divide by their largest norm)"
     )
 
 
@@ -591,10 +628,20 @@ def class_scatter(
         >>> g.means.tolist(), g.within_variance.tolist(), g.class_separation
         ([[2.0, 0.0], [0.0, 2.0]], [1.0, 1.0], 1.0)
     """
+<<<<<<< HEAD
     feats = as_tensor("features", features)
     labs = as_tensor("labels", labels)
+=======
+    feats = _as_tensor("features", features)
+    labs = _as_tensor("labels", labels)
+    kept = labs if ignore_index is None else labs[labs != ignore_index]
+    if kept.numel() == 0 and labs.numel() > 0:
+        raise ValueError(
+            f"class_scatter has no samples: all {labs.numel()} labels are ignore_index "
+            f"({ignore_index}); pass labels of the classes (or ignore_index=None)"
+        )
+>>>>>>> review
     if num_classes is None:
-        kept = labs if ignore_index is None else labs[labs != ignore_index]
         if kept.numel() == 0:
             raise ValueError("class_scatter needs num_classes when there are no labels")
         if kept.dtype == torch.bool or kept.is_floating_point() or kept.is_complex():

@@ -37,11 +37,14 @@ its class still counts as cached (outside the bucket).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
+
+from lsdiffusion._validation import normalize_dim
 
 __all__ = ["TopKTeacher"]
 
@@ -134,14 +137,35 @@ class TopKTeacher:
         With `kind="logprobs"` the values are the log-probabilities
         `log_softmax(teacher_logits)` at T = 1 of the top `k` classes.
         The result keeps the class dim at `dim`.
+
+        Raises:
+            TypeError: `teacher_logits` not a floating-point tensor; `k` or `dim`
+                not an int.
+            ValueError: `dim` out of range; fewer than two dims (a batch and a
+                class dim); `k` outside [1, number of classes].
         """
         if not isinstance(teacher_logits, Tensor) or not teacher_logits.is_floating_point():
             raise TypeError("teacher_logits must be a floating-point torch.Tensor")
-        if isinstance(k, bool) or not isinstance(k, int):
-            raise TypeError(f"k must be an int, got {type(k).__name__}")
-        size = teacher_logits.shape[dim]
+        given: object = k  # numpy and torch integers too, never a bool
+        if isinstance(given, bool) or not isinstance(given, numbers.Integral):
+            raise TypeError(f"k must be an int, got {type(given).__name__} {given!r}")
+        k = int(given)
+        axis = normalize_dim("teacher_logits", dim, teacher_logits)
+        shape = tuple(teacher_logits.shape)
+        if teacher_logits.dim() < 2:
+            raise ValueError(
+                f"teacher_logits must be (N, V, ...) with a batch and a class dimension, got "
+                f"shape {shape}"
+            )
+        size = shape[axis]
+        if size == 0:
+            raise ValueError(f"teacher_logits has no classes: dim {axis} of {shape} has size 0")
         if not 1 <= k <= size:
-            raise ValueError(f"k must be in [1, {size}] (the number of classes), got {k}")
+            raise ValueError(
+                f"k must be in [1, {size}] (the size of dim {axis} of teacher_logits {shape}, "
+                f"its classes), got {k}"
+            )
+        dim = axis
         t = teacher_logits.detach()
         if kind == "logprobs":
             t = torch.log_softmax(t.float() if t.dtype != torch.float64 else t, dim=dim)
@@ -149,9 +173,23 @@ class TopKTeacher:
         return cls(indices, values, kind=kind, tail=tail)
 
     def to(self, *args: Any, **kwargs: Any) -> TopKTeacher:
-        """Move to a device (`indices` keep their integer dtype; `values` follow a dtype)."""
-        device_only = {key: v for key, v in kwargs.items() if key != "dtype"}
-        others = [a for a in args if not isinstance(a, torch.dtype)]
-        indices = self.indices.to(*others, **device_only)
-        values = self.values.to(*args, **kwargs)
+        """`Tensor.to`'s forms: `to(device, dtype)`, `to(dtype)`, `to(other_tensor)`, keywords.
+
+        `values` are converted as `Tensor.to` would (and must stay floating
+        point); `indices` keep their integer dtype and follow the device.
+
+        Raises:
+            TypeError: a dtype that is not floating point (the values' target).
+        """
+        values = self.values.to(*args, **kwargs)  # every form of Tensor.to, parsed by torch
+        if not values.is_floating_point():
+            raise TypeError(
+                f"TopKTeacher.to: the values must stay floating point, got {values.dtype} "
+                "(the indices keep their integer dtype on their own)"
+            )
+        flags = [a for a in args if isinstance(a, bool)]  # non_blocking, copy (positional)
+        non_blocking = bool(kwargs.get("non_blocking", flags[0] if flags else False))
+        copy = bool(kwargs.get("copy", flags[1] if len(flags) > 1 else False))
+        extra = {"memory_format": kwargs["memory_format"]} if "memory_format" in kwargs else {}
+        indices = self.indices.to(values.device, non_blocking=non_blocking, copy=copy, **extra)
         return TopKTeacher(indices, values, kind=self.kind, tail=self.tail)

@@ -105,3 +105,30 @@ def test_exported_from_the_package() -> None:
     assert lsdiffusion.cifar100_class_sets is cifar100_class_sets
     assert lsdiffusion.cifar100_hierarchy is cifar100_hierarchy
     assert lsdiffusion.cifar100_class_masks is cifar100_class_masks
+
+
+def test_unknown_name_hint_speaks_cifar100() -> None:
+    """The hint names CIFAR-100's own ids and names (no 'wnid', no 'WordNet lemma')."""
+    with pytest.raises(ClassLookupError) as info:
+        cifar100_class_sets("mapel_tree")
+    msg = str(info.value)
+    assert "close matches: 'maple tree' (47)" in msg
+    assert "wnid" not in msg
+    assert "WordNet" not in msg
+    assert "id (e.g. 'cifar100.fine.00') or a class name (e.g. 'apple')" in msg
+
+
+def test_the_ids_the_hint_gives_are_looked_up() -> None:
+    h = cifar100_hierarchy()
+    assert h.index("cifar100.fine.47") == 47
+    with pytest.raises(ClassLookupError, match=r"'cifar100.coarse.17' is trees, an ancestor of 5"):
+        h.index("cifar100.coarse.17")
+
+
+def test_a_superclass_name_is_named_as_one() -> None:
+    """'trees' is CIFAR-100's superclass of five classes, not a misspelt 'oak tree'."""
+    with pytest.raises(ClassLookupError) as info:
+        cifar100_class_sets("trees")
+    msg = str(info.value)
+    assert "target name 'trees' is trees, an ancestor of 5 classes, not a class itself" in msg
+    assert "maple tree" in msg

@@ -206,3 +206,12 @@ def test_max_size_caps_a_fallback_set(capsys: pytest.CaptureFixture[str]) -> Non
 def test_first_sense_needs_classes(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["207", "--first-sense"]) == 2
     assert "--first-sense applies to the lemmas of a --classes FILE" in capsys.readouterr().err
+
+
+def test_cifar100_unknown_name_suggests_close_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["--dataset", "cifar100", "mapel_tree"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "close matches: 'maple tree' (47)" in err[0]
+    assert "WordNet" not in err[0]
+    assert "wnid" not in err[0]

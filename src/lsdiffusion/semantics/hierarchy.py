@@ -79,6 +79,7 @@ from lsdiffusion.semantics.names import (
     is_index_text,
     is_synset_name,
     is_wnid,
+    normalize_name,
 )
 
 __all__ = [
@@ -202,6 +203,7 @@ class ClassHierarchy:
             tuple[int, int, int | None], tuple[ClassSetMasks, npt.NDArray[np.bool_]]
         ] = {}
         self._lca: npt.NDArray[np.int64] | None = None
+        self._group_names: dict[str, list[int]] | None = None  # ancestors by lemma, lazily
 
     # ------------------------------------------------------------------ basics
     @property
@@ -312,22 +314,37 @@ class ClassHierarchy:
             raise ClassLookupError(f"target index must be in [0, {c - 1}], got {i}")
         return i
 
-    def _index_of_wnid(self, wnid: str) -> int:
+    def _index_of_wnid(self, wnid: str, what: str = "wnid") -> int:
         node = self._node_of.get(wnid)
         if node is None:
             raise ClassLookupError(
-                f"target wnid {echo(wnid)} is not one of the {self._num_classes} classes "
+                f"target {what} {echo(wnid)} is not one of the {self._num_classes} classes "
                 "nor one of their ancestors"
             )
         i = self._class_of_node.get(node)
         if i is None:
-            rec = self._records[node]
-            under = self._members[node]
-            raise ClassLookupError(
-                f"target wnid {echo(wnid)} is {rec.name}, an ancestor of {len(under)} classes, "
-                f"not a class itself; its classes include: {self._list(under[:5])}"
-            )
+            raise self._not_a_class(f"{what} {echo(wnid)}", node)
         return i
+
+    def _not_a_class(self, target: str, node: int) -> ClassLookupError:
+        rec = self._records[node]
+        under = self._members[node]
+        return ClassLookupError(
+            f"target {target} is {rec.name}, an ancestor of {len(under)} classes, "
+            f"not a class itself; its classes include: {self._list(under[:5])}"
+        )
+
+    def _group_named(self, name: str) -> int | None:
+        """The ancestor (not a class) with lemma `name`, the largest if several; else None."""
+        if self._group_names is None:
+            groups: dict[str, list[int]] = {}
+            for node, rec in enumerate(self._records):
+                if node not in self._class_of_node:
+                    for lemma in rec.lemmas:
+                        groups.setdefault(normalize_name(lemma), []).append(node)
+            self._group_names = groups
+        nodes = self._group_names.get(normalize_name(name), [])
+        return max(nodes, key=lambda v: len(self._members[v])) if nodes else None
 
     def _index_of_name(self, name: str) -> int:
         hits = self._names.classes(name)
@@ -338,6 +355,11 @@ class ClassHierarchy:
                 f"target name {echo(name)} is ambiguous, it names {len(hits)} classes: "
                 f"{self._list(hits, detailed=True)}; pass the index or the wnid instead"
             )
+        if name in self._node_of:  # an id that is not a wnid (CIFAR-100's 'cifar100.fine.47')
+            return self._index_of_wnid(name, "id")
+        group = self._group_named(name)
+        if group is not None:
+            raise self._not_a_class(f"name {echo(name)}", group)
         close = self._names.close_matches(name)
         hint = (
             "; close matches: "
@@ -347,9 +369,14 @@ class ClassHierarchy:
             if close
             else ""
         )
+        forms = (
+            f"wnid (e.g. {self.wnids[0]!r}) or a WordNet lemma name"
+            if is_wnid(self.wnids[0])
+            else f"id (e.g. {self.wnids[0]!r}) or a class name (e.g. {self.names[0]!r})"
+        )
         raise ClassLookupError(
             f"target name {echo(name)} matches no class{hint}. Look classes up by index "
-            f"(0-{self._num_classes - 1}), wnid (e.g. {self.wnids[0]!r}) or a WordNet lemma name"
+            f"(0-{self._num_classes - 1}), {forms}"
         )
 
     def _list(self, classes: Iterable[int], *, detailed: bool = False) -> str:
