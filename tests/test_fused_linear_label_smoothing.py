@@ -259,7 +259,7 @@ def test_bad_arguments(kwargs, error, match):
 
 
 def test_bad_tensors():
-    hidden, weight, bias, y = make()
+    hidden, weight, _bias, y = make()
     with pytest.raises(ValueError, match="token shape"):
         fused_linear_label_smoothing_loss(hidden, weight, y[:3])
     with pytest.raises(ValueError, match="class index 11, outside"):
@@ -277,5 +277,5 @@ def test_bad_tensors():
 
 
 def test_torchscript_gets_the_library_message():
-    with pytest.raises(Exception, match="torch.compile"):
+    with pytest.raises(Exception, match=r"torch\.compile"):
         torch.jit.script(FusedLinearLabelSmoothingLoss())

@@ -558,7 +558,7 @@ def _check_finite(state: dict[str, torch.Tensor]) -> None:
         names = [name for name, ok in per_class.items() if not bool(ok.all())]
         what = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
         bad = torch.nonzero(~good).flatten().cpu().tolist()
-        which = f"class {bad[0]}" if len(bad) == 1 else f"classes {_short_list(bad)}"
+        which = f"class {bad[0]}" if len(bad) == 1 else f"classes {short_list(bad)}"
         raise ValueError(
             f"non-finite {what} for {len(bad)} of {k} classes ({which}): the features given "
             "to update() hold NaN or inf values (or values whose squares overflow float64); "
@@ -628,19 +628,14 @@ def class_scatter(
         >>> g.means.tolist(), g.within_variance.tolist(), g.class_separation
         ([[2.0, 0.0], [0.0, 2.0]], [1.0, 1.0], 1.0)
     """
-<<<<<<< HEAD
     feats = as_tensor("features", features)
     labs = as_tensor("labels", labels)
-=======
-    feats = _as_tensor("features", features)
-    labs = _as_tensor("labels", labels)
     kept = labs if ignore_index is None else labs[labs != ignore_index]
     if kept.numel() == 0 and labs.numel() > 0:
         raise ValueError(
             f"class_scatter has no samples: all {labs.numel()} labels are ignore_index "
             f"({ignore_index}); pass labels of the classes (or ignore_index=None)"
         )
->>>>>>> review
     if num_classes is None:
         if kept.numel() == 0:
             raise ValueError("class_scatter needs num_classes when there are no labels")
