@@ -91,10 +91,25 @@ def test_distill_lm_quick_threads_and_bad_arguments(distill_lm, capsys):
         assert message in err[0]
 
 
-def test_distill_lm_offline_from_a_cached_top_k_teacher(distill_lm, capsys):
-    """The teacher runs once; the student learns from its cached top-k log-probabilities."""
+def test_distill_lm_offline_from_a_cached_top_k_teacher(distill_lm, capsys, monkeypatch):
+    """The teacher runs once; the student learns from its cached top-k log-probabilities.
+
+    Through the fused loss, the cache in the teacher head's place.
+    """
+    teachers = []
+    forward = distill_lm.FusedLinearKDLoss.forward
+
+    def spy(self, student_hidden, student_weight, teacher_hidden, teacher_weight, *args, **kw):
+        teachers.append((type(teacher_hidden).__name__, teacher_weight))
+        return forward(
+            self, student_hidden, student_weight, teacher_hidden, teacher_weight, *args, **kw
+        )
+
+    monkeypatch.setattr(distill_lm.FusedLinearKDLoss, "forward", spy)
     argv = ["--vocab", "64", "--steps", "30", "--batch", "8", "--max-len", "12", "--offline", "8"]
     result = distill_lm.main(argv)
+    assert len(teachers) == 30
+    assert set(teachers) == {("TopKTeacher", None)}
     out = capsys.readouterr().out
     assert "cached the teacher's top-8 of 64 for 30 batches" in out
     assert "KD loss (cached teacher)" in out

@@ -34,8 +34,15 @@ def acc(x: Tensor) -> object:
 
 
 def params(x: Tensor, *values: float) -> Tensor:
-    """Float kernel parameters as a tensor in the compute dtype (float args are float32)."""
-    return torch.tensor(values, dtype=compute_dtype(x), device=x.device)
+    """Float kernel parameters as a tensor in the compute dtype (float args are float32).
+
+    Filled on the device, one value at a time: ``torch.tensor(values, device=...)``
+    would copy from pageable host memory, which synchronises with the GPU.
+    """
+    out = torch.empty(len(values), dtype=compute_dtype(x), device=x.device)
+    for i, value in enumerate(values):
+        out[i].fill_(value)
+    return out
 
 
 def row_scale(scale: Tensor, x: Tensor) -> Tensor:
