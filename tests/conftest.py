@@ -7,6 +7,8 @@ import os
 import pytest
 import torch
 
+from _devices import HAS_TRITON
+
 # Without a GPU the Triton kernels run on CPU tensors through Triton's interpreter.
 # It is chosen when a kernel is decorated, so this must precede their import.
 if not torch.cuda.is_available():
@@ -37,3 +39,17 @@ def dtype(request: pytest.FixtureRequest) -> torch.dtype:
 def tol(dtype: torch.dtype) -> dict[str, float]:
     rtol, atol = TOLERANCES[dtype]
     return {"rtol": rtol, "atol": atol}
+
+
+@pytest.fixture(
+    params=[
+        "eager",
+        pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="no triton")),
+    ]
+)
+def backend(request: pytest.FixtureRequest) -> str:
+    """A chunk backend of the fused losses: the eager engine, or Triton (the CUDA path).
+
+    Tests put their tensors on ``BACKEND_DEVICE[backend]``.
+    """
+    return str(request.param)

@@ -8,12 +8,12 @@ the path ``backend="auto"`` takes for CUDA tensors).
 from __future__ import annotations
 
 import gc
-import importlib.util
 import warnings
 
 import pytest
 import torch
 
+from _devices import BACKEND_DEVICE, HAS_TRITON, TRITON_DEVICE
 from _memory import peak_bytes
 from _reference import kd_reference
 from lsdiffusion import (
@@ -28,32 +28,17 @@ from lsdiffusion._kernels import select
 from lsdiffusion._kernels.chunked import fused_linear as fl
 
 T = 2.0
-HAS_TRITON = importlib.util.find_spec("triton") is not None
-BACKENDS = [
-    "eager",
-    pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="no triton")),
-]
+# the interpreter evaluates masked-out lanes too (exp(-inf - -inf) and the like)
+pytestmark = pytest.mark.filterwarnings("ignore:.*encountered:RuntimeWarning")
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    """The chunk kernels' implementation: eager, or Triton (the CUDA path)."""
-    return request.param
-
-
-@pytest.fixture(autouse=True)
-def _quiet_interpreter():
-    # the interpreter evaluates masked-out lanes too (exp(-inf - -inf) and the like)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=RuntimeWarning, message=".*encountered")
-        yield
-
-
-def make(dtype=torch.float64, shape=(23,), h=6, ht=9, v=11, bias=True, seed=0, ignore=True):
+def make(
+    dtype=torch.float64, shape=(23,), h=6, ht=9, v=11, bias=True, seed=0, ignore=True, device="cpu"
+):
     g = torch.Generator().manual_seed(seed)
 
     def rand(*s):
-        return torch.randn(*s, generator=g, dtype=torch.float64).to(dtype)
+        return torch.randn(*s, generator=g, dtype=torch.float64).to(device, dtype)
 
     hs = rand(*shape, h).requires_grad_()
     ws = rand(v, h).requires_grad_()
@@ -63,7 +48,7 @@ def make(dtype=torch.float64, shape=(23,), h=6, ht=9, v=11, bias=True, seed=0, i
     y = torch.randint(0, v, shape, generator=g)
     if ignore:
         y.view(-1)[::4] = -100
-    return hs, ws, bs, h_t, w_t, b_t, y
+    return hs, ws, bs, h_t, w_t, b_t, y.to(device)
 
 
 def unfused(hs, ws, bs, h_t, w_t, b_t, y, beta, alpha, reduction, t2=True):
@@ -90,7 +75,7 @@ def grads(out, params, upstream):
 @pytest.mark.parametrize("shape", [(23,), (3, 7)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_matches_unfused_in_float64(reduction, beta, alpha, chunk_size, shape, bias, backend):
-    hs, ws, bs, h_t, w_t, b_t, y = make(shape=shape, bias=bias)
+    hs, ws, bs, h_t, w_t, b_t, y = make(shape=shape, bias=bias, device=BACKEND_DEVICE[backend])
     ours = fused_linear_kd_loss(
         hs, ws, h_t, w_t, T, student_bias=bs, teacher_bias=b_t, target=y,
         beta=beta, alpha=alpha, reduction=reduction, chunk_size=chunk_size, backend=backend,
@@ -106,7 +91,9 @@ def test_matches_unfused_in_float64(reduction, beta, alpha, chunk_size, shape, b
 
 
 def test_matches_unfused_in_float32(backend):
-    hs, ws, bs, h_t, w_t, b_t, y = make(torch.float32, shape=(64,), h=16, ht=24, v=50)
+    hs, ws, bs, h_t, w_t, b_t, y = make(
+        torch.float32, shape=(64,), h=16, ht=24, v=50, device=BACKEND_DEVICE[backend]
+    )
     for t2 in (True, False):
         ours = fused_linear_kd_loss(
             hs, ws, h_t, w_t, T, student_bias=bs, teacher_bias=b_t, target=y, beta=0.5,
@@ -148,7 +135,7 @@ def test_ignored_tokens_never_reach_the_matmul(monkeypatch):
 
 
 def test_all_ignored_gives_zero_and_zero_gradients(backend):
-    hs, ws, bs, h_t, w_t, _b_t, y = make()
+    hs, ws, bs, h_t, w_t, _b_t, y = make(device=BACKEND_DEVICE[backend])
     y.fill_(-100)
     loss = fused_linear_kd_loss(
         hs, ws, h_t, w_t, T, student_bias=bs, target=y, beta=0.5, backend=backend
@@ -350,16 +337,21 @@ def _masked_reference(hs, ws, bs, h_t, w_t, b_t, y, temperature, beta, alpha):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("temperature", [1.0, 3.0])
 @pytest.mark.parametrize("chunk_size", [4, None])
-def test_masked_vocabulary_in_the_bias_with_a_smoothed_hard_term(dtype, temperature, chunk_size):
+def test_masked_vocabulary_in_the_bias_with_a_smoothed_hard_term(
+    dtype, temperature, chunk_size, backend
+):
     """Item 4: a -inf bias entry with alpha > 0 gave inf on the chunked path."""
-    hs, ws, bs, h_t, w_t, b_t, y = make(dtype=dtype, shape=(10,), ignore=False)
-    masked = torch.zeros(ws.shape[0], dtype=torch.bool)
+    device = BACKEND_DEVICE[backend]
+    hs, ws, bs, h_t, w_t, b_t, y = make(dtype=dtype, shape=(10,), ignore=False, device=device)
+    masked = torch.zeros(ws.shape[0], dtype=torch.bool, device=device)
     masked[[3, 7]] = True
     bs = bs.detach().masked_fill(masked, float("-inf")).requires_grad_()
     b_t = b_t.masked_fill(masked, float("-inf"))
     y[masked[y]] = 0
     kw = {"student_bias": bs, "teacher_bias": b_t, "target": y, "beta": 0.5, "alpha": 0.1}
-    ours = fused_linear_kd_loss(hs, ws, h_t, w_t, temperature, chunk_size=chunk_size, **kw)
+    ours = fused_linear_kd_loss(
+        hs, ws, h_t, w_t, temperature, chunk_size=chunk_size, backend=backend, **kw
+    )
     ref = _masked_reference(hs, ws, bs, h_t, w_t, b_t, y, temperature, 0.5, 0.1)
     tol = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
     torch.testing.assert_close(ours.double(), ref.detach(), **tol)
@@ -430,7 +422,7 @@ def test_cached_teacher_matches_kd_loss_with_it(kind, tail, beta, alpha, reducti
 
 @pytest.mark.parametrize(("kind", "tail"), [("logits", "renormalize"), ("logprobs", "bucket")])
 def test_cached_teacher_of_every_class_is_the_dense_teacher(kind, tail, backend):
-    hs, ws, bs, h_t, w_t, b_t, y = make()
+    hs, ws, bs, h_t, w_t, b_t, y = make(device=BACKEND_DEVICE[backend])
     cache = TopKTeacher.from_logits(h_t @ w_t.T + b_t, ws.shape[0], kind=kind, tail=tail)
     kw = {"student_bias": bs, "target": y, "beta": 0.5, "alpha": 0.1, "chunk_size": 4}
     ours = fused_linear_kd_loss(hs, ws, cache, None, T, **kw)
@@ -506,6 +498,8 @@ def test_peak_memory_within_a_quarter_of_the_logits(monkeypatch, backend, loss, 
     """
     if loss == "topk" and backend == "triton":
         pytest.skip("a cached teacher has one implementation")
+    if backend == "triton" and TRITON_DEVICE != "cpu":
+        pytest.skip("measured on the CPU run of the path; test_cuda.py measures CUDA")
     monkeypatch.setattr(fl, "DEFAULT_BUDGET_BYTES", 0)
     if backend == "triton":
         # Triton's interpreter keeps each launch's arguments in reference cycles (the
@@ -559,6 +553,8 @@ def auto_takes_triton_on_cpu(monkeypatch):
     """``backend="auto"`` as on CUDA, for CPU tensors under the interpreter."""
     if not HAS_TRITON:
         pytest.skip("no triton")
+    if TRITON_DEVICE != "cpu":
+        pytest.skip("test_cuda.py checks auto on CUDA")
     monkeypatch.setattr(select, "AUTO_DEVICES", ("cuda", "cpu"))
     select.reset_failure()
     yield

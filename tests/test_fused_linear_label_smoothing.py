@@ -8,46 +8,27 @@ the outside references.
 
 from __future__ import annotations
 
-import importlib.util
-import warnings
-
 import pytest
 import torch
 import torch.nn.functional as F
 
+from _devices import BACKEND_DEVICE
 from lsdiffusion import (
     FusedLinearLabelSmoothingLoss,
     fused_linear_label_smoothing_loss,
     label_smoothing_loss,
 )
 
-HAS_TRITON = importlib.util.find_spec("triton") is not None
-BACKENDS = [
-    "eager",
-    pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="no triton")),
-]
+# the interpreter evaluates masked-out lanes too (exp(-inf - -inf) and the like)
+pytestmark = pytest.mark.filterwarnings("ignore:.*encountered:RuntimeWarning")
 TOL64 = {"rtol": 1e-10, "atol": 1e-10}
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    """The chunk kernels' implementation: eager, or Triton (the CUDA path)."""
-    return request.param
-
-
-@pytest.fixture(autouse=True)
-def _quiet_interpreter():
-    # the interpreter evaluates masked-out lanes too (exp(-inf - -inf) and the like)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=RuntimeWarning, message=".*encountered")
-        yield
-
-
-def make(dtype=torch.float64, shape=(23,), h=6, v=11, bias=True, seed=0, ignore=True):
+def make(dtype=torch.float64, shape=(23,), h=6, v=11, bias=True, seed=0, ignore=True, device="cpu"):
     g = torch.Generator().manual_seed(seed)
 
     def rand(*s):
-        return torch.randn(*s, generator=g, dtype=torch.float64).to(dtype)
+        return torch.randn(*s, generator=g, dtype=torch.float64).to(device, dtype)
 
     hidden = rand(*shape, h).requires_grad_()
     weight = rand(v, h).requires_grad_()
@@ -55,7 +36,7 @@ def make(dtype=torch.float64, shape=(23,), h=6, v=11, bias=True, seed=0, ignore=
     y = torch.randint(0, v, shape, generator=g)
     if ignore:
         y.view(-1)[::4] = -100
-    return hidden, weight, bias_t, y
+    return hidden, weight, bias_t, y.to(device)
 
 
 def logits_of(hidden, weight, bias):
@@ -74,8 +55,10 @@ def grads(out, params, upstream=None):
 def test_matches_label_smoothing_loss_in_float64(
     reduction, alpha, chunk_size, shape, weighted, backend
 ):
-    hidden, weight, bias, y = make(shape=shape)
-    class_weight = torch.rand(weight.shape[0], dtype=torch.float64) + 0.1 if weighted else None
+    hidden, weight, bias, y = make(shape=shape, device=BACKEND_DEVICE[backend])
+    class_weight = None
+    if weighted:
+        class_weight = torch.rand(weight.shape[0], dtype=torch.float64).to(hidden.device) + 0.1
     ours = fused_linear_label_smoothing_loss(
         hidden, weight, y, alpha, bias=bias, class_weight=class_weight, reduction=reduction,
         chunk_size=chunk_size, backend=backend,
@@ -95,8 +78,10 @@ def test_matches_label_smoothing_loss_in_float64(
 def test_matches_torch_linear_cross_entropy(weighted, backend):
     if not hasattr(F, "linear_cross_entropy"):
         pytest.skip("torch.nn.functional.linear_cross_entropy needs torch >= 2.13")
-    hidden, weight, bias, y = make(shape=(40,), h=8, v=30)
-    class_weight = torch.rand(30, dtype=torch.float64) + 0.1 if weighted else None
+    hidden, weight, bias, y = make(shape=(40,), h=8, v=30, device=BACKEND_DEVICE[backend])
+    class_weight = None
+    if weighted:
+        class_weight = torch.rand(30, dtype=torch.float64).to(hidden.device) + 0.1
     ours = fused_linear_label_smoothing_loss(
         hidden, weight, y, 0.1, bias=bias, class_weight=class_weight, chunk_size=7,
         backend=backend,
@@ -113,7 +98,9 @@ def test_matches_torch_linear_cross_entropy(weighted, backend):
 
 
 def test_matches_in_float32(backend):
-    hidden, weight, bias, y = make(torch.float32, shape=(64,), h=16, v=50)
+    hidden, weight, bias, y = make(
+        torch.float32, shape=(64,), h=16, v=50, device=BACKEND_DEVICE[backend]
+    )
     ours = fused_linear_label_smoothing_loss(
         hidden, weight, y, 0.1, bias=bias, chunk_size=7, backend=backend
     )
@@ -127,7 +114,7 @@ def test_matches_in_float32(backend):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_heads(dtype, backend):
-    hidden, weight, bias, y = make(dtype, shape=(40,), h=16, v=30)
+    hidden, weight, bias, y = make(dtype, shape=(40,), h=16, v=30, device=BACKEND_DEVICE[backend])
     ours = fused_linear_label_smoothing_loss(
         hidden, weight, y, 0.1, bias=bias, chunk_size=9, backend=backend
     )
@@ -141,9 +128,9 @@ def test_half_precision_heads(dtype, backend):
 
 
 def test_all_ignored_gives_zero_and_zero_gradients(backend):
-    hidden, weight, bias, y = make()
+    hidden, weight, bias, y = make(device=BACKEND_DEVICE[backend])
     y.fill_(-100)
-    for class_weight in (None, torch.rand(weight.shape[0], dtype=torch.float64)):
+    for class_weight in (None, torch.rand(weight.shape[0], dtype=torch.float64).to(y.device)):
         loss = fused_linear_label_smoothing_loss(
             hidden, weight, y, bias=bias, class_weight=class_weight, backend=backend
         )
@@ -154,8 +141,8 @@ def test_all_ignored_gives_zero_and_zero_gradients(backend):
 
 def test_masked_vocabulary_in_the_bias(backend):
     """A -inf bias entry is outside the support: finite loss, no smoothing mass there."""
-    hidden, weight, bias, y = make(shape=(10,), ignore=False)
-    masked = torch.zeros(weight.shape[0], dtype=torch.bool)
+    hidden, weight, bias, y = make(shape=(10,), ignore=False, device=BACKEND_DEVICE[backend])
+    masked = torch.zeros(weight.shape[0], dtype=torch.bool, device=y.device)
     masked[[3, 7]] = True
     bias = bias.detach().masked_fill(masked, float("-inf")).requires_grad_()
     y[masked[y]] = 0
@@ -217,8 +204,8 @@ def test_weighted_mean_under_transforms_with_every_token_ignored():
 
 
 def test_module_equals_function_and_keeps_weights_as_a_buffer(backend):
-    hidden, weight, bias, y = make(shape=(2, 5))
-    class_weight = torch.rand(weight.shape[0], dtype=torch.float64)
+    hidden, weight, bias, y = make(shape=(2, 5), device=BACKEND_DEVICE[backend])
+    class_weight = torch.rand(weight.shape[0], dtype=torch.float64).to(y.device)
     module = FusedLinearLabelSmoothingLoss(
         0.2, class_weight=class_weight, reduction="sum", chunk_size=3, backend=backend
     )
