@@ -40,11 +40,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import warnings
 import statistics
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
