@@ -49,7 +49,11 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from bench_losses import _sync, peak_extra_bytes  # the same memory and sync helpers
+from bench_losses import (  # the same memory, bandwidth and sync helpers
+    _sync,
+    copy_bandwidth,
+    peak_extra_bytes,
+)
 
 from lsdiffusion import (
     TopKTeacher,
@@ -90,7 +94,13 @@ def _liger_loss() -> Callable[..., torch.Tensor] | None:
 
 
 def steps(
-    loss: str, n: int, h: int, v: int, device: torch.device, dtype: torch.dtype
+    loss: str,
+    n: int,
+    h: int,
+    v: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    compile_: bool = False,
 ) -> tuple[dict[str, Step], dict[str, torch.Tensor]]:
     g = torch.Generator(device="cpu").manual_seed(0)
 
@@ -111,13 +121,32 @@ def steps(
         return step
 
     params = {"hs": hs, "ws": ws, "bs": bs}
+    heads = [(hs, ws)] if loss == "ls" else [(hs, ws), (ht := rand(n, h), rand(v, h))]
+
+    def matmuls() -> None:
+        # the floor: the head's GEMMs of one step and nothing else (logits of each head,
+        # then the student's two gradient GEMMs, with the logits standing in for G)
+        with torch.no_grad():
+            g = None
+            for x, w in heads:
+                out = x @ w.T
+                g = out if g is None else g
+            assert g is not None
+            _ = g @ ws, g.T @ hs
+
     if loss == "ls":
         y = torch.randint(0, v, (n,), generator=g).to(device)
         impls: dict[str, Step] = {
             "unfused": run(lambda: label_smoothing_loss(hs @ ws.T + bs, y, ALPHA)),
             "one-liner": run(lambda: F.cross_entropy(hs @ ws.T + bs, y, label_smoothing=ALPHA)),
             "fused": run(lambda: fused_linear_label_smoothing_loss(hs, ws, y, ALPHA, bias=bs)),
+            "matmuls": matmuls,
         }
+        if compile_:
+            compiled_ls = torch.compile(
+                lambda: F.cross_entropy(hs @ ws.T + bs, y, label_smoothing=ALPHA)
+            )
+            impls["compiled"] = run(compiled_ls)
         if hasattr(F, "linear_cross_entropy"):
             options = torch.nn.LinearCrossEntropyOptions()
             # torch 2.13 chunks only label_smoothing == 0: with 0.1 it warns and runs its
@@ -132,8 +161,7 @@ def steps(
             )
         return impls, params
 
-    ht = rand(n, h)
-    wt = rand(v, h, scale=h**-0.5)
+    wt = heads[1][1].mul_(h**-0.5)
     bt = rand(v, scale=0.1)
     with torch.no_grad():
         cache = TopKTeacher.from_logits(ht @ wt.T + bt, TOP_K, kind="logprobs", tail="bucket")
@@ -152,6 +180,9 @@ def steps(
         ),
         "fused-topk": run(lambda: fused_linear_kd_loss(hs, ws, cache, None, temp, student_bias=bs)),
     }
+    impls["matmuls"] = matmuls
+    if compile_:
+        impls["compiled"] = run(torch.compile(one_liner))
     liger = _liger_loss()
     if liger is not None:
         impls["liger"] = run(lambda: liger(hs, ws, bs, ht, wt, bt))
@@ -177,6 +208,7 @@ def _memory_in_child(impl: str, args: argparse.Namespace) -> int:
         str(args.hidden),
         "--vocab",
         str(args.vocab),
+        *(["--compile"] if args.compile else []),
     ]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     return int(out.strip().splitlines()[-1])
@@ -192,6 +224,9 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--check", action="store_true", help="exit 1 if a memory target fails")
+    parser.add_argument(
+        "--compile", action="store_true", help="add torch.compile of the one-liner (slow on CPU)"
+    )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -199,7 +234,9 @@ def main() -> None:
     # torch's "options ignored" warning for label_smoothing != 0 (said in the docstring)
     warnings.filterwarnings("ignore", message="linear_cross_entropy: ``options`` ignored")
     if args.memory_child:
-        impls, params = steps(args.loss, args.tokens, args.hidden, args.vocab, device, dtype)
+        impls, params = steps(
+            args.loss, args.tokens, args.hidden, args.vocab, device, dtype, args.compile
+        )
         fn = impls[args.memory_child]
         fn()  # warm-up
         for p in params.values():
@@ -209,7 +246,11 @@ def main() -> None:
         print(extra - head * params["ws"].element_size())
         return
 
-    impls, _ = steps(args.loss, args.tokens, args.hidden, args.vocab, device, dtype)
+    impls, params = steps(
+        args.loss, args.tokens, args.hidden, args.vocab, device, dtype, args.compile
+    )
+    hs, ws = params["hs"], params["ws"]
+    heads = [(hs, ws)] if args.loss == "ls" else [(hs, ws), (hs, ws)]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     logits_bytes = args.tokens * args.vocab * torch.empty((), dtype=dtype).element_size()
     print(
@@ -239,12 +280,14 @@ def main() -> None:
     rival = "liger" if args.loss == "kd" else "torch-chunked"
     header = (
         f"{'method':<13} {'time s':>9} {'vs unfused':>11} {f'vs {rival}':>15} "
-        f"{'extra MiB':>10} {'logits tensors':>15} {'memory ok':>10}"
+        f"{'vs floor':>9} {'extra MiB':>10} {'logits tensors':>15} {'memory ok':>10}"
     )
     print(header)
     print("-" * len(header))
     failed = []
     for key in impls:
+        if key == "matmuls":
+            continue
         extra = _memory_in_child(key, args)
         tensors = extra / logits_bytes
         vs_rival = f"{ratio(key, rival):>14.2f}x" if rival in impls else f"{'-':>15}"
@@ -255,9 +298,20 @@ def main() -> None:
                 failed.append(f"{key}: {tensors:.3f} logits tensors > {MEMORY_TARGET}")
         print(
             f"{key:<13} {statistics.median(times[key]):>9.3f} {ratio(key, 'unfused'):>10.2f}x "
-            f"{vs_rival} {extra / 2**20:>10.1f} {tensors:>15.3f} {ok:>10}",
+            f"{vs_rival} {ratio(key, 'matmuls'):>8.2f}x {extra / 2**20:>10.1f} "
+            f"{tensors:>15.3f} {ok:>10}",
             flush=True,
         )
+    gemms = len(heads) + 2
+    item = torch.empty((), dtype=dtype).element_size()
+    touched = sum(x.numel() + w.numel() for x, w in heads) + hs.numel() + ws.numel()
+    hbm = touched * item / copy_bandwidth(device)
+    print(
+        f"matmul floor (the step's {gemms} head GEMMs alone, no loss): "
+        f"{statistics.median(times['matmuls']):.3f} s = 1.00x in 'vs floor'; HBM floor "
+        f"(read the heads' inputs, write the gradients, at the measured copy bandwidth): "
+        f"{hbm * 1e3:.2f} ms"
+    )
     print(
         "extra = peak memory of one step beyond the inputs and the head's weight/bias "
         f"gradients. Targets for fused: <= {TIME_TARGET}x the unfused time, <= "

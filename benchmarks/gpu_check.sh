@@ -35,7 +35,7 @@ else
     BENCH_SIZES=256x1000,4096x32000,16384x128000
     # the memory claim at its size: fused KD / LS <= 0.25 extra logits tensors (--check
     # fails the step otherwise: a materialised-logits regression stops the check here)
-    FL_ARGS=(--tokens 16384 --hidden 4096 --vocab 128000 --dtype bfloat16 --repeat 3)
+    FL_ARGS=(--tokens 16384 --hidden 4096 --vocab 128000 --dtype bfloat16 --repeat 3 --compile)
     FL_CHECK=(--check)
     STEPS=100
     # test_cuda.py holds the CUDA-vs-CPU-float64 checks of the fused losses (values and
