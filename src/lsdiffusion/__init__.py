@@ -52,8 +52,8 @@ _EXPORTS: dict[str, str] = {
     "iter_features": "lsdiffusion.features",
     "TopKTeacher": "lsdiffusion.teachers",
     "KDTerms": "lsdiffusion.functional",
-    "fused_linear_kd_loss": "lsdiffusion.functional",
-    "fused_linear_label_smoothing_loss": "lsdiffusion.functional",
+    "fused_linear_kd_loss": "lsdiffusion.fused_linear",
+    "fused_linear_label_smoothing_loss": "lsdiffusion.fused_linear",
     "kd_loss": "lsdiffusion.functional",
     "kd_loss_terms": "lsdiffusion.functional",
     "label_smoothing_loss": "lsdiffusion.functional",
@@ -112,11 +112,13 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     )
     from lsdiffusion.functional import (
         KDTerms,
-        fused_linear_kd_loss,
-        fused_linear_label_smoothing_loss,
         kd_loss,
         kd_loss_terms,
         label_smoothing_loss,
+    )
+    from lsdiffusion.fused_linear import (
+        fused_linear_kd_loss,
+        fused_linear_label_smoothing_loss,
     )
     from lsdiffusion.losses import (
         FusedLinearKDLoss,

@@ -22,11 +22,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Backend",
+    "KDReduction",
+    "LSReduction",
     "check_backend",
     "check_bool",
     "check_choice",
     "check_chunk_size",
     "check_class_indices",
+    "check_class_weight",
     "check_dim_type",
     "check_features",
     "check_finite_positive",
@@ -39,8 +42,10 @@ __all__ = [
     "check_kd_reduction",
     "check_labels",
     "check_reduction",
+    "check_target_range",
     "count_labels",
     "flatten_labelled",
+    "inspectable",
     "normalize_dim",
     "short_list",
 ]
@@ -193,6 +198,80 @@ def check_fused_linear_ls_options(
     check_ignore_index(ignore_index)
     check_chunk_size(chunk_size)
     check_backend(backend)
+
+
+LSReduction = Literal["none", "mean", "sum"]
+KDReduction = Literal["none", "batchmean", "sum"]
+
+
+def check_target_range(
+    flat: torch.Tensor, num_classes: int, ignore_index: int, name: str
+) -> tuple[torch.Tensor, bool]:
+    """Range-check flat class indices; also say whether some may equal ``ignore_index``.
+
+    On the CPU the indices are read; on an accelerator the check is a
+    device-side assert (no host synchronisation); while tracing or under
+    ``torch.func`` it is left to the composite formula's gather.
+    """
+    import torch
+
+    if not flat.numel():
+        return flat, False
+    if inspectable(flat):
+        lo, hi = (int(v) for v in torch.aminmax(flat))
+        if lo >= 0 and hi < num_classes:
+            return flat, lo <= ignore_index <= hi
+    bad = ((flat < 0) | (flat >= num_classes)) & (flat != ignore_index)
+    message = (
+        f"{name} contains {{}}, outside [0, {num_classes - 1}] "
+        f"(and not ignore_index={ignore_index})"
+    )
+    if inspectable(flat):
+        if bool(bad.any()):
+            raise ValueError(message.format(f"class index {int(flat[bad][0])}"))
+    elif flat.device.type != "cpu" and not _tracing():
+        torch._assert_async(~bad.any(), message.format("a class index"))  # no host sync
+    return flat, True
+
+
+def inspectable(t: torch.Tensor) -> bool:
+    """Whether checks may read values of ``t`` (a CPU tensor outside any tracing/transform)."""
+    return t.device.type == "cpu" and not _tracing()
+
+
+def _tracing() -> bool:
+    from lsdiffusion._kernels.autograd import tracing_or_transforming
+
+    return tracing_or_transforming()
+
+
+def check_class_weight(
+    weight: object, num_classes: int, x: torch.Tensor, name: str = "weight"
+) -> torch.Tensor | None:
+    """Per-class weights ``(C,)`` on ``x``'s device, in its compute dtype; None stays None."""
+    import torch
+
+    from lsdiffusion._kernels.base import compute_dtype
+
+    if weight is None:
+        return None
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(weight).__name__}")
+    if weight.dim() != 1 or weight.shape[0] != num_classes:
+        raise ValueError(
+            f"{name} must be 1-D with one entry per class ({num_classes}), "
+            f"got shape {tuple(weight.shape)}"
+        )
+    if not weight.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {weight.dtype}")
+    if weight.device != x.device:
+        raise ValueError(f"{name} is on {weight.device} but the logits are on {x.device}")
+    if weight.requires_grad:
+        raise ValueError(
+            f"{name} requires grad, but the losses give no gradient to the class weights; "
+            f"pass {name}.detach()"
+        )
+    return weight.to(dtype=compute_dtype(x))
 
 
 def normalize_dim(name: str, dim: object, tensor: torch.Tensor) -> int:

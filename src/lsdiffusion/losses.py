@@ -19,6 +19,8 @@ from torch import Tensor, nn
 
 from lsdiffusion._validation import (
     Backend,
+    KDReduction,
+    LSReduction,
     check_bool,
     check_dim_type,
     check_finite_positive,
@@ -31,9 +33,7 @@ from lsdiffusion._validation import (
 from lsdiffusion._validation import check_backend as _check_backend
 from lsdiffusion._validation import check_kd_reduction as _check_kd_reduction
 from lsdiffusion.functional import (
-    KDReduction,
     KDTerms,
-    LSReduction,
     fused_linear_kd_loss,
     fused_linear_label_smoothing_loss,
     kd_loss_terms,
