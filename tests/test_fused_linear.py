@@ -513,7 +513,8 @@ def test_peak_memory_within_a_quarter_of_the_logits(monkeypatch, backend, loss, 
                 yield bounds
 
         monkeypatch.setattr(fl, "_chunks", collected)
-    n, h, v = 96, 16, 1500
+    # smaller under the interpreter (one Python-level program per row)
+    n, h, v = (48, 16, 1000) if backend == "triton" else (96, 16, 1500)
     hs, ws, bs, h_t, w_t, b_t, y = make(dtype, shape=(n,), h=h, ht=h, v=v)
     cache = TopKTeacher.from_logits(h_t @ w_t.T + b_t, 8, kind="logprobs", tail="bucket")
     kw = {"target": y, "backend": backend}
@@ -540,7 +541,8 @@ def test_peak_memory_within_a_quarter_of_the_logits(monkeypatch, backend, loss, 
         t = h_t @ w_t.T + b_t
         kd_loss(s, t, T, target=y, dim=-1).backward()
 
-    assert _extra_memory(unfused_step, (hs, ws, bs)) >= 2 * logits
+    if backend == "eager":  # the measurement sees the logits (once per loss and dtype)
+        assert _extra_memory(unfused_step, (hs, ws, bs)) >= 2 * logits
 
 
 # ---------------------------------------------------------------------------
