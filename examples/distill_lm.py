@@ -174,6 +174,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def kd_criterion(args: argparse.Namespace) -> FusedLinearKDLoss:
+    """The student's loss: T, the LS-smoothed hard term mixed in by beta, padding ignored."""
+    return FusedLinearKDLoss(
+        args.temperature,
+        beta=args.beta,
+        alpha=args.alpha,
+        ignore_index=PAD,
+        chunk_size=args.chunk_size,
+    )
+
+
 def distil_online(
     args: argparse.Namespace,
     teacher: CausalLM,
@@ -183,13 +194,7 @@ def distil_online(
     device: torch.device,
 ) -> None:
     """Distil through both output heads with the fused loss, the teacher run every step."""
-    criterion = FusedLinearKDLoss(
-        args.temperature,
-        beta=args.beta,
-        alpha=args.alpha,
-        ignore_index=PAD,
-        chunk_size=args.chunk_size,
-    )
+    criterion = kd_criterion(args)
     opt = torch.optim.AdamW(student.parameters(), lr=3e-3)
     for step in range(args.steps):
         tokens, targets = (t.to(device) for t in text.batch(args.batch, g))
@@ -228,13 +233,7 @@ def distil_offline(
             top = TopKTeacher.from_logits(logits, args.offline, kind="logprobs", tail="bucket")
             cache.append((tokens, targets, top.to("cpu")))  # stored: (B, L, K) per batch
     print(f"cached the teacher's top-{args.offline} of {args.vocab} for {args.steps} batches")
-    criterion = FusedLinearKDLoss(
-        args.temperature,
-        beta=args.beta,
-        alpha=args.alpha,
-        ignore_index=PAD,
-        chunk_size=args.chunk_size,
-    )
+    criterion = kd_criterion(args)
     opt = torch.optim.AdamW(student.parameters(), lr=3e-3)
     for step, (tokens, targets, top) in enumerate(cache):
         tokens, targets = tokens.to(device), targets.to(device)
