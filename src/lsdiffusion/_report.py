@@ -69,6 +69,7 @@ def write_report(
     entropy: Any,
 ) -> dict[str, Any]:
     """Print the tables, stage every file, then move them into `args.out` (report.md last)."""
+    # Long on purpose: the report's sections in the order they are written.
     from lsdiffusion.diffusion import diffusion_indices
     from lsdiffusion.plotting import plot_diffusion_index, plot_projections
     from lsdiffusion.projection import muller_projection, templates_from_linear

@@ -362,6 +362,8 @@ def _kd_terms(
 
     Without the terms, the hard term is computed only when ``beta < 1``.
     """
+    # Long on purpose: one pass of checks for both teacher kinds (dense, cached), then one
+    # dispatch; split, the checks would be read out of order.
     check_finite_positive("temperature", temperature)
     check_in_unit_interval("beta", beta)
     check_kd_reduction(reduction)

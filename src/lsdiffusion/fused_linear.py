@@ -197,6 +197,8 @@ def fused_linear_kd_loss(
         >>> bool(torch.isclose(loss, kd_loss(h_s @ w_s.T, cached, 2.0, dim=-1)))
         True
     """
+    # Long on purpose: the checks of two teacher kinds (a head, a cached TopKTeacher) and the
+    # chunk loss each binds, read top to bottom.
     from lsdiffusion._kernels.chunked.fused_linear import Head, fused_linear_rows
     from lsdiffusion._kernels.chunked.losses import ChunkLoss, KDChunks, TopKChunks
 

@@ -161,6 +161,7 @@ def plot_projections(
     Returns:
         The path written.
     """
+    # Long on purpose: one figure's layout, panel by panel; matplotlib calls read best in order.
     figure_cls = _figure_class()
     from matplotlib.lines import Line2D
 

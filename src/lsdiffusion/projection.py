@@ -300,6 +300,8 @@ def muller_projection(
         >>> paper.points.shape, paper.centroids.shape
         (torch.Size([2, 2]), torch.Size([3, 2]))
     """
+    # Long on purpose: Algorithm 1 step by step (templates, plane, projection), each step's checks
+    # beside it.
     check_choice("method", method, ("plane", "pca"))
     x = as_tensor("features", features)
     check_features("features", x)

@@ -99,6 +99,8 @@ def ls_kernel(
 
     ``params`` holds ``[alpha]`` in the compute dtype (a float argument would be float32).
     """
+    # Long on purpose: a @triton.jit kernel is one program (helpers are inlined @triton.jit
+    # functions already); splitting it would add launches and re-reads.
     alpha = tl.load(params_ptr).to(ACC)
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * x_stride
@@ -215,6 +217,8 @@ def kd_kernel(
 
     ``params`` holds ``[1 / T, factor (T² or 1), beta]`` in the compute dtype.
     """
+    # Long on purpose: a @triton.jit kernel is one program (helpers are inlined @triton.jit
+    # functions already); splitting it would add launches and re-reads.
     inv_t = tl.load(params_ptr).to(ACC)
     factor = tl.load(params_ptr + 1).to(ACC)
     beta = tl.load(params_ptr + 2).to(ACC)
