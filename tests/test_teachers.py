@@ -304,3 +304,88 @@ def test_from_logits_k_out_of_range_names_the_dim_and_shape():
     with pytest.raises(TypeError, match="k must be an int, got float"):
         TopKTeacher.from_logits(t, 2.0)  # type: ignore[arg-type]
     assert TopKTeacher.from_logits(t, np.int64(2)).indices.shape == (2, 5, 2)  # numpy ints too
+
+
+# ---------------------------------------------------------------------------
+# the bucket's cached log-mass (TopKTeacher.residual)
+# ---------------------------------------------------------------------------
+
+
+def _confident_teacher(dtype=torch.float32):
+    """Top-8 of 1000 classes holding all but about 1e-6 of the mass, in ``dtype``."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(64, 1000, generator=g, dtype=torch.float64) * 2
+    t[:, :8] += 18
+    s = torch.randn(64, 1000, generator=g, dtype=torch.float64)
+    return s.to(dtype), t.to(dtype), s, t
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0, 16.0])
+def test_cached_residual_keeps_a_tiny_bucket_exact_in_float32(temperature):
+    """1 - sum exp(values) cancels in float32; from_logits caches log r from the tail itself."""
+    s32, t32, s64, t64 = _confident_teacher()
+    ref = kd_loss(s64, TopKTeacher.from_logits(t64, 8, kind="logprobs", tail="bucket"),
+                  temperature, reduction="none")  # fmt: skip
+    cached = TopKTeacher.from_logits(t32, 8, kind="logprobs", tail="bucket")
+    assert cached.residual is not None
+    assert cached.residual.shape == (64, 1)
+    ours = kd_loss(s32, cached, temperature, reduction="none")
+    rel = ((ours.double() - ref).abs() / ref.abs()).max()
+    assert rel < 1e-5, float(rel)
+    if temperature > 1:  # without it, r^(1/T) magnifies the cancellation
+        bare = TopKTeacher(cached.indices, cached.values, kind="logprobs", tail="bucket")
+        worse = kd_loss(s32, bare, temperature, reduction="none")
+        assert ((worse.double() - ref).abs() / ref.abs()).max() > 100 * rel
+
+
+def test_cached_residual_is_the_log_of_the_uncached_mass():
+    t = torch.randn(5, 30, dtype=torch.float64)
+    cached = TopKTeacher.from_logits(t, 4, kind="logprobs", tail="bucket", dim=1)
+    p = torch.softmax(t, 1)
+    rest = p.sum(1) - p.gather(1, cached.indices).sum(1)
+    torch.testing.assert_close(cached.residual[:, 0], rest.log(), rtol=1e-12, atol=1e-12)
+    # class dim elsewhere: the residual keeps it, of size 1
+    seq = TopKTeacher.from_logits(torch.randn(2, 3, 30), 4, kind="logprobs", tail="bucket")
+    assert seq.residual.shape == (2, 3, 1)
+    assert TopKTeacher.from_logits(t, 4, kind="logprobs").residual is None  # renormalize
+
+
+def test_cached_residual_moves_with_the_teacher_and_goes_through_the_fused_loss():
+    from lsdiffusion import fused_linear_kd_loss
+
+    g = torch.Generator().manual_seed(0)
+    h, w = torch.randn(12, 6, generator=g), torch.randn(50, 6, generator=g)
+    t = torch.randn(12, 50, generator=g) * 4
+    cached = TopKTeacher.from_logits(t, 6, kind="logprobs", tail="bucket")
+    moved = cached.to(torch.float64)
+    assert moved.residual.dtype == torch.float64
+    torch.testing.assert_close(moved.residual, cached.residual.double())
+    loss = fused_linear_kd_loss(h, w, cached, None, 4.0, chunk_size=5)
+    torch.testing.assert_close(loss, kd_loss(h @ w.T, cached, 4.0), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("residual", "tail", "error", "message"),
+    [
+        (torch.zeros(4, 1), "renormalize", ValueError, "only tail='bucket' uses it"),
+        (torch.zeros(4, 1, dtype=torch.long), "bucket", TypeError, "floating-point"),
+        (torch.zeros(4), "bucket", ValueError, "indices' dims"),
+    ],
+)
+def test_bad_residuals(residual, tail, error, message):
+    idx, val = torch.zeros(4, 2, dtype=torch.long), torch.full((4, 2), -1.0)
+    kind = "logprobs"
+    with pytest.raises(error, match=message):
+        TopKTeacher(idx, val, kind=kind, tail=tail, residual=residual)
+
+
+def test_residual_shape_and_mass_are_checked_against_the_student():
+    s = torch.randn(4, 10)
+    idx = torch.arange(3).repeat(4, 1)
+    val = torch.full((4, 3), -2.0)
+    wrong = TopKTeacher(idx, val, kind="logprobs", tail="bucket", residual=torch.zeros(1, 4))
+    with pytest.raises(ValueError, match=r"teacher.residual must have shape \(4, 1\)"):
+        kd_loss(s, wrong, 2.0)
+    positive = TopKTeacher(idx, val, kind="logprobs", tail="bucket", residual=torch.ones(4, 1))
+    with pytest.raises(ValueError, match="residual must hold log-probabilities"):
+        kd_loss(s, positive, 2.0)

@@ -430,18 +430,18 @@ def _kd_terms(
                 "a cached TopKTeacher has no Triton kernel (it runs as device-agnostic "
                 "PyTorch ops on every device): use backend='auto' or 'eager'"
             )
-        indices, values, bucket = topk
         kernel = TopKKDKernel(
-            indices=indices,
-            values=values,
+            indices=topk.indices,
+            values=topk.values,
             temperature=float(temperature),
             t2=t2_scaling,
-            bucket=bucket,
+            bucket=topk.bucket,
             beta=float(beta),
             target=flat,
             with_terms=terms,
             scale=scale,
             valid=valid,
+            log_r=topk.log_r,
         )
     else:
         kernel = KDKernel(

@@ -249,7 +249,7 @@ def fused_linear_kd_loss(
                 "a cached TopKTeacher has no Triton kernel (it runs as device-agnostic "
                 "PyTorch ops on every device): use backend='auto' or 'eager'"
             )
-        indices, values, bucket = flatten_cached(
+        flat_teacher = flatten_cached(
             teacher_hidden,
             (*token_shape, vocab),
             -1 % (len(token_shape) + 1),
@@ -259,8 +259,10 @@ def fused_linear_kd_loss(
             other="student_hidden",
         )
         loss = TopKChunks(
-            indices=indices, values=values, bucket=bucket, target=y, temperature=float(temperature),
-            t2=t2_scaling, beta=float(beta), alpha=float(alpha), backend="eager", fallback=False,
+            indices=flat_teacher.indices, values=flat_teacher.values,
+            bucket=flat_teacher.bucket, log_r=flat_teacher.log_r, target=y,
+            temperature=float(temperature), t2=t2_scaling, beta=float(beta),
+            alpha=float(alpha), backend="eager", fallback=False,
         )  # fmt: skip
     else:
         if teacher_weight is None:

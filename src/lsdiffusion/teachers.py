@@ -29,6 +29,10 @@ over all $V$ classes and the cached classes $I$ (k of them per row):
 
   The student's tail classes share the bucket's gradient in proportion to
   their probabilities: $T\,p^T_i\,(1 - q_b / P_b)$ for $i \notin I$.
+  `from_logits` also caches $\log r$ itself (`residual`), computed from the
+  uncached classes: $1 - \sum_j e^{v_j}$ cancels when the top k hold nearly
+  all the mass (float32: within 1e-6 of 1), and $r^{1/T}$ magnifies the error
+  at high T (10% at T = 16 without it, 3e-7 with it).
 
 With $k = V$ (every class cached, so there is no tail and no bucket) both rules
 equal dense KD exactly. A cached value of `-inf` carries no teacher mass;
@@ -67,6 +71,13 @@ class TopKTeacher:
         kind: what `values` hold.
         tail: `"renormalize"` or `"bucket"` (see the module page for the math);
             `"bucket"` needs `kind="logprobs"`, which knows the remaining mass.
+        residual: optional, `tail="bucket"` only: the log of the teacher's mass
+            outside the cached classes, $\log r$, shaped like `indices` with the
+            class dim of size 1. Without it, $r = 1 - \sum_j e^{v_j}$ is computed
+            from the values, which loses every digit of a tiny $r$ (float32: top-k
+            mass within 1e-6 of 1), and the bucket's tempered weight
+            $r^{1/T}$ magnifies that at high T. `from_logits` stores it, computed
+            from the uncached classes themselves.
 
     Examples:
         >>> import torch
@@ -84,6 +95,7 @@ class TopKTeacher:
     values: Tensor
     kind: TopKKind = "logits"
     tail: TopKTail = "renormalize"
+    residual: Tensor | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.indices, Tensor):
@@ -121,6 +133,24 @@ class TopKTeacher:
                 "tail='bucket' needs kind='logprobs': the bucket holds the teacher's mass "
                 "outside the cached classes, which logits alone do not give"
             )
+        r = self.residual
+        if r is None:
+            return
+        if self.tail != "bucket":
+            raise ValueError(
+                "residual is the bucket's log-mass and only tail='bucket' uses it; "
+                f"got tail={self.tail!r}"
+            )
+        if not isinstance(r, Tensor) or not r.is_floating_point():
+            got = f"dtype {r.dtype}" if isinstance(r, Tensor) else type(r).__name__
+            raise TypeError(f"residual must be a floating-point tensor or None, got {got}")
+        if r.dim() != self.indices.dim():
+            raise ValueError(
+                "residual must have the indices' dims with the class dim of size 1, got shape "
+                f"{tuple(r.shape)} for indices of shape {tuple(self.indices.shape)}"
+            )
+        if r.device != self.indices.device:
+            raise ValueError(f"residual is on {r.device} but indices are on {self.indices.device}")
 
     @classmethod
     def from_logits(
@@ -170,7 +200,13 @@ class TopKTeacher:
         if kind == "logprobs":
             t = torch.log_softmax(t.float() if t.dtype != torch.float64 else t, dim=dim)
         values, indices = torch.topk(t, k, dim=dim)
-        return cls(indices, values, kind=kind, tail=tail)
+        residual = None
+        if tail == "bucket" and kind == "logprobs":
+            # log of the mass outside the top k, from those classes themselves (exact where
+            # 1 - sum exp(values) would cancel)
+            rest = t.scatter(dim, indices, float("-inf"))
+            residual = torch.logsumexp(rest, dim=dim, keepdim=True)
+        return cls(indices, values, kind=kind, tail=tail, residual=residual)
 
     def to(self, *args: Any, **kwargs: Any) -> TopKTeacher:
         """`Tensor.to`'s forms: `to(device, dtype)`, `to(dtype)`, `to(other_tensor)`, keywords.
@@ -192,4 +228,5 @@ class TopKTeacher:
         copy = bool(kwargs.get("copy", flags[1] if len(flags) > 1 else False))
         extra = {"memory_format": kwargs["memory_format"]} if "memory_format" in kwargs else {}
         indices = self.indices.to(values.device, non_blocking=non_blocking, copy=copy, **extra)
-        return TopKTeacher(indices, values, kind=self.kind, tail=self.tail)
+        residual = None if self.residual is None else self.residual.to(*args, **kwargs)
+        return TopKTeacher(indices, values, kind=self.kind, tail=self.tail, residual=residual)

@@ -12,6 +12,7 @@ formed, unless T = 1. `composite` is the same loss as differentiable ops.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -27,23 +28,29 @@ from lsdiffusion._kernels.base import (
 from lsdiffusion._kernels.composite import ls_rows
 from lsdiffusion.teachers import TopKTeacher
 
-__all__ = ["TopKKDKernel", "flatten_cached", "flatten_teacher"]
+__all__ = ["FlatTeacher", "TopKKDKernel", "flatten_cached", "flatten_teacher"]
 
 _NEG_INF = float("-inf")
 
 
-def _teacher_log_q(values: Tensor, temperature: float, bucket: bool) -> tuple[Tensor, Tensor]:
+def _teacher_log_q(
+    values: Tensor, temperature: float, bucket: bool, log_r: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Tempered teacher log-probabilities: `(rows, k)` and the bucket's `(rows,)`.
 
-    Without a bucket, the second output is `-inf` (no mass).
+    Without a bucket, the second output is `-inf` (no mass). ``log_r``: the
+    bucket's log-mass as cached (`TopKTeacher.residual`), else derived from the values.
     """
     a = values / temperature
     if not bucket:
         lq = torch.log_softmax(a, 1)
         return lq, torch.full_like(lq[:, 0], _NEG_INF)
-    # log r = log(1 - sum exp(v)), kept finite-or--inf and stable near sum = 1
-    lse_k = torch.logsumexp(values, 1).clamp(max=0.0)
-    log_r = torch.log(-torch.expm1(lse_k))
+    if log_r is None:
+        # log r = log(1 - sum exp(v)), kept finite-or--inf and stable near sum = 1
+        lse_k = torch.logsumexp(values, 1).clamp(max=0.0)
+        log_r = torch.log(-torch.expm1(lse_k))
+    else:
+        log_r = log_r.to(values.dtype)
     both = torch.cat([a, (log_r / temperature)[:, None]], 1)
     lq_all = torch.log_softmax(both, 1)
     return lq_all[:, :-1], lq_all[:, -1]
@@ -74,9 +81,11 @@ class TopKKDKernel(LossKernel):
     scale: Tensor
     valid: Tensor | None
     alpha: float = 0.0  # label smoothing of the hard term (the fused linear loss's recipe)
+    log_r: Tensor | None = None  # (rows,) the bucket's cached log-mass, if the teacher has it
 
     def _names(self) -> tuple[str, ...]:
-        return ("indices", "values") + (("target",) if self.target is not None else ())
+        names = ("indices", "values") + (("target",) if self.target is not None else ())
+        return names + (("log_r",) if self.log_r is not None else ())
 
     def user_tensors(self) -> tuple[Tensor, ...]:
         """The cached teacher and the target (saved, so an in-place change is caught)."""
@@ -96,7 +105,9 @@ class TopKKDKernel(LossKernel):
         """The loss as differentiable ops (create_graph, torch.func, compile, forward AD)."""
         s = zero_invalid(self.valid, x.to(compute_dtype(x)))
         lsm = torch.log_softmax(s / self.temperature, 1)
-        lq, lq_b = _teacher_log_q(self.values.to(s.dtype), self.temperature, self.bucket)
+        lq, lq_b = _teacher_log_q(
+            self.values.to(s.dtype), self.temperature, self.bucket, self.log_r
+        )
         soft = _xlogy_terms(lq, lsm.gather(1, self.indices)).sum(1)
         if self.bucket:
             cached = torch.zeros_like(lsm, dtype=torch.bool).scatter(1, self.indices, True)
@@ -120,7 +131,7 @@ class TopKKDKernel(LossKernel):
         if self.valid is not None:
             buf.masked_fill_(~self.valid[:, None], 0.0)
         u_cached = buf.gather(1, self.indices)
-        lq, lq_b = _teacher_log_q(self.values.to(dtype), temp, self.bucket)
+        lq, lq_b = _teacher_log_q(self.values.to(dtype), temp, self.bucket, self.log_r)
         if self.bucket:
             # the tail against its own maximum, so that its mass never underflows
             # (a confident student's tail can sit 100+ nats below the row maximum)
@@ -203,11 +214,11 @@ class TopKKDKernel(LossKernel):
         buf.add_(p1.mul_(factor[:, None]))
 
 
-def flatten_teacher(teacher: TopKTeacher, logits: Tensor, dim: int) -> tuple[Tensor, Tensor, bool]:
+def flatten_teacher(teacher: TopKTeacher, logits: Tensor, dim: int) -> FlatTeacher:
     """Check a cached teacher against `logits` (class dim `dim`); return it as `(rows, k)`.
 
-    Returns `(indices, values, bucket)`: int64 indices, values in the logits'
-    compute dtype, and whether a bucket applies (`tail="bucket"` and k < V).
+    Returns int64 indices, values in the logits' compute dtype, whether a
+    bucket applies (`tail="bucket"` and k < V) and the bucket's cached log-mass.
     Checks the indices' range and distinctness and a log-probability teacher's
     mass: on the CPU by reading them, on an accelerator by device-side
     assertions (no host synchronisation); not while tracing.
@@ -233,7 +244,7 @@ def flatten_cached(
     *,
     described: str,
     other: str,
-) -> tuple[Tensor, Tensor, bool]:
+) -> FlatTeacher:
     """`flatten_teacher` for students of logits ``shape`` (class dim ``dim``) on ``device``.
 
     ``described`` words the expected shape; ``other`` names the student's argument.
@@ -256,7 +267,39 @@ def flatten_cached(
     values = teacher.values.detach().movedim(dim, -1).reshape(-1, k).to(dtype)
     if flat.numel() and not tracing_or_transforming():
         _check_cached(teacher, flat, values, num_classes)
-    return flat, values, teacher.tail == "bucket" and k < num_classes
+    bucket = teacher.tail == "bucket" and k < num_classes
+    log_r = None
+    r = teacher.residual
+    if r is not None:
+        want = (*idx.shape[:dim], 1, *idx.shape[dim + 1 :])
+        if tuple(r.shape) != want:
+            raise ValueError(
+                f"teacher.residual must have shape {want} (the indices' shape with the class "
+                f"dim {dim} of size 1), got {tuple(r.shape)}"
+            )
+        log_r = r.detach().movedim(dim, -1).reshape(-1).to(dtype) if bucket else None
+        if log_r is not None and log_r.numel() and not tracing_or_transforming():
+            _check_residual(log_r)
+    return FlatTeacher(flat, values, bucket, log_r)
+
+
+class FlatTeacher(NamedTuple):
+    """A cached teacher as ``(rows, k)`` tensors (see `flatten_cached`)."""
+
+    indices: Tensor
+    values: Tensor
+    bucket: bool
+    log_r: Tensor | None
+
+
+def _check_residual(log_r: Tensor) -> None:
+    """A cached log-mass is a log-probability: at most 0 (read on the CPU, asserted elsewhere)."""
+    message = "teacher.residual must hold log-probabilities (<= 0): the log of a mass"
+    tol = 1e-4 if log_r.dtype != torch.float64 else 1e-9
+    if log_r.device.type != "cpu":
+        torch._assert_async(~(log_r > tol).any(), message)
+    elif bool((log_r > tol).any()):
+        raise ValueError(f"{message}, got {float(log_r.max()):.4g}")
 
 
 def _check_cached(teacher: TopKTeacher, flat: Tensor, values: Tensor, num_classes: int) -> None:

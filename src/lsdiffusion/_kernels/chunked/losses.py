@@ -158,6 +158,7 @@ class TopKChunks(ChunkLoss):
     indices: Tensor  # (N, k) int64
     values: Tensor  # (N, k), compute dtype
     bucket: bool
+    log_r: Tensor | None  # (N,) the bucket's cached log-mass, if the teacher has it
     target: Tensor | None
     temperature: float
     t2: bool
@@ -166,12 +167,16 @@ class TopKChunks(ChunkLoss):
 
     def tensors(self) -> tuple[Tensor, ...]:
         """The cached teacher and the targets."""
-        return tuple(x for x in (self.indices, self.values, self.target) if x is not None)
+        both = (self.indices, self.values, self.target, self.log_r)
+        return tuple(x for x in both if x is not None)
 
     def rebind(self, tensors: tuple[Tensor, ...]) -> TopKChunks:
         """A copy reading the saved tensors."""
-        target = tensors[2] if self.target is not None else None
-        return replace(self, indices=tensors[0], values=tensors[1], target=target)
+        it = iter(tensors)
+        indices, values = next(it), next(it)
+        target = next(it) if self.target is not None else None
+        log_r = next(it) if self.log_r is not None else None
+        return replace(self, indices=indices, values=values, target=target, log_r=log_r)
 
     def kernel(self, lo: int, hi: int, scale: Tensor) -> LossKernel:
         """The cached-teacher KD of the chunk (device-agnostic PyTorch ops, no host reads)."""
@@ -187,6 +192,7 @@ class TopKChunks(ChunkLoss):
             scale=scale,
             valid=None,
             alpha=self.alpha,
+            log_r=None if self.log_r is None else self.log_r[lo:hi],
         )
 
     def tokens(self, keep: Tensor) -> TopKChunks:
@@ -196,6 +202,7 @@ class TopKChunks(ChunkLoss):
             indices=self.indices.index_select(0, keep),
             values=self.values.index_select(0, keep),
             target=_rows(self.target, keep),
+            log_r=_rows(self.log_r, keep),
         )
 
     def zero_ignored(self, valid: Tensor) -> TopKChunks:
@@ -209,6 +216,7 @@ class TopKChunks(ChunkLoss):
             indices=torch.where(mask, self.indices, first),
             values=torch.where(mask, self.values, uniform),
             target=_valid_rows(self.target, valid, 0),
+            log_r=_valid_rows(self.log_r, valid, float("-inf")),  # uniform: no bucket mass
         )
 
     def row_bytes(self, vocab: int, dtype: torch.dtype) -> int:
