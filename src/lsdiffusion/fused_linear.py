@@ -77,7 +77,10 @@ def _check_head(name: str, weight: object, bias: object, hidden: Tensor, bias_na
 def _fused_target(
     target: object, token_shape: torch.Size, hidden: Tensor, vocab: int, ignore_index: int
 ) -> tuple[Tensor, Tensor | None]:
-    """Flat class-index targets of a fused loss, and the kept tokens' mask (None: all kept)."""
+    """Flat class-index targets of a fused loss, and the kept tokens' mask (None: all kept).
+
+    Ignored tokens' targets are set to class 0 (their rows are dropped or masked).
+    """
     if not isinstance(target, Tensor) or target.is_floating_point() or target.is_complex():
         got = f"dtype {target.dtype}" if isinstance(target, Tensor) else type(target).__name__
         raise TypeError(f"target must be an integer tensor of class indices, got {got}")
@@ -92,7 +95,10 @@ def _fused_target(
             f"target is on {target.device} but the hidden states are on {hidden.device}"
         )
     flat, may_ignore = check_target_range(target.reshape(-1).long(), vocab, ignore_index, "target")
-    return flat, (flat != ignore_index) if may_ignore else None
+    if not may_ignore:
+        return flat, None
+    valid = flat != ignore_index
+    return torch.where(valid, flat, 0), valid
 
 
 def _fused_backend(backend: str, hidden: Tensor) -> tuple[BackendName, bool]:
@@ -233,8 +239,6 @@ def fused_linear_kd_loss(
             )
     else:
         y, valid = _fused_target(target, token_shape, h, vocab, ignore_index)
-        if valid is not None:
-            y = torch.where(valid, y, 0)
     loss: ChunkLoss
     if isinstance(teacher_hidden, TopKTeacher):
         from lsdiffusion._kernels.topk import flatten_cached
@@ -368,8 +372,6 @@ def fused_linear_label_smoothing_loss(
     token_shape = hs.shape[:-1]
     h = hs.reshape(-1, hs.shape[-1])
     y, valid = _fused_target(target, token_shape, h, vocab, ignore_index)
-    if valid is not None:
-        y = torch.where(valid, y, 0)
     w = check_class_weight(class_weight, vocab, h, name="class_weight")
     denominator: Tensor | None = None
     if w is not None:

@@ -37,7 +37,7 @@ from torch.autograd import forward_ad
 
 from lsdiffusion._kernels.base import LossKernel
 
-__all__ = ["apply", "tracing_or_transforming", "use_composite"]
+__all__ = ["apply", "composite_only", "tracing_or_transforming"]
 
 
 def tracing_or_transforming() -> bool:
@@ -58,9 +58,9 @@ def _is_dual(x: Tensor) -> bool:
     return forward_ad.unpack_dual(x).tangent is not None  # type: ignore[no-untyped-call]
 
 
-def use_composite(x: Tensor) -> bool:
-    """Whether an eager (host-reading) kernel must give way to the composite path."""
-    return x.device.type != "cpu" or tracing_or_transforming() or _is_dual(x)
+def composite_only(x: Tensor) -> bool:
+    """Whether only the composite formula can serve ``x``: tracing, a transform, forward AD."""
+    return tracing_or_transforming() or _is_dual(x)
 
 
 class FusedLoss(torch.autograd.Function):
@@ -113,10 +113,8 @@ def _composite_grad(kernel: LossKernel, x: Tensor, grad_out: Tensor, reduce: boo
 
 def apply(x2d: Tensor, kernel: LossKernel, reduce: bool) -> tuple[Tensor, ...]:
     """Evaluate ``kernel`` on ``(rows, C)`` logits by the right path; sum if ``reduce``."""
-    if (
-        tracing_or_transforming()
-        or _is_dual(x2d)
-        or (x2d.device.type != "cpu" and kernel.backend == "eager" and not kernel.host_free)
+    if composite_only(x2d) or (
+        x2d.device.type != "cpu" and kernel.backend == "eager" and not kernel.host_free
     ):
         outs = kernel.composite(x2d)
         outs = (outs[0], *(o.detach() for o in outs[1:]))

@@ -85,13 +85,17 @@ class LossKernel:
     # the loss's implementation files: eager/<impl>.py and triton/<impl>.py
     impl: ClassVar[str] = ""
 
+    def tensor_names(self) -> tuple[str, ...]:
+        """The attributes holding the caller's tensors this kernel reads (none by default)."""
+        return ()
+
     def user_tensors(self) -> tuple[Tensor, ...]:
         """The caller's tensors this kernel reads (saved for backward)."""
-        return ()
+        return tuple(getattr(self, name) for name in self.tensor_names())
 
     def rebind(self: K, tensors: tuple[Tensor, ...]) -> K:
         """A copy reading ``tensors`` (as returned by `user_tensors`) instead."""
-        return self
+        return replace_tensors(self, self.tensor_names(), tensors)
 
     def with_upstream(self: K, upstream: Tensor) -> K:
         """A copy whose gradient comes out multiplied by ``upstream`` (scalar or per row)."""

@@ -16,7 +16,6 @@ from lsdiffusion._kernels.base import (
     BackendName,
     LossKernel,
     compute_dtype,
-    replace_tensors,
     where_valid,
     zero_invalid,
 )
@@ -52,17 +51,9 @@ class KDKernel(LossKernel):
         """Whether the hard term is computed: asked for, or mixed into the loss."""
         return self.target is not None and (self.terms or self.beta < 1.0)
 
-    def _names(self) -> tuple[str, ...]:
+    def tensor_names(self) -> tuple[str, ...]:
         # the class-index target too, so that a recomputing backward sees the forward's
         return ("teacher",) + (("target",) if self.target is not None else ())
-
-    def user_tensors(self) -> tuple[Tensor, ...]:
-        """The teacher logits and the class-index target, if any."""
-        return tuple(getattr(self, name) for name in self._names())
-
-    def rebind(self, tensors: tuple[Tensor, ...]) -> KDKernel:
-        """A copy reading the saved teacher and target."""
-        return replace_tensors(self, self._names(), tensors)
 
     def composite(self, x: Tensor) -> tuple[Tensor, ...]:
         """Differentiable plain-PyTorch evaluation."""

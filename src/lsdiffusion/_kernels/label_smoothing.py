@@ -17,7 +17,6 @@ from lsdiffusion._kernels.base import (
     BackendName,
     LossKernel,
     compute_dtype,
-    replace_tensors,
     where_valid,
     zero_invalid,
 )
@@ -40,18 +39,10 @@ class LabelSmoothingKernel(LossKernel):
 
     impl: ClassVar[str] = "label_smoothing"
 
-    def _names(self) -> tuple[str, ...]:
+    def tensor_names(self) -> tuple[str, ...]:
         # index targets too: a recomputing backward must see the values of the forward
         # pass, or raise PyTorch's in-place error (as F.cross_entropy does)
         return ("target",) + (("weight",) if self.weight is not None else ())
-
-    def user_tensors(self) -> tuple[Tensor, ...]:
-        """Targets (indices or probabilities) and class weights: the caller's tensors."""
-        return tuple(getattr(self, name) for name in self._names())
-
-    def rebind(self, tensors: tuple[Tensor, ...]) -> LabelSmoothingKernel:
-        """A copy reading the saved ``tensors``."""
-        return replace_tensors(self, self._names(), tensors)
 
     def composite(self, x: Tensor) -> tuple[Tensor, ...]:
         """Differentiable plain-PyTorch evaluation."""

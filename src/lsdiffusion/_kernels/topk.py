@@ -21,7 +21,6 @@ from lsdiffusion._kernels.autograd import tracing_or_transforming
 from lsdiffusion._kernels.base import (
     LossKernel,
     compute_dtype,
-    replace_tensors,
     where_valid,
     zero_invalid,
 )
@@ -83,17 +82,9 @@ class TopKKDKernel(LossKernel):
     alpha: float = 0.0  # label smoothing of the hard term (the fused linear loss's recipe)
     log_r: Tensor | None = None  # (rows,) the bucket's cached log-mass, if the teacher has it
 
-    def _names(self) -> tuple[str, ...]:
+    def tensor_names(self) -> tuple[str, ...]:
         names = ("indices", "values") + (("target",) if self.target is not None else ())
         return names + (("log_r",) if self.log_r is not None else ())
-
-    def user_tensors(self) -> tuple[Tensor, ...]:
-        """The cached teacher and the target (saved, so an in-place change is caught)."""
-        return tuple(getattr(self, name) for name in self._names())
-
-    def rebind(self, tensors: tuple[Tensor, ...]) -> TopKKDKernel:
-        """A copy reading the saved teacher and target tensors."""
-        return replace_tensors(self, self._names(), tensors)
 
     def _hard_wanted(self) -> bool:
         return self.target is not None and (self.with_terms or self.beta < 1.0)

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lsdiffusion._kernels.autograd import tracing_or_transforming
+from lsdiffusion._kernels.autograd import composite_only
 from lsdiffusion._kernels.base import compute_dtype
 from lsdiffusion._kernels.chunked.losses import ChunkLoss
 
@@ -283,12 +283,6 @@ def autocast_head(head: Head, dtype: torch.dtype) -> Head:
     return Head(cast(head.hidden), cast(head.weight), bias)
 
 
-def _forward_ad(h: Tensor) -> bool:
-    from lsdiffusion._kernels.autograd import _is_dual
-
-    return _is_dual(h)
-
-
 def fused_linear_rows(
     student: Head,
     loss: ChunkLoss,
@@ -324,7 +318,7 @@ def fused_linear_rows(
             )
     reduce = reduction != "none"
     cdtype = compute_dtype(student.hidden)
-    if tracing_or_transforming() or _forward_ad(student.hidden):  # the unfused formula
+    if composite_only(student.hidden):  # the unfused formula
         if valid is not None:
             # ignored tokens' inputs are zeroed, so NaN padding cannot reach the gradients
             student, loss = student.zero_tokens(valid), loss.zero_ignored(valid)
